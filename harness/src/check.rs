@@ -1,0 +1,321 @@
+//! The builder, and the sync and async ways to run a check.
+
+use std::time::Duration;
+#[cfg(feature = "tokio")]
+use std::time::Instant;
+
+use crate::filter::Filter;
+use crate::guard::Guard;
+use crate::probe::Prober;
+use crate::protocol::{Plan, Protocol};
+use crate::report::{Leak, Report};
+use crate::settle::{Settled, Step};
+
+/// The default settle budget, unless `LEAKCHECK_SETTLE_MS` says otherwise.
+const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
+const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
+
+/// A leak check: which resources to count, how many cycles to run, how long to let lingering
+/// resources settle, and what to ignore.
+///
+/// Counts OS threads and file descriptors; with the `tokio` feature, also the alive tasks of a
+/// runtime (see [`LeakCheck::tasks`]).
+///
+/// ```
+/// use leakcheck::LeakCheck;
+///
+/// // A component that joins its thread on close is clean, cycle after cycle.
+/// let report = LeakCheck::new().cycles(10).assert_clean(|| {
+///     std::thread::spawn(|| ()).join().unwrap();
+/// });
+/// assert_eq!(report.cycles(), 10);
+/// ```
+#[derive(Clone, Debug)]
+pub struct LeakCheck {
+    cycles: usize,
+    warmup: Option<usize>,
+    settle: Duration,
+    thread_filter: Filter,
+    fd_filter: Filter,
+    #[cfg(feature = "tokio")]
+    tasks: Option<tokio::runtime::Handle>,
+}
+
+impl Default for LeakCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LeakCheck {
+    /// A check of threads and fds: one cycle, no warm-up, a settle budget of 1 s (or
+    /// `LEAKCHECK_SETTLE_MS`).
+    ///
+    /// # Panics
+    /// If `LEAKCHECK_SETTLE_MS` is set but is not a whole number of milliseconds.
+    pub fn new() -> Self {
+        LeakCheck {
+            cycles: 1,
+            warmup: None,
+            settle: settle_from_env(),
+            thread_filter: Filter::default(),
+            fd_filter: Filter::default(),
+            #[cfg(feature = "tokio")]
+            tasks: None,
+        }
+    }
+
+    /// How many create/close cycles to measure (default 1). With more than one, a resource
+    /// leaks only when it keeps growing: the second half of the cycles adds to the first.
+    ///
+    /// # Panics
+    /// If `n` is 0: a check of no cycles could only ever pass.
+    pub fn cycles(mut self, n: usize) -> Self {
+        assert!(
+            n > 0,
+            "leakcheck: cycles(0) measures nothing; use cycles(1) or more"
+        );
+        self.cycles = n;
+        self
+    }
+
+    /// Cycles to run before the baseline, to absorb one-time lazy initialisation (a global
+    /// pool, a signal pipe). Default: 0 with one cycle, 1 with more.
+    pub fn warmup(mut self, n: usize) -> Self {
+        self.warmup = Some(n);
+        self
+    }
+
+    /// The most real time to wait, at each baseline, for lingering threads, fds and tasks to go
+    /// (default 1 s, or `LEAKCHECK_SETTLE_MS`). Nothing waits when nothing lingers.
+    pub fn settle(mut self, budget: Duration) -> Self {
+        self.settle = budget;
+        self
+    }
+
+    /// Ignores threads whose name matches a glob (`tokio-runtime-w*`). Names are matched as
+    /// the kernel reports them: Linux keeps only the first 15 bytes of a thread name, so
+    /// `"tokio-runtime-worker"` is seen as `"tokio-runtime-w"`.
+    ///
+    /// # Panics
+    /// If the glob does not parse.
+    pub fn ignore_thread(mut self, name_glob: &str) -> Self {
+        self.thread_filter.add("thread-name", name_glob);
+        self
+    }
+
+    /// Ignores fds whose target matches a glob (`/var/log/*`, `socket:*`, `anon_inode:*`).
+    /// Brackets are glob syntax: match a literal `[` with `[[]`, or use `*`.
+    ///
+    /// # Panics
+    /// If the glob does not parse.
+    pub fn ignore_fd(mut self, target_glob: &str) -> Self {
+        self.fd_filter.add("fd-target", target_glob);
+        self
+    }
+
+    /// Also counts the alive tasks of the runtime behind `handle`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use leakcheck::{LeakCheck, Resource};
+    ///
+    /// let check = LeakCheck::new().tasks(&tokio::runtime::Handle::current());
+    /// let leak = check
+    ///     .settle(std::time::Duration::from_millis(20))
+    ///     .run_async(|| async {
+    ///         tokio::spawn(std::future::pending::<()>());
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(leak.report().leaked(Resource::Tasks), 1);
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn tasks(mut self, handle: &tokio::runtime::Handle) -> Self {
+        self.tasks = Some(handle.clone());
+        self
+    }
+
+    /// Runs `body` as the plan says (warm-up, then the measured cycles), letting resources
+    /// settle at each baseline, and judges what was left behind.
+    ///
+    /// A panic in `body` propagates. Settling blocks the calling thread; inside async code,
+    /// use [`LeakCheck::run_async`].
+    pub fn run<F: FnMut()>(&self, mut body: F) -> Result<Report, Leak> {
+        let mut protocol = self.protocol(self.plan());
+        while let Some(stage) = protocol.next() {
+            for _ in 0..stage.runs {
+                body();
+            }
+            let settled = settle_blocking(&protocol);
+            protocol.record(settled);
+        }
+        verdict(protocol.finish())
+    }
+
+    /// Like [`LeakCheck::run`], and panics with the report if anything leaked.
+    ///
+    /// ```should_panic
+    /// // A thread parked forever on every cycle: caught, and the panic shows the report.
+    /// leakcheck::LeakCheck::new()
+    ///     .cycles(4)
+    ///     .settle(std::time::Duration::from_millis(20))
+    ///     .assert_clean(|| {
+    ///         std::thread::spawn(|| loop { std::thread::park() });
+    ///     });
+    /// ```
+    #[track_caller]
+    pub fn assert_clean<F: FnMut()>(&self, body: F) -> Report {
+        match self.run(body) {
+            Ok(report) => report,
+            Err(leak) => panic!("{leak}"),
+        }
+    }
+
+    /// Like [`LeakCheck::run`] for an async body. Settling awaits on the runtime instead of
+    /// blocking it, so the tasks it waits for can finish, on a current-thread runtime too;
+    /// budgets are still real time when the runtime's clock is paused. Needs the runtime's
+    /// timer (`enable_time`, which `#[tokio::test]` and `#[tokio::main]` turn on).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use leakcheck::LeakCheck;
+    ///
+    /// let check = LeakCheck::new().cycles(4).tasks(&tokio::runtime::Handle::current());
+    /// let report = check
+    ///     .run_async(|| async {
+    ///         tokio::spawn(async {}).await.unwrap();
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert!(report.is_clean());
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn run_async<F, Fut>(&self, mut body: F) -> Result<Report, Leak>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut protocol = self.protocol(self.plan());
+        while let Some(stage) = protocol.next() {
+            for _ in 0..stage.runs {
+                body().await;
+            }
+            let settled = settle_async(&protocol).await;
+            protocol.record(settled);
+        }
+        verdict(protocol.finish())
+    }
+
+    /// A guard that takes its baseline now and checks when it is checked or dropped: the
+    /// one-line form for a test. It uses this check's resources, filters and settle budget;
+    /// it is always a single cycle.
+    ///
+    /// ```
+    /// let _guard = leakcheck::LeakCheck::new().ignore_thread("tokio-*").guard();
+    /// // ... the test ...
+    /// // dropped here: panics with the report if a thread or fd was left behind
+    /// ```
+    pub fn guard(&self) -> Guard {
+        Guard::start(self.protocol(Plan {
+            warmup: 0,
+            cycles: 1,
+            budget: self.settle,
+        }))
+    }
+
+    fn plan(&self) -> Plan {
+        let default_warmup = if self.cycles == 1 { 0 } else { 1 };
+        Plan {
+            warmup: self.warmup.unwrap_or(default_warmup),
+            cycles: self.cycles,
+            budget: self.settle,
+        }
+    }
+
+    fn protocol(&self, plan: Plan) -> Protocol {
+        let prober = Prober::new(
+            self.thread_filter.clone(),
+            self.fd_filter.clone(),
+            #[cfg(feature = "tokio")]
+            self.tasks.clone(),
+        );
+        Protocol::new(plan, prober)
+    }
+}
+
+pub(crate) fn verdict(report: Report) -> Result<Report, Leak> {
+    if report.is_clean() {
+        Ok(report)
+    } else {
+        Err(Leak::new(report))
+    }
+}
+
+/// Takes snapshots until they settle, sleeping the calling thread in between.
+pub(crate) fn settle_blocking(protocol: &Protocol) -> Settled {
+    let mut settler = protocol.settler();
+    loop {
+        match settler.step(protocol.snapshot()) {
+            Step::Done(settled) => return settled,
+            Step::Wait(d) => std::thread::sleep(d),
+        }
+    }
+}
+
+/// Takes snapshots until they settle, awaiting on the runtime in between.
+#[cfg(feature = "tokio")]
+async fn settle_async(protocol: &Protocol) -> Settled {
+    let mut settler = protocol.settler();
+    loop {
+        match settler.step(protocol.snapshot()) {
+            Step::Done(settled) => return settled,
+            Step::Wait(d) => {
+                let before = Instant::now();
+                tokio::time::sleep(d).await;
+                // A paused clock returns at once, but threads need real time to exit: let the
+                // runtime's tasks run, then let the rest of the wait pass in real time.
+                let slept = before.elapsed();
+                if slept < d {
+                    tokio::task::yield_now().await;
+                    std::thread::sleep(d - slept);
+                }
+            }
+        }
+    }
+}
+
+fn settle_from_env() -> Duration {
+    match std::env::var(SETTLE_ENV) {
+        Err(_) => DEFAULT_SETTLE,
+        Ok(value) => match value.trim().parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => panic!(
+                "leakcheck: {SETTLE_ENV} must be a whole number of milliseconds, got {value:?}"
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_defaults_follow_cycles() {
+        assert_eq!(LeakCheck::new().plan().warmup, 0);
+        assert_eq!(LeakCheck::new().cycles(5).plan().warmup, 1);
+        assert_eq!(LeakCheck::new().cycles(5).warmup(3).plan().warmup, 3);
+        assert_eq!(LeakCheck::new().warmup(2).plan().cycles, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "cycles(0) measures nothing")]
+    fn zero_cycles_is_refused() {
+        let _ = LeakCheck::new().cycles(0);
+    }
+}

@@ -1,0 +1,73 @@
+//! A check scoped to a block: baseline when made, verdict when checked or dropped.
+
+use crate::check::{settle_blocking, verdict};
+use crate::protocol::Protocol;
+use crate::report::{Leak, Report};
+use crate::LeakCheck;
+
+/// Takes a baseline when made and checks when [`Guard::check`] is called or when it is
+/// dropped: the Rust form of goleak's `defer goleak.VerifyNone(t)`.
+///
+/// Dropped unchecked, it checks and panics with the report on a leak, unless the thread is
+/// already panicking (a failing test keeps its own panic message, and a guard never
+/// double-panics).
+///
+/// ```
+/// use leakcheck::Guard;
+///
+/// let guard = Guard::new();
+/// let worker = std::thread::spawn(|| 40 + 2);
+/// assert_eq!(worker.join().unwrap(), 42);
+/// let report = guard.check().expect("joined threads leave nothing behind");
+/// assert!(report.is_clean());
+/// ```
+#[must_use = "a guard checks when it is dropped; bind it to a variable (`let _guard = ...`)"]
+pub struct Guard {
+    protocol: Option<Protocol>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Guard {
+    /// A guard with the default check (threads and fds, settle budget from
+    /// `LEAKCHECK_SETTLE_MS` or 1 s). For filters or tasks, use [`LeakCheck::guard`].
+    pub fn new() -> Self {
+        LeakCheck::new().guard()
+    }
+
+    pub(crate) fn start(protocol: Protocol) -> Self {
+        Guard {
+            protocol: Some(protocol),
+        }
+    }
+
+    /// Lets resources settle and judges what is left since the guard was made.
+    pub fn check(mut self) -> Result<Report, Leak> {
+        let protocol = self.protocol.take().expect("a guard is checked once");
+        finish(protocol)
+    }
+}
+
+fn finish(mut protocol: Protocol) -> Result<Report, Leak> {
+    let settled = settle_blocking(&protocol);
+    protocol.record(settled);
+    verdict(protocol.finish())
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let Some(protocol) = self.protocol.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(leak) = finish(protocol) {
+            panic!("{leak}");
+        }
+    }
+}

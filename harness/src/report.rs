@@ -1,0 +1,371 @@
+//! What a check found, in a form a developer can act on without a debugger.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::resource::Resource;
+
+/// The verdict on one resource.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Back to the baseline (or below).
+    Clean,
+    /// Grew, then stopped growing (a pool that filled up): reported, not failed.
+    Bounded,
+    /// Kept growing with cycles (or, with a single cycle, ended above the start).
+    Leaking,
+    /// This platform cannot see the resource; no figure is made up for it.
+    NotMeasured(String),
+    /// Reading the resource failed; the message names the path and the OS error.
+    Failed(String),
+}
+
+/// One resource's figures.
+#[derive(Clone, Debug)]
+pub(crate) struct Line {
+    pub(crate) resource: Resource,
+    pub(crate) verdict: Verdict,
+    /// Counts at the baseline and at the end (B0 and B2).
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    /// B2 − B0, with warm-up transients that have since gone taken out of B0.
+    pub(crate) growth: isize,
+    /// The items new since the baseline, grouped by name or target, most frequent first.
+    pub(crate) items: Vec<(String, usize)>,
+}
+
+/// The result of a check: per resource, the verdict, the counts and what was left behind.
+///
+/// `Display` prints the report as a test failure shows it:
+///
+/// ```text
+/// leakcheck: leak after 20 cycles (warm-up 1, settled in 1.0 s)
+///   threads  +40 (+2.00/cycle)  "cleanup" ×20, "file-state" ×20
+///   fds      +20 (+1.00/cycle)  anon_inode:inotify ×20
+///   tasks    +0
+/// ```
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub(crate) cycles: usize,
+    pub(crate) warmup: usize,
+    pub(crate) settled: Duration,
+    pub(crate) budget: Duration,
+    pub(crate) budget_ran_out: bool,
+    pub(crate) snapshots: usize,
+    pub(crate) lines: Vec<Line>,
+    pub(crate) notes: Vec<String>,
+}
+
+impl Report {
+    /// True when no resource leaked and every requested resource could be read.
+    /// Bounded growth and resources this platform cannot see do not make a report unclean.
+    pub fn is_clean(&self) -> bool {
+        self.lines
+            .iter()
+            .all(|l| !matches!(l.verdict, Verdict::Leaking | Verdict::Failed(_)))
+    }
+
+    /// How many of `r` were left behind (B2 − B0) if `r` was judged leaking, else 0.
+    pub fn leaked(&self, r: Resource) -> usize {
+        self.line(r)
+            .filter(|l| l.verdict == Verdict::Leaking)
+            .map_or(0, |l| l.growth.max(0) as usize)
+    }
+
+    /// The number of measured cycles.
+    pub fn cycles(&self) -> usize {
+        self.cycles
+    }
+
+    /// The number of warm-up cycles run before the baseline.
+    pub fn warmup(&self) -> usize {
+        self.warmup
+    }
+
+    /// The verdict on `r`, or `None` if it was not part of the check.
+    pub fn verdict(&self, r: Resource) -> Option<&Verdict> {
+        self.line(r).map(|l| &l.verdict)
+    }
+
+    /// Net growth of `r` from the baseline to the end (negative if it shrank; 0 if unmeasured).
+    pub fn growth(&self, r: Resource) -> isize {
+        self.line(r).map_or(0, |l| l.growth)
+    }
+
+    /// Growth of `r` per measured cycle.
+    pub fn per_cycle(&self, r: Resource) -> f64 {
+        self.growth(r) as f64 / self.cycles as f64
+    }
+
+    /// The items of `r` new since the baseline, as (name or target, count), most frequent
+    /// first. Filled for resources that grew.
+    pub fn items(&self, r: Resource) -> &[(String, usize)] {
+        self.line(r).map_or(&[], |l| &l.items)
+    }
+
+    /// Total real time spent waiting for resources to settle.
+    pub fn settled(&self) -> Duration {
+        self.settled
+    }
+
+    /// How many snapshots the check took: 2 for a single clean cycle where nothing lingered
+    /// (one before, one after), more when it had to wait.
+    pub fn snapshots(&self) -> usize {
+        self.snapshots
+    }
+
+    /// Remarks that qualify the verdict (for example, other tests running in the process).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    fn line(&self, r: Resource) -> Option<&Line> {
+        self.lines.iter().find(|l| l.resource == r)
+    }
+
+    fn write_notes(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for note in &self.notes {
+            write!(f, "\n  note: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cycles = match self.cycles {
+            1 => "1 cycle".to_owned(),
+            n => format!("{n} cycles"),
+        };
+        let warmup = match self.warmup {
+            0 => String::new(),
+            n => format!("warm-up {n}, "),
+        };
+        let settled = Secs(self.settled);
+        let failed = self
+            .lines
+            .iter()
+            .any(|l| matches!(l.verdict, Verdict::Failed(_)));
+        let leaked = self.lines.iter().any(|l| l.verdict == Verdict::Leaking);
+        if self.is_clean() {
+            write!(
+                f,
+                "leakcheck: clean after {cycles} ({warmup}settled in {settled}):"
+            )?;
+            for (i, l) in self.lines.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                match &l.verdict {
+                    Verdict::NotMeasured(why) => {
+                        write!(f, "{sep}{} not measured ({why})", l.resource)?
+                    }
+                    Verdict::Bounded => write!(
+                        f,
+                        "{sep}{} {}→{} (bounded growth {:+})",
+                        l.resource, l.start, l.end, l.growth
+                    )?,
+                    _ => write!(f, "{sep}{} {}→{}", l.resource, l.start, l.end)?,
+                }
+            }
+            return self.write_notes(f);
+        }
+        let what = match (leaked, failed) {
+            (true, _) => "leak",
+            (false, _) => "check failed",
+        };
+        write!(
+            f,
+            "leakcheck: {what} after {cycles} ({warmup}settled in {settled})"
+        )?;
+        for l in &self.lines {
+            write!(f, "\n  {:<8} ", l.resource.name())?;
+            match &l.verdict {
+                Verdict::NotMeasured(why) => write!(f, "not measured ({why})")?,
+                Verdict::Failed(why) => write!(f, "could not be read: {why}")?,
+                verdict => {
+                    write!(f, "{:+}", l.growth)?;
+                    if *verdict == Verdict::Leaking && self.cycles > 1 {
+                        write!(f, " ({:+.2}/cycle)", self.per_cycle(l.resource))?;
+                    }
+                    if *verdict == Verdict::Bounded {
+                        write!(f, " bounded (grew, then stopped: not a leak)")?;
+                    }
+                    write_items(f, l)?;
+                }
+            }
+        }
+        if leaked && self.budget_ran_out {
+            write!(
+                f,
+                "\n  note: waited the whole settle budget ({}); if these only exit slowly, \
+                 raise it with .settle(..) or LEAKCHECK_SETTLE_MS",
+                Secs(self.budget)
+            )?;
+        }
+        self.write_notes(f)
+    }
+}
+
+/// Lists the grouped items after a line: `"cleanup" ×20, "file-state" ×20`.
+fn write_items(f: &mut fmt::Formatter<'_>, l: &Line) -> fmt::Result {
+    const SHOWN: usize = 8;
+    for (i, (label, n)) in l.items.iter().take(SHOWN).enumerate() {
+        let sep = if i == 0 { "  " } else { ", " };
+        match l.resource {
+            Resource::Threads => write!(f, "{sep}{label:?} ×{n}")?,
+            _ => write!(f, "{sep}{label} ×{n}")?,
+        }
+    }
+    if l.items.len() > SHOWN {
+        let rest: usize = l.items[SHOWN..].iter().map(|(_, n)| n).sum();
+        write!(f, ", and {rest} more")?;
+    }
+    Ok(())
+}
+
+/// A duration as a person reads it: `850 µs`, `12.3 ms`, `1.0 s`.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs_f64();
+        if s >= 1.0 {
+            write!(f, "{s:.1} s")
+        } else if s >= 1e-3 {
+            write!(f, "{:.1} ms", s * 1e3)
+        } else {
+            write!(f, "{:.0} µs", s * 1e6)
+        }
+    }
+}
+
+/// A check that failed: something leaked, or a resource could not be read.
+///
+/// ```
+/// # #[cfg(target_os = "linux")] {
+/// let leaked = leakcheck::LeakCheck::new()
+///     .settle(std::time::Duration::from_millis(50))
+///     .run(|| std::mem::forget(std::fs::File::open("Cargo.toml").unwrap()))
+///     .unwrap_err();
+/// assert_eq!(leaked.report().leaked(leakcheck::Resource::Fds), 1);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Leak {
+    report: Box<Report>,
+}
+
+impl Leak {
+    pub(crate) fn new(report: Report) -> Self {
+        Leak {
+            report: Box::new(report),
+        }
+    }
+
+    /// The full report.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+}
+
+impl fmt::Display for Leak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.report, f)
+    }
+}
+
+// Debug shows the report as text: `unwrap()` and `expect()` on a check then print something
+// a developer can read.
+impl fmt::Debug for Leak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\n{}", self.report)
+    }
+}
+
+impl std::error::Error for Leak {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(lines: Vec<Line>) -> Report {
+        Report {
+            cycles: 20,
+            warmup: 1,
+            settled: Duration::from_millis(1000),
+            budget: Duration::from_secs(1),
+            budget_ran_out: false,
+            snapshots: 4,
+            lines,
+            notes: vec![],
+        }
+    }
+
+    fn line(resource: Resource, verdict: Verdict, growth: isize, items: &[(&str, usize)]) -> Line {
+        Line {
+            resource,
+            verdict,
+            start: 10,
+            end: (10 + growth) as usize,
+            growth,
+            items: items.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn leak_report_reads_like_the_example() {
+        let r = report(vec![
+            line(
+                Resource::Threads,
+                Verdict::Leaking,
+                40,
+                &[("cleanup", 20), ("file-state", 20)],
+            ),
+            line(
+                Resource::Fds,
+                Verdict::Leaking,
+                20,
+                &[("anon_inode:inotify", 20)],
+            ),
+            line(Resource::Tasks, Verdict::Clean, 0, &[]),
+        ]);
+        assert_eq!(
+            r.to_string(),
+            "leakcheck: leak after 20 cycles (warm-up 1, settled in 1.0 s)\n  \
+             threads  +40 (+2.00/cycle)  \"cleanup\" ×20, \"file-state\" ×20\n  \
+             fds      +20 (+1.00/cycle)  anon_inode:inotify ×20\n  \
+             tasks    +0"
+        );
+        assert!(!r.is_clean());
+        assert_eq!(r.leaked(Resource::Threads), 40);
+        assert_eq!(r.leaked(Resource::Tasks), 0);
+    }
+
+    #[test]
+    fn clean_report_is_one_line() {
+        let mut r = report(vec![
+            line(Resource::Threads, Verdict::Clean, 0, &[]),
+            line(Resource::Fds, Verdict::Bounded, 2, &[]),
+        ]);
+        r.settled = Duration::from_micros(1200);
+        assert_eq!(
+            r.to_string(),
+            "leakcheck: clean after 20 cycles (warm-up 1, settled in 1.2 ms): \
+             threads 10→10, fds 10→12 (bounded growth +2)"
+        );
+        assert!(r.is_clean());
+    }
+
+    #[test]
+    fn failed_read_is_not_clean_and_names_the_path() {
+        let r = report(vec![line(
+            Resource::Fds,
+            Verdict::Failed("cannot read /proc/self/fd: Permission denied".into()),
+            0,
+            &[],
+        )]);
+        assert!(!r.is_clean());
+        assert!(r.to_string().contains("check failed"));
+        assert!(r.to_string().contains("/proc/self/fd: Permission denied"));
+    }
+}

@@ -1,0 +1,44 @@
+//! The kinds of resource a check counts.
+
+use std::fmt;
+
+/// A kind of resource that a component can leave behind.
+///
+/// ```
+/// use leakcheck::Resource;
+/// assert_eq!(Resource::Threads.to_string(), "threads");
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// OS threads of this process (Linux: `/proc/self/task`), shown by name.
+    Threads,
+    /// Open file descriptors (Linux: `/proc/self/fd`), shown by target.
+    Fds,
+    /// Alive tasks of a tokio runtime (see `LeakCheck::tasks`).
+    Tasks,
+}
+
+impl Resource {
+    pub(crate) const COUNT: usize = 3;
+    pub(crate) const ALL: [Resource; Self::COUNT] =
+        [Resource::Threads, Resource::Fds, Resource::Tasks];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Resource::Threads => "threads",
+            Resource::Fds => "fds",
+            Resource::Tasks => "tasks",
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,165 @@
+//! The settle loop: the one place in a check that waits.
+//!
+//! Threads exit, fds close and tasks finish a little after the call that ends them returns.
+//! A [`Settler`] decides, snapshot by snapshot, whether the resources have settled or how long
+//! to wait before looking again; the sync and async checks only differ in how they wait. When
+//! nothing lingers, the first snapshot settles and nothing waits at all.
+
+use std::time::{Duration, Instant};
+
+use crate::probe::Snapshot;
+use crate::resource::Resource;
+
+/// First wait between snapshots; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_micros(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(4);
+/// How long the counts must stop falling before a baseline with no known target is taken.
+pub(crate) const QUIET: Duration = Duration::from_millis(10);
+
+/// What "settled" means for one snapshot.
+pub(crate) enum Target<'a> {
+    /// Every count back at or below the reference's.
+    AtMost(&'a Snapshot),
+    /// A baseline after warm-up: back at or below the figures from before warm-up, or no
+    /// count has changed for [`QUIET`] (a lazily created pool never goes away).
+    Baseline { before: &'a Snapshot },
+}
+
+pub(crate) enum Step {
+    Done(Settled),
+    Wait(Duration),
+}
+
+/// A settled snapshot, with what it took to get there.
+pub(crate) struct Settled {
+    pub(crate) snap: Snapshot,
+    /// Real time spent settling.
+    pub(crate) elapsed: Duration,
+    /// Snapshots judged, this one included.
+    pub(crate) snapshots: usize,
+}
+
+pub(crate) struct Settler<'a> {
+    target: Target<'a>,
+    started: Instant,
+    deadline: Instant,
+    backoff: Duration,
+    last: Option<[Option<usize>; Resource::COUNT]>,
+    last_change: Instant,
+    snapshots: usize,
+}
+
+impl<'a> Settler<'a> {
+    pub(crate) fn new(target: Target<'a>, budget: Duration) -> Self {
+        let now = Instant::now();
+        Settler {
+            target,
+            started: now,
+            deadline: now + budget,
+            backoff: FIRST_BACKOFF,
+            last: None,
+            last_change: now,
+            snapshots: 0,
+        }
+    }
+
+    /// Judges a fresh snapshot: done, or wait this long and take another.
+    pub(crate) fn step(&mut self, snap: Snapshot) -> Step {
+        let now = Instant::now();
+        self.snapshots += 1;
+        let counts = Resource::ALL.map(|r| snap.count(r));
+        let settled = match &self.target {
+            Target::AtMost(reference) => at_most(&snap, reference),
+            Target::Baseline { before } => {
+                if self.last != Some(counts) {
+                    self.last = Some(counts);
+                    self.last_change = now;
+                }
+                at_most(&snap, before) || now.duration_since(self.last_change) >= QUIET
+            }
+        };
+        if settled || now >= self.deadline {
+            return Step::Done(Settled {
+                snap,
+                elapsed: self.started.elapsed(),
+                snapshots: self.snapshots,
+            });
+        }
+        let wait = self.backoff.min(self.deadline - now);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Step::Wait(wait)
+    }
+}
+
+/// True when every resource measured in both snapshots is at or below the reference.
+fn at_most(snap: &Snapshot, reference: &Snapshot) -> bool {
+    Resource::ALL
+        .iter()
+        .all(|&r| match (snap.count(r), reference.count(r)) {
+            (Some(now), Some(then)) => now <= then,
+            _ => true,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Reading;
+
+    fn snap(threads: usize) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.readings[Resource::Threads.index()] = Some(Reading::Count(threads));
+        s
+    }
+
+    #[test]
+    fn settled_snapshot_needs_no_wait() {
+        let reference = snap(3);
+        let mut s = Settler::new(Target::AtMost(&reference), Duration::from_secs(1));
+        assert!(matches!(s.step(snap(3)), Step::Done(_)));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let reference = snap(3);
+        let mut s = Settler::new(Target::AtMost(&reference), Duration::from_secs(60));
+        let waits: Vec<Duration> = (0..12)
+            .map(|_| match s.step(snap(4)) {
+                Step::Wait(d) => d,
+                Step::Done(_) => panic!("settled while above the reference"),
+            })
+            .collect();
+        assert_eq!(waits[0], FIRST_BACKOFF);
+        assert_eq!(waits[1], FIRST_BACKOFF * 2);
+        assert_eq!(*waits.last().unwrap(), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn deadline_ends_the_wait() {
+        let reference = snap(3);
+        let mut s = Settler::new(Target::AtMost(&reference), Duration::ZERO);
+        assert!(matches!(s.step(snap(4)), Step::Done(_)));
+    }
+
+    #[test]
+    fn baseline_ends_at_the_old_figures_or_when_quiet() {
+        let before = snap(3);
+        let mut s = Settler::new(
+            Target::Baseline { before: &before },
+            Duration::from_secs(60),
+        );
+        assert!(matches!(s.step(snap(3)), Step::Done(_)));
+
+        let mut s = Settler::new(
+            Target::Baseline { before: &before },
+            Duration::from_secs(60),
+        );
+        assert!(matches!(s.step(snap(5)), Step::Wait(_)));
+        // Counts that keep changing are not quiet.
+        s.last_change -= QUIET;
+        assert!(matches!(s.step(snap(4)), Step::Wait(_)));
+        // Counts that have not changed for QUIET are.
+        s.last_change -= QUIET;
+        assert!(matches!(s.step(snap(4)), Step::Done(_)));
+    }
+}
