@@ -1,54 +1,83 @@
 //! Reading `/proc/self` with as few syscalls as possible.
 //!
-//! Counting is the hot path of every check, so a listing is one `open`, `getdents64` into a
-//! stack buffer until it is drained, and one `close`: no allocation per entry and no `stat`.
-//! The fd that lists `/proc/self/fd` shows up in its own listing; it is left out here, so the
-//! harness never counts its own reads.
+//! Counting is the hot path of every check. The harness opens `/proc/self/task` and
+//! `/proc/self/fd` once and lists them by rewinding: one `lseek` and one `getdents64` into a
+//! stack buffer, with no allocation per entry and no `stat`. Both directory fds show up in the
+//! fd listing; the harness leaves them out, so it never counts its own reads.
 
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Lists the numeric entries of a `/proc` directory into `out` (sorted, deduplicated).
-/// Returns the fd used for the listing, which is already closed when this returns.
-fn list_numeric(path: &CStr, out: &mut Vec<u32>) -> io::Result<i32> {
-    // SAFETY: `path` is a valid NUL-terminated string; the flags open a directory read-only.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // u64 elements keep the buffer aligned for `linux_dirent64`.
-    let mut buf = [0u64; 1024];
-    let result = loop {
-        // SAFETY: the buffer is valid for writes of its full size for the duration of the call.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd,
-                buf.as_mut_ptr().cast::<u8>(),
-                std::mem::size_of_val(&buf),
+/// An open `/proc` directory, listed again and again by rewinding it: one `lseek` and a
+/// `getdents64` per listing, with no path walk.
+pub(crate) struct Dir {
+    fd: OwnedFd,
+}
+
+impl Dir {
+    pub(crate) fn open(path: &CStr) -> io::Result<Dir> {
+        // SAFETY: `path` is a valid NUL-terminated string; the flags open a directory read-only.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
         };
-        if n < 0 {
-            break Err(io::Error::last_os_error());
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
-        if n == 0 {
-            break Ok(());
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The fd number this directory holds (to leave it out of the fd count).
+    pub(crate) fn raw(&self) -> u32 {
+        self.fd.as_raw_fd() as u32
+    }
+
+    /// Lists the numeric entries into `out`, sorted and deduplicated.
+    pub(crate) fn list(&self, out: &mut Vec<u32>) -> io::Result<()> {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: `fd` is an open directory owned by `self`.
+        if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
+            return Err(io::Error::last_os_error());
         }
-        // SAFETY: the kernel wrote `n` bytes of dirent records into the buffer.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
-        parse_dirents(bytes, out);
-    };
-    // SAFETY: `fd` was opened above and is closed exactly once.
-    unsafe { libc::close(fd) };
-    result?;
-    out.sort_unstable();
-    out.dedup();
-    Ok(fd)
+        // u64 elements keep the buffer aligned for `linux_dirent64`; only what the kernel
+        // writes is read, so it need not be zeroed first.
+        let mut buf = [std::mem::MaybeUninit::<u64>::uninit(); 1024];
+        loop {
+            // SAFETY: the buffer is valid for writes of its full size during the call.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    fd,
+                    buf.as_mut_ptr().cast::<u8>(),
+                    std::mem::size_of_val(&buf),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                break;
+            }
+            // SAFETY: the kernel wrote `n` bytes of dirent records into the buffer.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+            parse_dirents(bytes, out);
+            // procfs fills the buffer until its listing is done; a buffer left half empty
+            // means the end was reached, which saves the call that would return 0.
+            if (n as usize) < std::mem::size_of_val(&buf) / 2 {
+                break;
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(())
+    }
 }
 
 /// Appends the numeric names found in a buffer of `linux_dirent64` records.
@@ -79,24 +108,8 @@ fn parse_dirents(bytes: &[u8], out: &mut Vec<u32>) {
     }
 }
 
-pub(crate) const TASK_DIR: &str = "/proc/self/task";
-pub(crate) const FD_DIR: &str = "/proc/self/fd";
-
-/// The ids (tids) of the process's live threads.
-pub(crate) fn thread_ids(out: &mut Vec<u32>) -> io::Result<()> {
-    list_numeric(c"/proc/self/task", out).map(|_| ())
-}
-
-/// The process's open fds, without the one used to list them.
-pub(crate) fn fd_ids(out: &mut Vec<u32>) -> io::Result<()> {
-    let own = list_numeric(c"/proc/self/fd", out)?;
-    if let Ok(own) = u32::try_from(own) {
-        if let Ok(i) = out.binary_search(&own) {
-            out.remove(i);
-        }
-    }
-    Ok(())
-}
+pub(crate) const TASK_DIR: &CStr = c"/proc/self/task";
+pub(crate) const FD_DIR: &CStr = c"/proc/self/fd";
 
 /// The thread's name as the kernel reports it (at most 15 bytes), or `None` if it has exited.
 pub(crate) fn thread_name(tid: u32) -> Option<String> {
@@ -122,21 +135,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lists_this_thread_and_no_own_fd() {
-        let mut tids = Vec::new();
-        thread_ids(&mut tids).unwrap();
+    fn lists_this_thread_and_sees_new_threads_after_a_rewind() {
+        let tasks = Dir::open(TASK_DIR).unwrap();
+        let mut before = Vec::new();
+        tasks.list(&mut before).unwrap();
         let (_, me) = main_and_current_tid();
-        assert!(tids.contains(&me));
+        assert!(before.contains(&me));
 
-        let mut fds = Vec::new();
-        fd_ids(&mut fds).unwrap();
-        assert!(fds.contains(&0) || fds.contains(&1) || fds.contains(&2));
-        // No listed fd is the listing directory itself.
-        for fd in fds {
-            if let Some(t) = fd_target(fd) {
-                assert!(!t.ends_with("/fd"), "own listing fd {fd} counted: {t}");
-            }
-        }
+        // Other tests run on parallel threads: look for this one thread, not for a count.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tid_tx.send(main_and_current_tid().1).unwrap();
+            stop_rx.recv().ok()
+        });
+        let tid = tid_rx.recv().unwrap();
+        let mut during = Vec::new();
+        tasks.list(&mut during).unwrap();
+        assert!(
+            !before.contains(&tid) && during.contains(&tid),
+            "{tid} in {during:?}"
+        );
+        drop(stop_tx);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn fd_listing_shows_its_own_fd() {
+        let fds = Dir::open(FD_DIR).unwrap();
+        let mut ids = Vec::new();
+        fds.list(&mut ids).unwrap();
+        assert!(ids.contains(&fds.raw()));
+        assert!(fd_target(fds.raw()).unwrap().ends_with("/fd"));
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Prober {
 
     fn read_ids(&self, r: Resource) -> Reading {
         let mut ids = Vec::new();
-        match list(r, &mut ids) {
+        match Dirs::list(r, &mut ids) {
             Ok(()) => {
                 let count = ids.len() - self.ignored(r, &ids);
                 Reading::Ids { ids, count }
@@ -163,18 +163,65 @@ enum ListError {
     Failed(String),
 }
 
+/// The two directories every snapshot lists, opened once per process and rewound for each
+/// listing (design.md: the path walk of an `open` costs as much as the listing itself). A
+/// fork gets its own: the inherited ones would list the parent.
 #[cfg(target_os = "linux")]
-fn list(r: Resource, out: &mut Vec<u32>) -> Result<(), ListError> {
-    let (path, result) = match r {
-        Resource::Fds => (linux::FD_DIR, linux::fd_ids(out)),
-        _ => (linux::TASK_DIR, linux::thread_ids(out)),
-    };
-    result.map_err(|e| ListError::Failed(format!("cannot read {path}: {e}")))
+struct Dirs {
+    pid: u32,
+    tasks: Result<linux::Dir, String>,
+    fds: Result<linux::Dir, String>,
+}
+
+#[cfg(target_os = "linux")]
+impl Dirs {
+    fn open(pid: u32) -> Self {
+        let open = |path: &std::ffi::CStr| {
+            linux::Dir::open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.to_string_lossy()))
+        };
+        Dirs {
+            pid,
+            tasks: open(linux::TASK_DIR),
+            fds: open(linux::FD_DIR),
+        }
+    }
+
+    fn list(r: Resource, out: &mut Vec<u32>) -> Result<(), ListError> {
+        static DIRS: std::sync::Mutex<Option<Dirs>> = std::sync::Mutex::new(None);
+        // A listing rewinds a shared offset: one at a time. A poisoned lock only means a
+        // panic elsewhere while listing; the directories are still fine.
+        let mut guard = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        let (pid, _) = linux::main_and_current_tid();
+        let dirs = match &mut *guard {
+            Some(dirs) if dirs.pid == pid => dirs,
+            slot => slot.insert(Dirs::open(pid)),
+        };
+        let (dir, path) = match r {
+            Resource::Fds => (&dirs.fds, linux::FD_DIR),
+            _ => (&dirs.tasks, linux::TASK_DIR),
+        };
+        let dir = dir.as_ref().map_err(|e| ListError::Failed(e.clone()))?;
+        dir.list(out).map_err(|e| {
+            ListError::Failed(format!("cannot read {}: {e}", path.to_string_lossy()))
+        })?;
+        if r == Resource::Fds {
+            // The harness's own directories are not the component's fds.
+            let own = [&dirs.tasks, &dirs.fds];
+            out.retain(|fd| !own.iter().any(|d| d.as_ref().is_ok_and(|d| d.raw() == *fd)));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn list(_: Resource, _: &mut Vec<u32>) -> Result<(), ListError> {
-    Err(ListError::Unsupported("not supported on this platform"))
+struct Dirs;
+
+#[cfg(not(target_os = "linux"))]
+impl Dirs {
+    fn list(_: Resource, _: &mut Vec<u32>) -> Result<(), ListError> {
+        Err(ListError::Unsupported("not supported on this platform"))
+    }
 }
 
 /// The name of a thread or the target of an fd; `None` if it is gone.
