@@ -432,3 +432,26 @@ async fn tasks_with_paused_time() {
         .unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+// ---- shared processes -------------------------------------------------------------------
+
+#[test]
+#[serial]
+fn report_says_when_other_tests_may_share_the_process() {
+    // Worked out here from the environment, independently of the harness: plain libtest with
+    // more than one test thread shares this process with the binary's other tests.
+    let nextest = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    let args: Vec<String> = std::env::args().collect();
+    let one_thread = std::env::var("RUST_TEST_THREADS").as_deref() == Ok("1")
+        || args.iter().any(|a| a == "--test-threads=1")
+        || args.windows(2).any(|w| w[0] == "--test-threads" && w[1] == "1");
+    let shared = !nextest && !one_thread;
+
+    let report = check().run(|| ()).unwrap();
+    let noted = report.notes().iter().any(|n| n.contains("could not be ruled out"));
+    assert_eq!(noted, shared, "{report}");
+    if shared {
+        let text = report.to_string();
+        assert!(text.contains("#[serial]") && text.contains("cargo nextest run"), "{text}");
+    }
+}
