@@ -444,14 +444,22 @@ fn report_says_when_other_tests_may_share_the_process() {
     let args: Vec<String> = std::env::args().collect();
     let one_thread = std::env::var("RUST_TEST_THREADS").as_deref() == Ok("1")
         || args.iter().any(|a| a == "--test-threads=1")
-        || args.windows(2).any(|w| w[0] == "--test-threads" && w[1] == "1");
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--test-threads" && w[1] == "1");
     let shared = !nextest && !one_thread;
 
     let report = check().run(|| ()).unwrap();
-    let noted = report.notes().iter().any(|n| n.contains("could not be ruled out"));
+    let noted = report
+        .notes()
+        .iter()
+        .any(|n| n.contains("could not be ruled out"));
     assert_eq!(noted, shared, "{report}");
     if shared {
         let text = report.to_string();
-        assert!(text.contains("#[serial]") && text.contains("cargo nextest run"), "{text}");
+        assert!(
+            text.contains("#[serial]") && text.contains("cargo nextest run"),
+            "{text}"
+        );
     }
 }

@@ -1,1 +1,43 @@
-//! placeholder
+//! `watcher`: a directory work queue. Every file dropped into a directory is processed exactly
+//! once by a bounded pool of workers, then moved to `processed/` or `failed/` with a status
+//! record; a ledger makes a restart idempotent, and close is staged and leaves nothing behind.
+//!
+//! - configure with [`Watcher::builder`] → [`Builder`] → [`Config`] ([`ConfigError`] names the
+//!   field, the value and the allowed range);
+//! - implement [`Processor`] (or use [`processor::from_fn`]);
+//! - [`Watcher::start`] (current runtime) or [`Watcher::start_on`] (a given runtime handle);
+//! - [`Watcher::metrics`], [`Watcher::finished`], [`Watcher::wait_for`];
+//! - [`Watcher::close`] → [`ShutdownReport`].
+//!
+//! Layout of a watched directory `DIR`:
+//!
+//! | path | what |
+//! |---|---|
+//! | `DIR/*` | the inbox: files matching the pattern are processed |
+//! | `DIR/processed/NAME`, `DIR/processed/NAME.status.json` | processed files and their status |
+//! | `DIR/failed/NAME`, `DIR/failed/NAME.status.json` | failed files and their status |
+//! | `DIR/.watcher-ledger.json`, `DIR/.watcher-ledger.journal` | the [`ledger`] |
+//!
+//! Ignored in the inbox: directories, the ledger, `.watcher-*` and `*.tmp` temp files, and
+//! `*.status.json` files.
+
+mod background;
+pub mod config;
+mod debounce;
+mod engine;
+mod intake;
+pub mod ledger;
+pub mod metrics;
+pub mod processor;
+mod recovery;
+mod shutdown;
+pub mod status;
+mod worker;
+
+pub use config::{Builder, Config, ConfigError, Mode};
+pub use engine::{StartError, Watcher};
+pub use metrics::{Histogram, Metrics};
+pub use processor::{ErrorKind, ProcessError, Processor};
+pub use shutdown::ShutdownReport;
+pub use status::{Outcome, Status};
+pub use watcher_shutdown::{Stage, TaskInfo};

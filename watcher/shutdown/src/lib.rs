@@ -1,36 +1,90 @@
-//! CONTRACT SKELETON — to be implemented. Signatures below are the contract the watcher codes against.
+//! The watcher's staged-shutdown coordinator.
+//!
+//! Every task the watcher starts registers in a [`Stage`] and holds the [`Permit`] it gets
+//! back for as long as it runs. [`Coordinator::close`] then shuts the stages down in order,
+//! [`Stage::Intake`] → [`Stage::Workers`] → [`Stage::Background`]: for each, it refuses new
+//! registrations, tells the stage's tasks to stop through [`CloseHooks::stop`], and waits
+//! until their permits are all dropped, or until the close budget
+//! ([`CloseHooks::expired`]) runs out, in which case the stragglers are aborted
+//! ([`CloseHooks::abort`]) and listed in the [`CloseReport`].
+//!
+//! Waiting is plain `Future` polling with wakers kept in the shared state, so the same code
+//! runs on tokio in the watcher and under `loom::future::block_on` in the loom models
+//! (`tests/loom.rs`); the shared state goes through [`sync`], which swaps in loom's types
+//! under `--cfg loom`. There is no runtime dependency.
+//!
+//! ```
+//! use std::future::Future;
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use std::sync::Arc;
+//! use watcher_shutdown::{CloseHooks, Coordinator, Stage, TaskInfo};
+//!
+//! struct Hooks {
+//!     stop_workers: Arc<AtomicBool>,
+//! }
+//!
+//! impl CloseHooks for Hooks {
+//!     fn stop(&self, stage: Stage) {
+//!         if stage == Stage::Workers {
+//!             self.stop_workers.store(true, Ordering::SeqCst);
+//!         }
+//!     }
+//!     fn expired(&self) -> impl Future<Output = ()> {
+//!         std::future::pending() // no budget in this example
+//!     }
+//!     fn abort(&self, _task: &TaskInfo) {}
+//! }
+//!
+//! let coordinator = Coordinator::new();
+//! let stop_workers = Arc::new(AtomicBool::new(false));
+//! let permit = coordinator.register(Stage::Workers, "worker-0").unwrap();
+//! let flag = stop_workers.clone();
+//! let worker = std::thread::spawn(move || {
+//!     let _permit = permit; // dropped when the worker ends
+//!     while !flag.load(Ordering::SeqCst) {
+//!         std::thread::yield_now();
+//!     }
+//! });
+//!
+//! let report = block_on(coordinator.close(&Hooks { stop_workers }));
+//! assert_eq!(report.stages.len(), 3);
+//! assert!(!report.budget_exhausted && report.aborted.is_empty());
+//! assert!(coordinator.register(Stage::Workers, "late").is_err());
+//! worker.join().unwrap();
+//!
+//! // Any executor does; this one parks the thread.
+//! fn block_on<F: Future>(f: F) -> F::Output {
+//!     use std::task::{Context, Poll, Wake, Waker};
+//!     struct Unpark(std::thread::Thread);
+//!     impl Wake for Unpark {
+//!         fn wake(self: Arc<Self>) {
+//!             self.0.unpark();
+//!         }
+//!     }
+//!     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+//!     let mut f = std::pin::pin!(f);
+//!     loop {
+//!         match f.as_mut().poll(&mut Context::from_waker(&waker)) {
+//!             Poll::Ready(out) => return out,
+//!             Poll::Pending => std::thread::park(),
+//!         }
+//!     }
+//! }
+//! ```
 use std::future::Future;
 use std::time::Duration;
 
+mod coordinator;
+mod permit;
+mod stage;
+mod state;
 pub mod sync;
+#[cfg(test)]
+mod tests;
 
-/// The stages of a close, in the order they are closed and joined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stage {
-    /// Event intake: notify pump, debounce, directory scans.
-    Intake,
-    /// The worker pool.
-    Workers,
-    /// Periodic background routines (ledger cleanup, file-state cleanup).
-    Background,
-}
-
-impl Stage {
-    /// All stages in close order.
-    pub const ALL: [Stage; 3] = [Stage::Intake, Stage::Workers, Stage::Background];
-}
-
-/// A task known to the coordinator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskInfo {
-    pub id: u64,
-    pub stage: Stage,
-    pub name: String,
-}
-
-/// Registration refused: the stage is already closing or closed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refused(pub Stage);
+pub use coordinator::Coordinator;
+pub use permit::Permit;
+pub use stage::{Refused, Stage, TaskInfo};
 
 /// What one close did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,62 +98,20 @@ pub struct CloseReport {
 }
 
 /// What the coordinator asks of its owner during close.
+///
+/// The coordinator never holds its lock while it calls a hook, so hooks may drop permits,
+/// register (and be refused), or query the coordinator.
 pub trait CloseHooks {
     /// Tell every task of `stage` to stop (cancel its token, close its channel...).
     fn stop(&self, stage: Stage);
     /// Resolves when the close budget is used up.
+    ///
+    /// Called once per close, by the leading caller; the future is polled while a stage is
+    /// being joined, and not after it has resolved.
     fn expired(&self) -> impl Future<Output = ()>;
     /// Abort a task that did not finish within the budget.
+    ///
+    /// The task is already deregistered when this is called: dropping its permit later is
+    /// harmless.
     fn abort(&self, task: &TaskInfo);
-}
-
-/// Shared, cloneable coordinator.
-#[derive(Clone)]
-pub struct Coordinator {
-    _p: (),
-}
-
-/// Held by a running task; dropping it deregisters the task and wakes a waiting close.
-pub struct Permit {
-    _p: (),
-}
-
-impl Permit {
-    pub fn info(&self) -> &TaskInfo {
-        todo!()
-    }
-}
-
-impl Default for Coordinator {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Coordinator {
-    pub fn new() -> Self {
-        todo!()
-    }
-    /// Register a task in `stage`; refused once that stage is closing or closed.
-    pub fn register(&self, _stage: Stage, _name: impl Into<String>) -> Result<Permit, Refused> {
-        todo!()
-    }
-    /// Number of registered (live) tasks in `stage`.
-    pub fn live(&self, _stage: Stage) -> usize {
-        todo!()
-    }
-    /// True once a close (or cancel_all) has begun.
-    pub fn is_closing(&self) -> bool {
-        todo!()
-    }
-    /// Staged close, run once: for each stage in order, refuse new registrations, `hooks.stop`,
-    /// wait until its tasks are gone or the budget expires (then abort and report the rest).
-    /// Concurrent and later callers wait for the first close and get the same report.
-    pub async fn close<H: CloseHooks>(&self, _hooks: &H) -> CloseReport {
-        todo!()
-    }
-    /// Drop without close: refuse all registrations and tell every stage to stop.
-    pub fn cancel_all<H: CloseHooks>(&self, _hooks: &H) {
-        todo!()
-    }
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# What CI runs, in order: formatting, lints, the README's test command, the benches as
+# smoke tests, and the loom models with their broken variants. Everything it needs comes from
+# crates.io through cargo; nothing is installed by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p leakcheck --no-default-features --all-targets -- -D warnings
+
+# The README's test command: unit, integration and doc tests of the whole workspace.
+step "cargo test --workspace"
+cargo test --workspace
+
+step "leakcheck without its tokio feature"
+cargo test -p leakcheck --no-default-features
+
+step "benches run once each (criterion --test)"
+cargo bench --workspace -- --test
+
+if [ -f ci/loom.sh ]; then
+  step "loom models"
+  bash ci/loom.sh
+fi
+
+step "done"

@@ -1,0 +1,334 @@
+//! The coordinator: registration, the staged close and its leader, `cancel_all`.
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::state::Shared;
+use crate::sync::Arc;
+use crate::{CloseHooks, CloseReport, Permit, Refused, Stage, TaskInfo};
+
+/// The order in which close runs the stages.
+const ORDER: [Stage; 3] = if cfg!(coordinator_bug = "stages_reversed") {
+    [Stage::Background, Stage::Workers, Stage::Intake] // deliberate bug
+} else {
+    Stage::ALL
+};
+
+/// Shared, cloneable coordinator.
+///
+/// Clones share one state: register tasks through any clone, close through any clone. It
+/// holds no thread and no task of its own; the state is freed when the last clone and the
+/// last [`Permit`] are dropped.
+///
+/// ```
+/// use watcher_shutdown::{Coordinator, Refused, Stage};
+///
+/// let coordinator = Coordinator::new();
+/// let permit = coordinator.register(Stage::Intake, "notify-pump").unwrap();
+/// assert!(!coordinator.is_closing());
+/// assert_eq!(coordinator.live(Stage::Intake), 1);
+/// drop(permit);
+/// // After a close (or cancel_all) has begun, registration is refused:
+/// # struct H;
+/// # impl watcher_shutdown::CloseHooks for H {
+/// #     fn stop(&self, _: Stage) {}
+/// #     fn expired(&self) -> impl std::future::Future<Output = ()> { std::future::pending() }
+/// #     fn abort(&self, _: &watcher_shutdown::TaskInfo) {}
+/// # }
+/// coordinator.cancel_all(&H);
+/// assert_eq!(coordinator.register(Stage::Intake, "late").unwrap_err(), Refused(Stage::Intake));
+/// ```
+#[derive(Clone)]
+pub struct Coordinator {
+    shared: Arc<Shared>,
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator with every stage open and no task.
+    pub fn new() -> Self {
+        Coordinator {
+            shared: Arc::new(Shared::new()),
+        }
+    }
+
+    /// Register a task in `stage`; refused once that stage is closing or closed.
+    ///
+    /// The check and the registration are one atomic step, so a task is either refused or
+    /// waited for by close, never missed.
+    pub fn register(&self, stage: Stage, name: impl Into<String>) -> Result<Permit, Refused> {
+        let name = name.into();
+        let mut state = self.shared.lock();
+        if state.closed[stage.index()] && !cfg!(coordinator_bug = "register_ignores_closed") {
+            return Err(Refused(stage));
+        }
+        let info = TaskInfo {
+            id: state.next_id,
+            stage,
+            name,
+        };
+        state.next_id += 1;
+        state.live[stage.index()].insert(info.id, info.clone());
+        drop(state);
+        Ok(Permit {
+            shared: self.shared.clone(),
+            info,
+        })
+    }
+
+    /// Number of registered (live) tasks in `stage`.
+    pub fn live(&self, stage: Stage) -> usize {
+        self.shared.lock().live[stage.index()].len()
+    }
+
+    /// True once a close (or cancel_all) has begun.
+    pub fn is_closing(&self) -> bool {
+        self.shared.lock().closing
+    }
+
+    /// Staged close, run once: for each stage in order, refuse new registrations, `hooks.stop`,
+    /// wait until its tasks are gone or the budget expires (then abort and report the rest).
+    /// Concurrent and later callers wait for the first close and get the same report.
+    ///
+    /// The first caller leads: it creates the budget future (`hooks.expired()`) once and runs
+    /// the stages with its own `hooks`; the others only wait. Once the budget has run out,
+    /// later stages are still stopped, but whatever is still registered right after the stop
+    /// is aborted without waiting. Aborted tasks are deregistered before `hooks.abort` is
+    /// called, so their permits may be dropped at any time after.
+    ///
+    /// Cancel safety: if the leading future is dropped before it is done, the stages it
+    /// completed stay done and the next (or a waiting) caller takes over from the stage that
+    /// was interrupted, with its own hooks and a new budget.
+    ///
+    /// Never call it from a task registered in a stage it would wait for: it would wait for
+    /// itself until the budget runs out.
+    pub async fn close<H: CloseHooks>(&self, hooks: &H) -> CloseReport {
+        let turn = WaitTurn {
+            shared: &self.shared,
+            waiter: None,
+        };
+        match turn.await {
+            Turn::Report(report) => report,
+            Turn::Lead => self.lead(hooks).await,
+        }
+    }
+
+    /// Drop without close: refuse all registrations and tell every stage to stop.
+    ///
+    /// Does not wait: the tasks end on their own and release their permits as they do.
+    pub fn cancel_all<H: CloseHooks>(&self, hooks: &H) {
+        let stages = if cfg!(coordinator_bug = "cancel_all_skips_stage") {
+            &Stage::ALL[..2] // deliberate bug: background routines are never told to stop
+        } else {
+            &Stage::ALL[..]
+        };
+        {
+            let mut state = self.shared.lock();
+            state.closing = true;
+            for stage in stages {
+                state.closed[stage.index()] = true;
+            }
+            #[cfg(coordinator_bug = "cancel_all_cycle")]
+            {
+                state.cycle = Some(self.shared.clone()); // deliberate bug: the state owns itself
+            }
+        }
+        for &stage in stages {
+            hooks.stop(stage);
+        }
+    }
+
+    /// Runs the stages; only the elected leader calls it.
+    async fn lead<H: CloseHooks>(&self, hooks: &H) -> CloseReport {
+        let mut handover = Handover {
+            shared: &self.shared,
+            done: false,
+        };
+        let mut budget = pin!(hooks.expired());
+        if cfg!(coordinator_bug = "stop_all_first") {
+            // deliberate bug: one "cancel everything" up front instead of stage by stage
+            self.shared.lock().closed = [true; 3];
+            Stage::ALL.iter().for_each(|&stage| hooks.stop(stage));
+        }
+        loop {
+            let (stage, exhausted) = {
+                let mut state = self.shared.lock();
+                let Some(&stage) = ORDER.get(state.progress.stages.len()) else {
+                    break;
+                };
+                state.closed[stage.index()] = true;
+                (stage, state.progress.budget_exhausted)
+            };
+            let started = Instant::now();
+            hooks.stop(stage);
+            // Once the budget has run out its future is done: never poll it again.
+            let joined =
+                !exhausted && poll_fn(|cx| self.poll_joined(stage, budget.as_mut(), cx)).await;
+            let aborted: Vec<TaskInfo> = {
+                let mut state = self.shared.lock();
+                if joined {
+                    Vec::new()
+                } else {
+                    state.progress.budget_exhausted = true;
+                    if cfg!(coordinator_bug = "no_abort_on_expiry") {
+                        Vec::new() // deliberate bug: the late tasks are left running
+                    } else {
+                        std::mem::take(&mut state.live[stage.index()])
+                            .into_values()
+                            .collect()
+                    }
+                }
+            };
+            for task in &aborted {
+                hooks.abort(task);
+            }
+            let mut state = self.shared.lock();
+            state.progress.stages.push((stage, started.elapsed()));
+            state.progress.aborted.extend(aborted);
+        }
+        let (report, followers) = {
+            let mut state = self.shared.lock();
+            let report = state.progress.clone();
+            state.report = Some(report.clone());
+            state.leader = false;
+            (report, state.take_followers())
+        };
+        handover.done = true;
+        followers.into_iter().for_each(|waker| waker.wake());
+        report
+    }
+
+    /// Ready(true) once `stage` has no live task, Ready(false) once the budget has run out.
+    fn poll_joined(
+        &self,
+        stage: Stage,
+        budget: Pin<&mut impl Future<Output = ()>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<bool> {
+        {
+            let mut state = self.shared.lock();
+            if state.live[stage.index()].is_empty() {
+                state.join_waker = None;
+                return Poll::Ready(true);
+            }
+            if cfg!(coordinator_bug = "lost_wakeup") {
+                // deliberate bug: the last permit can drop between the check and the store
+                drop(state);
+                state = self.shared.lock();
+            }
+            // Stored under the same lock as the check: a permit dropped after the check
+            // finds the waker and wakes it.
+            match &state.join_waker {
+                Some((s, w)) if *s == stage && w.will_wake(cx.waker()) => {}
+                _ => state.join_waker = Some((stage, cx.waker().clone())),
+            }
+        }
+        if budget.poll(cx).is_ready() {
+            self.shared.lock().join_waker = None;
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    }
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("Coordinator")
+            .field("closing", &state.closing)
+            .field("closed", &state.closed)
+            .field("live", &state.live.each_ref().map(|live| live.len()))
+            .field("done", &state.report.is_some())
+            .finish()
+    }
+}
+
+/// What a close caller does: return the published report, or lead.
+enum Turn {
+    Report(CloseReport),
+    Lead,
+}
+
+/// Elects the leader, or waits until the report is published (or the leader gives up, and
+/// this caller may lead instead).
+struct WaitTurn<'a> {
+    shared: &'a Shared,
+    /// Our slot in `followers`, once we have waited.
+    waiter: Option<u64>,
+}
+
+impl Future for WaitTurn<'_> {
+    type Output = Turn;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Turn> {
+        let this = self.get_mut();
+        let mut state = this.shared.lock();
+        let turn = if let Some(report) = &state.report {
+            Turn::Report(report.clone())
+        } else if !state.leader {
+            if cfg!(coordinator_bug = "racy_leader") {
+                // deliberate bug: two callers can both see "no leader" before either sets it
+                drop(state);
+                state = this.shared.lock();
+            }
+            state.leader = true;
+            state.closing = true;
+            Turn::Lead
+        } else if cfg!(coordinator_bug = "follower_returns_early") {
+            Turn::Report(state.progress.clone()) // deliberate bug: a report of work in progress
+        } else {
+            let id = *this.waiter.get_or_insert_with(|| {
+                state.next_waiter += 1;
+                state.next_waiter
+            });
+            match state.followers.get(&id) {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => {
+                    state.followers.insert(id, cx.waker().clone());
+                }
+            }
+            return Poll::Pending;
+        };
+        if let Some(id) = this.waiter.take() {
+            state.followers.remove(&id);
+        }
+        Poll::Ready(turn)
+    }
+}
+
+impl Drop for WaitTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.waiter {
+            self.shared.lock().followers.remove(&id);
+        }
+    }
+}
+
+/// Hands leadership over if the leading close future is dropped (or a hook panics) before
+/// the report is published, so that the waiting callers do not wait forever.
+struct Handover<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let followers = {
+            let mut state = self.shared.lock();
+            state.leader = false;
+            state.join_waker = None;
+            state.take_followers()
+        };
+        followers.into_iter().for_each(|waker| waker.wake());
+    }
+}

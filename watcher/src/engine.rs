@@ -1,0 +1,343 @@
+//! The running [`Watcher`]: shared state, start, metrics, close, drop.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, Notify, OnceCell};
+use tokio_util::sync::CancellationToken;
+use watcher_shutdown::Stage;
+
+use crate::config::{Builder, Config, Mode};
+use crate::debounce::Debouncer;
+use crate::intake::{self, Source};
+use crate::ledger::Ledger;
+use crate::metrics::{Counters, Metrics};
+use crate::shutdown::{Hooks, ShutdownReport, Tasks};
+use crate::status::{FAILED_DIR, PROCESSED_DIR};
+use crate::{background, recovery, worker};
+
+/// Capacity of the channel from notify's thread to the intake task. When it is full, notify's
+/// thread waits (and the kernel queues events, or reports an overflow, which triggers a rescan).
+const EVENT_CHANNEL: usize = 1024;
+
+/// Why a watcher could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Creating `processed/`/`failed/`, or opening or recovering the ledger failed.
+    Io(std::io::Error),
+    /// notify could not watch the directory.
+    Notify(notify::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Io(e) => write!(f, "cannot start watcher: {e}"),
+            StartError::Notify(e) => write!(f, "cannot watch directory: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Io(e) => Some(e),
+            StartError::Notify(e) => Some(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
+
+/// State shared by the watcher and its tasks.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub tasks: Tasks,
+    pub ledger: Ledger,
+    pub counters: Counters,
+    /// Names queued or being processed: intake does not queue them again.
+    pub claimed: Mutex<HashSet<String>>,
+    /// Names whose earlier run was interrupted (found in flight at start).
+    pub interrupted: Mutex<HashSet<String>>,
+    pub debouncer: Mutex<Debouncer>,
+    pub handed_back: Mutex<Vec<PathBuf>>,
+    /// Per worker task id, the file it is processing.
+    pub in_progress: Mutex<HashMap<u64, PathBuf>>,
+    pub queue_rx: tokio::sync::Mutex<mpsc::Receiver<PathBuf>>,
+    /// Notified whenever a file finishes or a worker exits.
+    pub progress: Notify,
+    pub workers_left: AtomicUsize,
+    /// Cancelled when every worker has exited.
+    pub finished: CancellationToken,
+    run_seq: AtomicU64,
+    report: OnceCell<ShutdownReport>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// A run id unique across restarts: start time in µs, plus a sequence number.
+    pub fn next_run(&self) -> u64 {
+        self.run_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn claim(&self, name: &str) -> bool {
+        lock(&self.claimed).insert(name.to_string())
+    }
+
+    pub fn unclaim(&self, name: &str) {
+        lock(&self.claimed).remove(name);
+    }
+
+    pub fn hand_back(&self, p: PathBuf) {
+        lock(&self.handed_back).push(p);
+    }
+}
+
+/// A running directory watcher. Create it with [`Watcher::builder`], then [`Watcher::start`].
+///
+/// Close it with [`Watcher::close`]; dropping it without close cancels (and aborts) all its
+/// tasks, which is safe (see the crash-recovery notes in [`crate::status`]) but reports nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use watcher::{processor, Mode, ProcessError, Watcher};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
+/// let config = Watcher::builder(dir.path())
+///     .mode(Mode::Once)
+///     .processor(processor::from_fn(|_, _| async { Ok::<(), ProcessError>(()) }))
+///     .build()
+///     .unwrap();
+/// let watcher = Watcher::start(config).await.unwrap();
+/// watcher.finished().await;
+/// let report = watcher.close().await;
+/// assert!(report.aborted.is_empty());
+/// assert_eq!(watcher.metrics().processed, 1);
+/// assert!(dir.path().join("processed/a.txt").exists());
+/// # }
+/// ```
+pub struct Watcher {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watcher")
+            .field("dir", &self.shared.cfg.dir)
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watcher {
+    /// Starts configuring a watcher of `dir`.
+    pub fn builder(dir: impl Into<PathBuf>) -> Builder {
+        Builder::new(dir)
+    }
+
+    /// Starts the watcher on the current tokio runtime (call it from async code).
+    ///
+    /// Files already in the directory are processed in every mode. Before anything runs, the
+    /// ledger is recovered: files found in flight after a crash run again (with
+    /// `interrupted: true` in their status) unless their status shows they had finished.
+    pub async fn start(config: Config) -> Result<Watcher, StartError> {
+        Self::start_on(config, &Handle::current())
+    }
+
+    /// Starts the watcher on the given runtime. Every task it spawns runs there; in Watch mode
+    /// notify's thread is the only OS thread the watcher creates (file operations are short
+    /// and run inline on the tasks, so they use no blocking-pool thread).
+    pub fn start_on(config: Config, rt: &Handle) -> Result<Watcher, StartError> {
+        let dir = config.dir.clone();
+        for sub in [PROCESSED_DIR, FAILED_DIR] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let ledger = Ledger::open_with(&dir, config.fsync)?;
+        let interrupted = recovery::recover(&config, &ledger)?;
+
+        let source = match config.mode {
+            Mode::Once => Source::Once,
+            Mode::Poll(period) => Source::Poll(period),
+            Mode::Watch => {
+                let (w, rx) =
+                    intake::notify_watcher(&dir, EVENT_CHANNEL).map_err(StartError::Notify)?;
+                Source::Watch(w, rx)
+            }
+        };
+
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let run_base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        let workers = config.workers;
+        let shared = Arc::new(Shared {
+            debouncer: Mutex::new(Debouncer::new(config.debounce)),
+            tasks: Tasks::new(rt.clone()),
+            ledger,
+            counters: Counters::default(),
+            claimed: Mutex::new(HashSet::new()),
+            interrupted: Mutex::new(interrupted),
+            handed_back: Mutex::new(Vec::new()),
+            in_progress: Mutex::new(HashMap::new()),
+            queue_rx: tokio::sync::Mutex::new(rx),
+            progress: Notify::new(),
+            workers_left: AtomicUsize::new(workers),
+            finished: CancellationToken::new(),
+            run_seq: AtomicU64::new(run_base),
+            report: OnceCell::new(),
+            cfg: config,
+        });
+
+        for i in 0..workers {
+            let s = shared.clone();
+            let spawned =
+                shared
+                    .tasks
+                    .spawn(Stage::Workers, &format!("worker-{i}"), move |id, token| {
+                        worker::run(s, id, token)
+                    });
+            if !spawned {
+                // Not reachable before close, but keep `finished` exact.
+                shared.worker_exited();
+            }
+        }
+        let s = shared.clone();
+        shared
+            .tasks
+            .spawn(Stage::Intake, "intake", move |_, token| {
+                intake::run(s, tx, source, token)
+            });
+        background::start(&shared);
+        Ok(Watcher { shared })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.cfg
+    }
+
+    /// The watched directory (canonical path).
+    pub fn dir(&self) -> &Path {
+        &self.shared.cfg.dir
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.counters.snapshot()
+    }
+
+    /// Resolves once every worker has exited: in [`Mode::Once`], when every file present at
+    /// start has been processed; in the other modes, only after close (or drop).
+    pub async fn finished(&self) {
+        self.shared.finished.cancelled().await
+    }
+
+    /// Waits until `pred` holds for the metrics, or `timeout` passes; returns whether it
+    /// held. Woken whenever a worker starts or finishes a file, a background routine runs, and at
+    /// close (no polling).
+    pub async fn wait_for(&self, pred: impl Fn(&Metrics) -> bool, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if pred(&self.metrics()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return pred(&self.metrics());
+            }
+        }
+    }
+
+    /// Closes the watcher, in stages, within the shutdown budget: stop intake (and wait until
+    /// notify's thread has ended and released its fds) → hand back queued work → join the
+    /// workers (each finishes its current file) → join the background routines. Tasks still
+    /// running when the budget runs out are aborted and named in the report.
+    ///
+    /// Idempotent and safe to call concurrently: every caller gets the same report.
+    pub async fn close(&self) -> ShutdownReport {
+        let shared = self.shared.clone();
+        self.shared
+            .report
+            .get_or_init(|| close_inner(shared))
+            .await
+            .clone()
+    }
+}
+
+impl Shared {
+    pub fn worker_exited(&self) {
+        if self.workers_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finished.cancel();
+        }
+        self.progress.notify_waiters();
+    }
+}
+
+async fn close_inner(shared: Arc<Shared>) -> ShutdownReport {
+    let t0 = Instant::now();
+    let hooks = Hooks {
+        tasks: &shared.tasks,
+        deadline: tokio::time::Instant::now() + shared.cfg.shutdown_timeout,
+    };
+    let cr = shared.tasks.coord.close(&hooks).await;
+    // Aborted tasks end at their next poll: wait until they are really gone.
+    shared.tasks.join_all().await;
+
+    let mut handed_back = std::mem::take(&mut *lock(&shared.handed_back));
+    {
+        let mut rx = shared.queue_rx.lock().await;
+        rx.close();
+        while let Ok(p) = rx.try_recv() {
+            shared.counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            handed_back.push(p);
+        }
+    }
+    // Files that aborted workers were processing stay in place (in flight in the ledger).
+    handed_back.extend(lock(&shared.in_progress).drain().map(|(_, p)| p));
+    handed_back.sort();
+    lock(&shared.claimed).clear();
+    let _ = shared.ledger.compact();
+    shared.finished.cancel();
+    shared.progress.notify_waiters();
+    ShutdownReport {
+        stages: cr.stages,
+        budget_exhausted: cr.budget_exhausted,
+        aborted: cr.aborted,
+        handed_back,
+        total: t0.elapsed(),
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if self.shared.report.initialized() {
+            return;
+        }
+        let hooks = Hooks {
+            tasks: &self.shared.tasks,
+            deadline: tokio::time::Instant::now(),
+        };
+        self.shared.tasks.coord.cancel_all(&hooks);
+        self.shared.tasks.abort_all();
+        self.shared.finished.cancel();
+    }
+}

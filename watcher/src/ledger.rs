@@ -1,0 +1,334 @@
+//! The ledger: what was processed, kept in the watched directory so that a restart neither
+//! processes a file twice nor loses one.
+//!
+//! Two files:
+//! - [`SNAPSHOT`] (`.watcher-ledger.json`): the whole ledger, always replaced atomically
+//!   (write a temp file, fsync it, rename it over the old one, fsync the directory);
+//! - [`JOURNAL`] (`.watcher-ledger.journal`): one JSON record per line, each appended and fsynced
+//!   before the step it records goes on. A torn last line (crash mid-append) is ignored.
+//!
+//! Opening replays the journal over the snapshot and compacts (a new snapshot, then an empty
+//! journal; replaying a journal twice is harmless, every record sets a state). The journal is
+//! also compacted once it holds [`COMPACT_EVERY`] records, by the cleanup routine, and at close,
+//! so a burst of many files costs one append per step rather than one full rewrite.
+//!
+//! Per file, a worker records `in_flight` before reading the file and `done` after the file
+//! was moved out of the inbox (see [`crate::status`] for the order of the steps between).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::Outcome;
+
+/// File name of the ledger snapshot in the watched directory.
+pub const SNAPSHOT: &str = ".watcher-ledger.json";
+/// File name of the ledger journal in the watched directory.
+pub const JOURNAL: &str = ".watcher-ledger.journal";
+/// The journal is compacted into the snapshot after this many records.
+pub const COMPACT_EVERY: usize = 4096;
+
+/// The state of one file in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    /// A worker started processing it and has not finished (or crashed).
+    InFlight,
+    /// Processed and moved to `processed/` or `failed/`.
+    Done,
+}
+
+/// One ledger entry, keyed by file name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// In flight or done.
+    pub state: EntryState,
+    /// The id of the run (one processing of one file), also written in its status file.
+    pub run: u64,
+    /// The outcome, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// When the entry was last written, in seconds since the Unix epoch.
+    pub at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    name: String,
+    entry: Option<Entry>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Snapshot {
+    version: u32,
+    entries: BTreeMap<String, Entry>,
+}
+
+/// The ledger of one watched directory. All methods are synchronous and short (one append and
+/// one fsync, or one snapshot write); they are safe to call from several workers.
+pub struct Ledger {
+    dir: PathBuf,
+    fsync: bool,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    entries: BTreeMap<String, Entry>,
+    journal: File,
+    appended: usize,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger of `dir`, replays its journal and compacts it.
+    pub fn open(dir: &Path) -> io::Result<Ledger> {
+        Self::open_with(dir, true)
+    }
+
+    pub(crate) fn open_with(dir: &Path, fsync: bool) -> io::Result<Ledger> {
+        let mut entries = match std::fs::read(dir.join(SNAPSHOT)) {
+            Ok(bytes) => {
+                let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("ledger {} is corrupt: {e}", dir.join(SNAPSHOT).display()),
+                    )
+                })?;
+                snap.entries
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        match File::open(dir.join(JOURNAL)) {
+            Ok(f) => {
+                for line in BufReader::new(f).lines() {
+                    let line = line?;
+                    // A torn last line (crash mid-append) does not parse: ignore it.
+                    let Ok(rec) = serde_json::from_str::<Record>(&line) else {
+                        continue;
+                    };
+                    apply(&mut entries, rec);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(JOURNAL))?;
+        let ledger = Ledger {
+            dir: dir.to_path_buf(),
+            fsync,
+            inner: Mutex::new(Inner {
+                entries,
+                journal,
+                appended: 0,
+            }),
+        };
+        ledger.compact()?;
+        Ok(ledger)
+    }
+
+    /// Records that `name` is being processed by run `run`.
+    pub fn mark_in_flight(&self, name: &str, run: u64) -> io::Result<()> {
+        self.append(Record {
+            name: name.to_string(),
+            entry: Some(Entry {
+                state: EntryState::InFlight,
+                run,
+                outcome: None,
+                at: unix_now(),
+            }),
+        })
+    }
+
+    /// Records that run `run` of `name` is done (the file has been moved).
+    pub fn mark_done(&self, name: &str, run: u64, outcome: Outcome) -> io::Result<()> {
+        self.append(Record {
+            name: name.to_string(),
+            entry: Some(Entry {
+                state: EntryState::Done,
+                run,
+                outcome: Some(outcome),
+                at: unix_now(),
+            }),
+        })
+    }
+
+    /// Removes the entry of `name`.
+    pub fn forget(&self, name: &str) -> io::Result<()> {
+        self.append(Record {
+            name: name.to_string(),
+            entry: None,
+        })
+    }
+
+    /// A copy of all entries.
+    pub fn entries(&self) -> BTreeMap<String, Entry> {
+        self.lock().entries.clone()
+    }
+
+    /// The entry of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<Entry> {
+        self.lock().entries.get(name).cloned()
+    }
+
+    /// Removes `done` entries written more than `older_than` ago, then compacts. Returns how
+    /// many were removed. In-flight entries are never pruned.
+    pub fn prune(&self, older_than: Duration) -> io::Result<usize> {
+        let cutoff = unix_now().saturating_sub(older_than.as_secs());
+        let removed = {
+            let mut inner = self.lock();
+            let before = inner.entries.len();
+            inner
+                .entries
+                .retain(|_, e| e.state == EntryState::InFlight || e.at >= cutoff);
+            before - inner.entries.len()
+        };
+        self.compact()?;
+        Ok(removed)
+    }
+
+    /// Writes a new snapshot atomically and empties the journal.
+    pub fn compact(&self) -> io::Result<()> {
+        let mut inner = self.lock();
+        let snap = Snapshot {
+            version: 1,
+            entries: std::mem::take(&mut inner.entries),
+        };
+        let bytes = serde_json::to_vec(&snap);
+        inner.entries = snap.entries;
+        let bytes = bytes.map_err(io::Error::other)?;
+        write_atomic(&self.dir, SNAPSHOT, &bytes, self.fsync)?;
+        inner.journal.set_len(0)?;
+        if self.fsync {
+            inner.journal.sync_data()?;
+        }
+        inner.appended = 0;
+        Ok(())
+    }
+
+    fn append(&self, rec: Record) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let compact = {
+            let mut inner = self.lock();
+            inner.journal.write_all(&line)?;
+            if self.fsync {
+                inner.journal.sync_data()?;
+            }
+            apply(&mut inner.entries, rec);
+            inner.appended += 1;
+            inner.appended >= COMPACT_EVERY
+        };
+        if compact {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn apply(entries: &mut BTreeMap<String, Entry>, rec: Record) {
+    match rec.entry {
+        Some(e) => {
+            entries.insert(rec.name, e);
+        }
+        None => {
+            entries.remove(&rec.name);
+        }
+    }
+}
+
+/// Writes `dir/name` atomically: a temp file `dir/.watcher-tmp-<name>.tmp`, fsync, rename,
+/// fsync of the directory.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
+    let tmp = dir.join(format!(".watcher-tmp-{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if fsync {
+            f.sync_all()?;
+        }
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory, making renames in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_journal_and_ignores_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let l = Ledger::open(dir.path()).unwrap();
+            l.mark_in_flight("a", 1).unwrap();
+            l.mark_in_flight("b", 2).unwrap();
+            l.mark_done("a", 1, Outcome::Processed).unwrap();
+        }
+        // A crash mid-append leaves a torn line.
+        let mut j = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL))
+            .unwrap();
+        j.write_all(b"{\"name\":\"c\",\"ent").unwrap();
+        drop(j);
+        let l = Ledger::open(dir.path()).unwrap();
+        let e = l.entries();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e["a"].state, EntryState::Done);
+        assert_eq!(e["a"].outcome, Some(Outcome::Processed));
+        assert_eq!(e["b"].state, EntryState::InFlight);
+        // Opening compacted: the journal is empty, the snapshot holds everything.
+        assert_eq!(
+            std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len(),
+            0
+        );
+        let l2 = Ledger::open(dir.path()).unwrap();
+        assert_eq!(l2.entries(), e);
+    }
+
+    #[test]
+    fn prune_keeps_in_flight_and_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        l.mark_done("old", 1, Outcome::Failed).unwrap();
+        l.mark_in_flight("busy", 2).unwrap();
+        {
+            let mut inner = l.lock();
+            inner.entries.get_mut("old").unwrap().at -= 7200;
+            inner.entries.get_mut("busy").unwrap().at -= 7200;
+        }
+        l.mark_done("new", 3, Outcome::Processed).unwrap();
+        assert_eq!(l.prune(Duration::from_secs(3600)).unwrap(), 1);
+        let e = l.entries();
+        assert!(e.contains_key("busy") && e.contains_key("new") && !e.contains_key("old"));
+        l.forget("new").unwrap();
+        assert!(l.get("new").is_none());
+    }
+}

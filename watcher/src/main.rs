@@ -1,0 +1,199 @@
+//! `watcher DIR [--once] [--poll SECS] [--workers N] [--pattern GLOB] -- CMD [ARGS...]`
+//!
+//! Runs `CMD ARGS... FILE` for each file dropped into DIR: exit status 0 moves the file to
+//! `processed/`, anything else to `failed/` (with the tail of the command's stderr in the
+//! status). Ctrl-C or SIGTERM closes gracefully and prints the shutdown report.
+//!
+//! Exit codes: 0 all processed, 1 some failed (or, with `--once`, left unprocessed), 2 usage or
+//! configuration error.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use watcher::{Mode, ProcessError, Processor, Watcher};
+
+/// Bytes of the command's stderr kept in a failed file's status.
+const STDERR_TAIL: usize = 2048;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "watcher",
+    version,
+    about = "Process every file dropped into DIR exactly once by running CMD on it"
+)]
+struct Args {
+    /// The directory to watch.
+    dir: PathBuf,
+    /// Process the files present now, then exit.
+    #[arg(long, conflicts_with = "poll")]
+    once: bool,
+    /// Scan every SECS seconds instead of using filesystem events.
+    #[arg(long, value_name = "SECS")]
+    poll: Option<f64>,
+    /// Number of workers (default 2).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Glob matched against file names (default `*`).
+    #[arg(long, value_name = "GLOB")]
+    pattern: Option<String>,
+    /// The command (and its arguments) to run; the file's path is appended.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    cmd: Vec<String>,
+}
+
+/// Runs the command on each file.
+struct Command {
+    program: String,
+    args: Vec<String>,
+}
+
+impl Processor for Command {
+    async fn process(&self, path: &Path, _contents: Vec<u8>) -> Result<(), ProcessError> {
+        let out = tokio::process::Command::new(&self.program)
+            .args(&self.args)
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| ProcessError::permanent(format!("cannot run {}: {e}", self.program)))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let tail = &out.stderr[out.stderr.len().saturating_sub(STDERR_TAIL)..];
+        let tail = String::from_utf8_lossy(tail);
+        Err(ProcessError::permanent(format!(
+            "{} exited with {}: {}",
+            self.program,
+            out.status,
+            tail.trim_end()
+        )))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("watcher: cannot start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let mut cmd = args.cmd.into_iter();
+    let program = cmd.next().unwrap_or_default();
+    let mut b = Watcher::builder(&args.dir).processor(Command {
+        program,
+        args: cmd.collect(),
+    });
+    if let Some(n) = args.workers {
+        b = b.workers(n);
+    }
+    if let Some(p) = args.pattern {
+        b = b.pattern(p);
+    }
+    if args.once {
+        b = b.mode(Mode::Once);
+    } else if let Some(secs) = args.poll {
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) => b = b.mode(Mode::Poll(d)),
+            Err(_) => {
+                eprintln!("watcher: --poll {secs} is not a valid number of seconds");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = match b.build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("watcher: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let w = match Watcher::start(config).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("watcher: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let bar = (args.once && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files ({per_sec}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    if args.once {
+        let mut seen = u64::MAX;
+        loop {
+            if let Some(bar) = &bar {
+                let m = w.metrics();
+                bar.set_length(m.queued.max(m.finished()));
+                bar.set_position(m.finished());
+                bar.set_message(format!("{} failed", m.failed));
+            }
+            tokio::select! {
+                _ = w.finished() => break,
+                _ = &mut signal => break,
+                _ = w.wait_for(|m| m.finished() != seen, Duration::from_millis(200)) => {}
+            }
+            seen = w.metrics().finished();
+        }
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+    } else {
+        signal.await;
+    }
+    let report = w.close().await;
+    let m = w.metrics();
+    eprint!("{report}");
+    eprintln!("processed {}, failed {}", m.processed, m.failed);
+    if m.failed > 0 || (args.once && !report.handed_back.is_empty()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,80 @@
+//! Start-up recovery: resolves the ledger's in-flight entries left by a crash (or an abort).
+
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::ledger::{sync_dir, EntryState, Ledger};
+use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
+
+/// For each in-flight entry (name, run):
+/// - status of that run found, file still in the inbox → finish the move, record done;
+/// - status found, file moved → record done;
+/// - no status, file in the inbox → run it again, marked interrupted (returned);
+/// - no status, file gone → forget it.
+///
+/// Also removes temp files a crash left behind.
+pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<HashSet<String>> {
+    let dir = &cfg.dir;
+    for sub in [
+        Path::new(""),
+        Path::new(PROCESSED_DIR),
+        Path::new(FAILED_DIR),
+    ] {
+        remove_temp_files(&dir.join(sub));
+    }
+    let mut interrupted = HashSet::new();
+    for (name, entry) in ledger.entries() {
+        if entry.state != EntryState::InFlight {
+            continue;
+        }
+        let inbox = dir.join(&name);
+        let in_inbox = std::fs::symlink_metadata(&inbox).is_ok();
+        match (find_status(dir, &name, entry.run), in_inbox) {
+            (Some((outcome, dest)), true) => {
+                let dest_dir = dir.join(outcome.dir_name());
+                std::fs::rename(&inbox, dest_dir.join(&dest))?;
+                if cfg.fsync {
+                    sync_dir(&dest_dir)?;
+                    sync_dir(dir)?;
+                }
+                ledger.mark_done(&name, entry.run, outcome)?;
+            }
+            (Some((outcome, _)), false) => ledger.mark_done(&name, entry.run, outcome)?,
+            (None, true) => {
+                interrupted.insert(name);
+            }
+            (None, false) => ledger.forget(&name)?,
+        }
+    }
+    Ok(interrupted)
+}
+
+/// The status written by run `run` of `name`, if any: its outcome and destination name.
+fn find_status(dir: &Path, name: &str, run: u64) -> Option<(Outcome, String)> {
+    for outcome in [Outcome::Processed, Outcome::Failed] {
+        for dest in [name.to_string(), format!("{name}.{run}")] {
+            let p = status_path(&dir.join(outcome.dir_name()).join(&dest));
+            if let Ok(s) = Status::read(&p) {
+                if s.run == run && s.file == name {
+                    return Some((outcome, dest));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn remove_temp_files(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(".watcher-tmp-") && n.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Workers: take files from the bounded queue, process them (with retries), and commit the
+//! result (status, move, ledger) in the crash-safe order described in [`crate::status`].
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{lock, Shared};
+use crate::ledger::{sync_dir, write_atomic};
+use crate::processor::{catch_unwind, ErrorKind};
+use crate::status::{bound_message, rfc3339, status_path, Outcome, Status, STATUS_SUFFIX};
+
+/// The worker task: runs until its token is cancelled (it finishes its current file first) or
+/// the queue is closed and empty.
+pub(crate) async fn run(shared: Arc<Shared>, task_id: u64, cancel: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            p = async { shared.queue_rx.lock().await.recv().await } => p,
+        };
+        let Some(path) = next else { break };
+        let c = &shared.counters;
+        c.queue_depth.fetch_sub(1, Relaxed);
+        c.active_workers.fetch_add(1, Relaxed);
+        lock(&shared.in_progress).insert(task_id, path.clone());
+        shared.progress.notify_waiters();
+        let name = file_name(&path);
+        if let Err(Abandoned) = process_file(&shared, &path, &name, &cancel).await {
+            shared.hand_back(path);
+        }
+        lock(&shared.in_progress).remove(&task_id);
+        shared.unclaim(&name);
+        c.active_workers.fetch_sub(1, Relaxed);
+        shared.progress.notify_waiters();
+    }
+    shared.worker_exited();
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Close interrupted a retry backoff: the file stays in the inbox for the next run.
+struct Abandoned;
+
+struct Decision {
+    outcome: Outcome,
+    attempts: u32,
+    error: Option<String>,
+}
+
+impl Decision {
+    fn failed(attempts: u32, error: String) -> Self {
+        Decision {
+            outcome: Outcome::Failed,
+            attempts,
+            error: Some(error),
+        }
+    }
+}
+
+async fn process_file(
+    shared: &Shared,
+    path: &Path,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<(), Abandoned> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(()); // vanished since it was queued
+    }
+    let run = shared.next_run();
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    if let Err(e) = shared.ledger.mark_in_flight(name, run) {
+        eprintln!("watcher: cannot record {name} in the ledger: {e}; leaving it in place");
+        return Err(Abandoned);
+    }
+    let interrupted = lock(&shared.interrupted).remove(name);
+    let decision = match decide(shared, path, cancel).await {
+        Ok(d) => d,
+        Err(Abandoned) => {
+            // Handed back on purpose, not interrupted: the next run starts afresh.
+            let _ = shared.ledger.forget(name);
+            if interrupted {
+                lock(&shared.interrupted).insert(name.to_string());
+            }
+            return Err(Abandoned);
+        }
+    };
+    let outcome = decision.outcome;
+    match commit(shared, path, name, run, decision, interrupted, started) {
+        Ok(()) => {
+            let c = &shared.counters;
+            match outcome {
+                Outcome::Processed => c.processed.fetch_add(1, Relaxed),
+                Outcome::Failed => c.failed.fetch_add(1, Relaxed),
+            };
+            c.record_latency(t0.elapsed());
+        }
+        Err(e) => {
+            // Left in flight: the next start resolves it (see `recovery`).
+            eprintln!("watcher: cannot commit {name}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Checks, reads and processes the file, with retries.
+async fn decide(
+    shared: &Shared,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<Decision, Abandoned> {
+    let cfg = &shared.cfg;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Ok(Decision::failed(0, format!("cannot stat file: {e}"))),
+    };
+    if meta.file_type().is_symlink() {
+        match std::fs::canonicalize(path) {
+            Ok(target) if target.starts_with(&cfg.dir) => {}
+            Ok(target) => {
+                return Ok(Decision::failed(
+                    0,
+                    format!(
+                        "refused: symlink points outside the watched directory (to {})",
+                        target.display()
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Ok(Decision::failed(
+                    0,
+                    format!("refused: dangling symlink: {e}"),
+                ))
+            }
+        }
+    }
+    let max = cfg.max_file_size;
+    let mut attempts = 0u32;
+    loop {
+        let contents = match read_bounded(path, max) {
+            Ok(c) => c,
+            Err(msg) => return Ok(Decision::failed(attempts, msg)),
+        };
+        attempts += 1;
+        let result = catch_unwind(cfg.processor.process_dyn(path, contents)).await;
+        let err = match result {
+            Ok(Ok(())) => {
+                return Ok(Decision {
+                    outcome: Outcome::Processed,
+                    attempts,
+                    error: None,
+                })
+            }
+            Err(panic) => {
+                return Ok(Decision::failed(
+                    attempts,
+                    format!("processor panicked: {panic}"),
+                ))
+            }
+            Ok(Err(e)) => e,
+        };
+        if err.kind == ErrorKind::Permanent {
+            return Ok(Decision::failed(attempts, err.message));
+        }
+        if attempts > cfg.retries {
+            return Ok(Decision::failed(
+                attempts,
+                format!("gave up after {attempts} attempts: {}", err.message),
+            ));
+        }
+        shared.counters.retried.fetch_add(1, Relaxed);
+        let backoff = backoff(cfg.retry_backoff, attempts);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Abandoned),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+/// The delay before retry number `attempt` (1-based): base × 2^(attempt-1), at most 60 s.
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(Duration::from_secs(60))
+}
+
+/// Reads the file, refusing (without reading it whole) one over `max` bytes.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    let too_big =
+        |len: u64| format!("file too large: {len} bytes exceeds max_file_size of {max} bytes");
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open file: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot stat file: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(too_big(meta.len()));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    if buf.len() as u64 > max {
+        return Err(too_big(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// Status (atomic) → move → ledger `done`. See [`crate::status`] for why this order.
+fn commit(
+    shared: &Shared,
+    path: &Path,
+    name: &str,
+    run: u64,
+    d: Decision,
+    interrupted: bool,
+    started: SystemTime,
+) -> std::io::Result<()> {
+    let cfg = &shared.cfg;
+    let dest_dir = cfg.dir.join(d.outcome.dir_name());
+    let mut dest_name = name.to_string();
+    if std::fs::symlink_metadata(dest_dir.join(&dest_name)).is_ok()
+        || std::fs::symlink_metadata(status_path(&dest_dir.join(&dest_name))).is_ok()
+    {
+        dest_name = format!("{name}.{run}");
+    }
+    let status = Status {
+        file: name.to_string(),
+        moved_to: dest_name.clone(),
+        outcome: d.outcome,
+        attempts: d.attempts,
+        error: d.error.as_deref().map(bound_message),
+        interrupted,
+        run,
+        started_at: rfc3339(started),
+        finished_at: rfc3339(SystemTime::now()),
+    };
+    let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
+    write_atomic(
+        &dest_dir,
+        &format!("{dest_name}{STATUS_SUFFIX}"),
+        &json,
+        cfg.fsync,
+    )?;
+    let dest: PathBuf = dest_dir.join(&dest_name);
+    std::fs::rename(path, &dest)?;
+    if cfg.fsync {
+        sync_dir(&dest_dir)?;
+        sync_dir(&cfg.dir)?;
+    }
+    shared.ledger.mark_done(name, run, d.outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_millis(100);
+        assert_eq!(backoff(b, 1), b);
+        assert_eq!(backoff(b, 2), 2 * b);
+        assert_eq!(backoff(b, 4), 8 * b);
+        assert_eq!(backoff(b, 40), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn read_bounded_refuses_big_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![0u8; 100]).unwrap();
+        assert_eq!(read_bounded(&p, 100).unwrap().len(), 100);
+        let e = read_bounded(&p, 99).unwrap_err();
+        assert_eq!(
+            e,
+            "file too large: 100 bytes exceeds max_file_size of 99 bytes"
+        );
+    }
+}

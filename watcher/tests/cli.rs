@@ -1,0 +1,142 @@
+//! The CLI: exit codes, outcome per file, stderr tail in the status, SIGTERM.
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{status, write};
+use watcher::Outcome;
+
+const BIN: &str = env!("CARGO_BIN_EXE_watcher");
+
+#[test]
+fn once_all_processed_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    write(dir.path(), "b.txt", b"x");
+    let out = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--once", "--workers", "1", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(dir.path(), "a.txt").outcome, Outcome::Processed);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shutdown report"), "{err}");
+    assert!(err.contains("processed 2, failed 0"), "{err}");
+}
+
+#[test]
+fn once_some_failed_exits_1_with_stderr_tail_in_status() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good.txt", b"ok");
+    write(dir.path(), "bad.txt", b"bad");
+    // The command fails (with a message) for files whose contents are "bad".
+    let script =
+        r#"if grep -q bad "$1"; then echo "cannot handle $(basename "$1")" >&2; exit 3; fi"#;
+    let out = Command::new(BIN)
+        .arg(dir.path())
+        .args([
+            "--once",
+            "--pattern",
+            "*.txt",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(dir.path(), "good.txt").outcome, Outcome::Processed);
+    let s = status(dir.path(), "bad.txt");
+    assert_eq!(s.outcome, Outcome::Failed);
+    assert_eq!(
+        s.error.as_deref(),
+        Some("sh exited with exit status: 3: cannot handle bad.txt")
+    );
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let d = dir.path().to_str().unwrap();
+    // No command.
+    let (code, err) = run(&[d, "--once"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CMD"), "{err}");
+    // Out-of-range workers.
+    let (code, err) = run(&[d, "--workers", "0", "--", "true"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("workers = 0 is out of range"), "{err}");
+    // Poll period out of range.
+    let (code, err) = run(&[d, "--poll", "0.01", "--", "true"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("poll = 10ms is out of range (allowed: 100ms ..= 1h)"),
+        "{err}"
+    );
+    let (code, err) = run(&[d, "--poll", "-1", "--", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    // Missing directory.
+    let missing = dir.path().join("missing");
+    let (code, err) = run(&[missing.to_str().unwrap(), "--", "true"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("does not exist"), "{err}");
+    // --once and --poll conflict.
+    let (code, _) = run(&[d, "--once", "--poll", "1", "--", "true"]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn sigterm_closes_gracefully_and_prints_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the watcher is up (it creates processed/ and the ledger at start).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.path().join(".watcher-ledger.json").exists() {
+        assert!(Instant::now() < deadline, "watcher did not start");
+        std::thread::yield_now();
+    }
+    write(dir.path(), "late.txt", b"x");
+    // Wait until it has processed the file, then stop it.
+    while !dir.path().join("processed/late.txt").exists() {
+        assert!(Instant::now() < deadline, "file not processed");
+        std::thread::yield_now();
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("shutdown report"), "{err}");
+    assert!(err.contains("Intake") && err.contains("Workers") && err.contains("Background"));
+    assert!(err.contains("processed 1, failed 0"), "{err}");
+}

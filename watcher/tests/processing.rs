@@ -1,0 +1,550 @@
+//! Processing semantics: modes, retry, faults, exactly-once, crash recovery, close.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use watcher::ledger::Ledger;
+use watcher::{Mode, Outcome, Stage, Watcher};
+
+#[tokio::test]
+async fn once_mode_processes_present_files_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..20 {
+        write(d, &format!("ok{i}.txt"), b"fine");
+    }
+    write(d, "bad.txt", b"bad stuff");
+    write(d, "skip.dat", b"not matching");
+    let p = Scripted::default();
+    let cfg = builder(d, p.clone())
+        .mode(Mode::Once)
+        .pattern("*.txt")
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    tokio::time::timeout(LONG, w.finished()).await.unwrap();
+    let report = w.close().await;
+    assert!(report.aborted.is_empty() && report.handed_back.is_empty());
+    let m = w.metrics();
+    assert_eq!((m.processed, m.failed), (20, 1));
+    assert_eq!(m.latency.total(), 21);
+    for i in 0..20 {
+        let s = status(d, &format!("ok{i}.txt"));
+        assert_eq!(
+            (s.outcome, s.attempts, s.interrupted),
+            (Outcome::Processed, 1, false)
+        );
+        assert!(s.error.is_none());
+    }
+    let s = status(d, "bad.txt");
+    assert_eq!(s.outcome, Outcome::Failed);
+    assert_eq!(s.error.as_deref(), Some("bad contents"));
+    assert!(d.join("skip.dat").exists(), "non-matching file left alone");
+    assert_eq!(p.calls("skip.dat"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_processes_existing_and_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "early.txt", b"x");
+    let p = Scripted::default();
+    let w = Watcher::start(builder(d, p.clone()).build().unwrap())
+        .await
+        .unwrap();
+    assert!(w.wait_for(|m| m.processed == 1, LONG).await);
+    for i in 0..10 {
+        write(d, &format!("new{i}.txt"), b"y");
+    }
+    assert!(w.wait_for(|m| m.processed == 11, LONG).await);
+    let report = w.close().await;
+    assert_eq!(report.stages.len(), 3);
+    assert_eq!(report.stages[0].0, Stage::Intake);
+    assert!(!report.budget_exhausted && report.aborted.is_empty());
+    for i in 0..10 {
+        assert_eq!(
+            status(d, &format!("new{i}.txt")).outcome,
+            Outcome::Processed
+        );
+        assert_eq!(p.calls(&format!("new{i}.txt")), 1);
+    }
+    assert_eq!(p.calls("early.txt"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_waits_until_a_growing_file_is_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = Scripted::default();
+    let w = Watcher::start(
+        builder(d, p.clone())
+            .debounce(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    // Written in two parts, well within the debounce window: processed once, whole.
+    use std::io::Write;
+    let mut f = std::fs::File::create(d.join("grow.txt")).unwrap();
+    f.write_all(b"part one ").unwrap();
+    f.flush().unwrap();
+    f.write_all(b"part two").unwrap();
+    drop(f);
+    assert!(w.wait_for(|m| m.processed == 1, LONG).await);
+    w.close().await;
+    assert_eq!(p.calls("grow.txt"), 1);
+    assert_eq!(
+        std::fs::read(d.join("processed/grow.txt")).unwrap(),
+        b"part one part two"
+    );
+}
+
+#[tokio::test]
+async fn poll_mode_finds_files_by_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "a.txt", b"x");
+    let p = Scripted::default();
+    // A debounce longer than the poll period: repeated scans must not postpone a file forever.
+    let cfg = builder(d, p.clone())
+        .mode(Mode::Poll(Duration::from_millis(100)))
+        .debounce(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    assert!(w.wait_for(|m| m.processed == 1, LONG).await);
+    write(d, "b.txt", b"x");
+    assert!(w.wait_for(|m| m.processed == 2, LONG).await);
+    w.close().await;
+    assert_eq!(status(d, "b.txt").outcome, Outcome::Processed);
+    assert_eq!(p.total_calls(), 2);
+}
+
+#[tokio::test]
+async fn retryable_errors_are_retried_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "flaky.txt", b"flaky");
+    write(d, "flaky-too-often.txt", b"flaky");
+    let p = Scripted::default();
+    // 2 retries: flaky succeeds on the 3rd call.
+    let cfg = builder(d, p.clone())
+        .mode(Mode::Once)
+        .retries(2)
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    w.finished().await;
+    w.close().await;
+    let s = status(d, "flaky.txt");
+    assert_eq!((s.outcome, s.attempts), (Outcome::Processed, 3));
+    assert_eq!(w.metrics().retried, 4);
+
+    // 1 retry: gives up after 2 attempts.
+    let dir2 = tempfile::tempdir().unwrap();
+    write(dir2.path(), "flaky.txt", b"flaky");
+    let cfg = builder(dir2.path(), Scripted::default())
+        .mode(Mode::Once)
+        .retries(1)
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    w.finished().await;
+    w.close().await;
+    let s = status(dir2.path(), "flaky.txt");
+    assert_eq!((s.outcome, s.attempts), (Outcome::Failed, 2));
+    assert_eq!(
+        s.error.as_deref(),
+        Some("gave up after 2 attempts: flaky attempt 2")
+    );
+}
+
+#[tokio::test]
+async fn oversized_files_fail_without_being_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "big.txt", &vec![b'x'; 2048]);
+    write(d, "small.txt", b"x");
+    let p = Scripted::default();
+    let cfg = builder(d, p.clone())
+        .mode(Mode::Once)
+        .max_file_size(1024)
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    w.finished().await;
+    w.close().await;
+    let s = status(d, "big.txt");
+    assert_eq!((s.outcome, s.attempts), (Outcome::Failed, 0));
+    assert_eq!(
+        s.error.as_deref(),
+        Some("file too large: 2048 bytes exceeds max_file_size of 1024 bytes")
+    );
+    assert_eq!(p.calls("big.txt"), 0);
+    assert_eq!(status(d, "small.txt").outcome, Outcome::Processed);
+}
+
+#[tokio::test]
+async fn symlink_pointing_outside_is_refused_inside_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secret = write(outside.path(), "secret", b"secret");
+    std::os::unix::fs::symlink(&secret, d.join("escape.txt")).unwrap();
+    write(d, "real.txt", b"x");
+    std::os::unix::fs::symlink(d.join("real.txt"), d.join("link.txt")).unwrap();
+    let p = Scripted::default();
+    let cfg = builder(d, p.clone())
+        .mode(Mode::Once)
+        .workers(1)
+        .pattern("[el]*.txt")
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    w.finished().await;
+    w.close().await;
+    let s = status(d, "escape.txt");
+    assert_eq!(s.outcome, Outcome::Failed);
+    let err = s.error.unwrap();
+    assert!(
+        err.starts_with("refused: symlink points outside the watched directory"),
+        "{err}"
+    );
+    assert_eq!(p.calls("escape.txt"), 0);
+    assert!(secret.exists(), "the target is untouched");
+    assert_eq!(status(d, "link.txt").outcome, Outcome::Processed);
+}
+
+#[tokio::test]
+async fn a_panicking_processor_fails_that_file_and_the_watcher_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "a-panic.txt", b"panic");
+    for i in 0..5 {
+        write(d, &format!("b{i}.txt"), b"ok");
+    }
+    let cfg = builder(d, Scripted::default())
+        .mode(Mode::Once)
+        .workers(1)
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    w.finished().await;
+    let r = w.close().await;
+    assert!(r.aborted.is_empty());
+    let s = status(d, "a-panic.txt");
+    assert_eq!(s.outcome, Outcome::Failed);
+    assert_eq!(
+        s.error.as_deref(),
+        Some("processor panicked: boom in processor")
+    );
+    assert_eq!(w.metrics().processed, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_processor_is_aborted_at_close_and_its_file_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "hang.txt", b"hang");
+    let p = Scripted::default();
+    let cfg = builder(d, p.clone())
+        .workers(1)
+        .shutdown_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    assert!(w.wait_for(|m| m.active_workers == 1, LONG).await);
+    let r = w.close().await;
+    assert!(r.budget_exhausted);
+    // The hung worker is named. Once the budget is spent, the coordinator aborts later
+    // stages without waiting, so the background routines may be listed after it.
+    assert_eq!(r.aborted[0].name, "worker-0", "{r}");
+    assert_eq!(r.aborted[0].stage, Stage::Workers);
+    assert!(r.aborted[1..].iter().all(|t| t.stage == Stage::Background));
+    assert_eq!(r.handed_back, vec![w.dir().join("hang.txt")]);
+    assert!(r.total < Duration::from_secs(2));
+    assert!(
+        d.join("hang.txt").exists(),
+        "the file stays for the next run"
+    );
+    assert!(where_is(d, "hang.txt").is_none());
+    drop(w);
+
+    // Next run: it runs again (now it succeeds) and its status says it was interrupted.
+    std::fs::write(d.join("hang.txt"), b"fine now").unwrap();
+    let cfg = builder(d, p.clone()).mode(Mode::Once).build().unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    w.finished().await;
+    w.close().await;
+    let s = status(d, "hang.txt");
+    assert_eq!((s.outcome, s.interrupted), (Outcome::Processed, true));
+}
+
+#[tokio::test]
+async fn crash_recovery_reruns_in_flight_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A first run processes two files.
+    write(d, "done.txt", b"x");
+    write(d, "done2.txt", b"x");
+    let p = Scripted::default();
+    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
+        .await
+        .unwrap();
+    w.finished().await;
+    w.close().await;
+    drop(w);
+    // Simulate a kill -9 mid-processing of `inflight.txt`, and one where the status was
+    // written but the move did not happen, and an in-flight entry whose file vanished.
+    write(d, "inflight.txt", b"x");
+    write(d, "committing.txt", b"x");
+    write(d, "fresh.txt", b"x");
+    {
+        let ledger = Ledger::open(d).unwrap();
+        ledger.mark_in_flight("inflight.txt", 7).unwrap();
+        ledger.mark_in_flight("committing.txt", 8).unwrap();
+        ledger.mark_in_flight("vanished.txt", 9).unwrap();
+        // A re-marked entry for a file already done and moved: never re-run.
+        ledger.mark_in_flight("done.txt", 10).unwrap();
+    }
+    let st = watcher::Status {
+        file: "committing.txt".into(),
+        moved_to: "committing.txt".into(),
+        outcome: Outcome::Processed,
+        attempts: 1,
+        error: None,
+        interrupted: false,
+        run: 8,
+        started_at: "2024-01-01T00:00:00Z".into(),
+        finished_at: "2024-01-01T00:00:01Z".into(),
+    };
+    std::fs::write(
+        d.join("processed/committing.txt.status.json"),
+        serde_json::to_vec(&st).unwrap(),
+    )
+    .unwrap();
+
+    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
+        .await
+        .unwrap();
+    w.finished().await;
+    w.close().await;
+    let s = status(d, "inflight.txt");
+    assert_eq!((s.outcome, s.interrupted), (Outcome::Processed, true));
+    assert_eq!(p.calls("inflight.txt"), 1);
+    // Finished by recovery, without running again.
+    assert_eq!(status(d, "committing.txt").run, 8);
+    assert_eq!(p.calls("committing.txt"), 0);
+    let s = status(d, "fresh.txt");
+    assert!(!s.interrupted);
+    assert_eq!(p.calls("done.txt"), 1);
+    assert_eq!(p.calls("done2.txt"), 1);
+    let entries = Ledger::open(d).unwrap().entries();
+    assert!(!entries.contains_key("vanished.txt"));
+    assert!(entries
+        .values()
+        .all(|e| e.state == watcher::ledger::EntryState::Done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_close_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n = 300;
+    let name = |i: usize| format!("f{i:04}.txt");
+    for i in 0..n {
+        let body: &[u8] = match i % 10 {
+            3 => b"bad",
+            7 => &[b'z'; 600],
+            _ => b"ok",
+        };
+        write(d, &name(i), body);
+    }
+    let p = Scripted::default();
+    let mk = || {
+        builder(d, p.clone())
+            .workers(3)
+            .queue_capacity(8)
+            .max_file_size(512)
+            .build()
+            .unwrap()
+    };
+    // First run: close midway.
+    let w = Watcher::start(mk()).await.unwrap();
+    assert!(w.wait_for(|m| m.finished() >= 50, LONG).await);
+    let r1 = w.close().await;
+    let first = w.metrics().finished();
+    assert!(first < n as u64, "closed midway ({first} done)");
+    assert!(r1.aborted.is_empty());
+    drop(w);
+    // Second run (watch mode too): picks up the rest.
+    let w = Watcher::start(mk()).await.unwrap();
+    let rest = n as u64 - first;
+    assert!(
+        w.wait_for(|m| m.finished() == rest, LONG).await,
+        "{:?}",
+        w.metrics()
+    );
+    w.close().await;
+    for i in 0..n {
+        let (outcome, s) = where_is(d, &name(i)).unwrap_or_else(|| panic!("{} lost", name(i)));
+        let want = if i % 10 == 3 || i % 10 == 7 {
+            Outcome::Failed
+        } else {
+            Outcome::Processed
+        };
+        assert_eq!(outcome, want, "{}", name(i));
+        assert!(!s.interrupted);
+        assert!(p.calls(&name(i)) <= 1, "{} processed twice", name(i));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with(".watcher-ledger"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_is_processed_with_bounded_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = Scripted::default();
+    let w = Watcher::start(
+        builder(d, p.clone())
+            .queue_capacity(4)
+            .debounce(Duration::from_millis(10))
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let n = 1000;
+    for i in 0..n {
+        write(d, &format!("b{i}"), b"x");
+    }
+    assert!(
+        w.wait_for(|m| m.processed == n, Duration::from_secs(60))
+            .await,
+        "{:?}",
+        w.metrics()
+    );
+    let m = w.metrics();
+    assert!(m.backpressure_waits > 0, "{m:?}");
+    assert_eq!(m.queue_depth, 0);
+    w.close().await;
+    assert_eq!(p.total_calls() as u64, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_idempotent_and_concurrent_and_reports_queued_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "a-hang.txt", b"hang");
+    for i in 0..5 {
+        write(d, &format!("q{i}.txt"), b"ok");
+    }
+    let cfg = builder(d, Scripted::default())
+        .mode(Mode::Once)
+        .workers(1)
+        .shutdown_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let w = std::sync::Arc::new(Watcher::start(cfg).await.unwrap());
+    assert!(w.wait_for(|m| m.active_workers == 1, LONG).await);
+    // One close from another task (the close future is Send), one from here.
+    let w2 = w.clone();
+    let other = tokio::spawn(async move { w2.close().await });
+    let a = w.close().await;
+    let b = other.await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(w.close().await, a);
+    assert_eq!(a.aborted[0].name, "worker-0", "{a}");
+    // The hung file and the 5 queued ones are handed back, all still in the inbox.
+    assert_eq!(a.handed_back.len(), 6, "{a}");
+    for p in &a.handed_back {
+        assert!(p.exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_without_close_cancels_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "hang.txt", b"hang");
+    let rt = tokio::runtime::Handle::current();
+    let w = Watcher::start_on(
+        builder(d, Scripted::default()).workers(2).build().unwrap(),
+        &rt,
+    )
+    .unwrap();
+    assert!(w.wait_for(|m| m.active_workers == 1, LONG).await);
+    drop(w);
+    // Every task ends: the runtime's alive-task count goes back to 0.
+    let deadline = tokio::time::Instant::now() + LONG;
+    while rt.metrics().num_alive_tasks() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "tasks left");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_routines_run_and_stop_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rt = tokio::runtime::Handle::current();
+    let cfg = builder(d, Scripted::default())
+        .cleanup_every(Duration::from_millis(5))
+        .file_state_cleanup_every(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    assert!(
+        w.wait_for(|m| m.cleanup_runs >= 2 && m.file_state_runs >= 2, LONG)
+            .await
+    );
+    let r = w.close().await;
+    assert!(r.aborted.is_empty());
+    assert_eq!(rt.metrics().num_alive_tasks(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaky_fixture_leaves_its_two_routines_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Handle::current();
+    let cfg = builder(dir.path(), Scripted::default())
+        .leaky_background_routines_for_tests(true)
+        .build()
+        .unwrap();
+    let w = Watcher::start(cfg).await.unwrap();
+    let r = w.close().await;
+    assert!(r.aborted.is_empty());
+    assert_eq!(rt.metrics().num_alive_tasks(), 2, "the planted leak");
+}
+
+#[test]
+fn start_on_a_runtime_handle_from_outside_the_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    let cfg = builder(dir.path(), Scripted::default())
+        .mode(Mode::Once)
+        .build()
+        .unwrap();
+    // Not inside the runtime: start_on spawns on the given handle.
+    let w = Watcher::start_on(cfg, rt.handle()).unwrap();
+    let r = rt.block_on(async {
+        w.finished().await;
+        w.close().await
+    });
+    assert!(r.aborted.is_empty());
+    assert_eq!(status(dir.path(), "a.txt").outcome, Outcome::Processed);
+    assert_eq!(rt.metrics().num_alive_tasks(), 0);
+}
