@@ -56,6 +56,7 @@
 mod check;
 mod context;
 mod filter;
+mod group;
 mod guard;
 mod probe;
 mod protocol;

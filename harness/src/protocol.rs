@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::filter::Filter;
+use crate::group;
 use crate::probe::{self, Prober, Reading, Snapshot};
 use crate::report::{Line, Report, Verdict};
 use crate::resource::Resource;
@@ -241,22 +242,16 @@ impl Protocol {
             .count()
     }
 
-    /// The items alive at the end that were not at B0, grouped by label.
+    /// The items alive at the end that were not at B0, grouped by label (see `group`).
     fn new_items(&self, r: Resource, b0: &Snapshot, end: &Snapshot) -> Vec<(String, usize)> {
         let (Some(b0), Some(end)) = (b0.get(r), end.get(r)) else {
             return Vec::new();
         };
         let filter = self.filter(r);
-        let mut groups: HashMap<String, usize> = HashMap::new();
-        for id in added(b0.ids(), end.ids()) {
-            let label = probe::label(r, id).unwrap_or_else(|| "<gone>".to_owned());
-            if !filter.matches(&label) {
-                *groups.entry(label).or_default() += 1;
-            }
-        }
-        let mut items: Vec<_> = groups.into_iter().collect();
-        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        items
+        let labels = added(b0.ids(), end.ids())
+            .map(|id| probe::label(r, id).unwrap_or_else(|| "<gone>".to_owned()))
+            .filter(|label| !filter.matches(label));
+        group::group(r, labels)
     }
 
     fn filter(&self, r: Resource) -> &Filter {

@@ -1,0 +1,115 @@
+//! Grouping leaked items so that a report reads `×20`, not twenty lines that differ by an id.
+//!
+//! Thread names group as they are. Fd targets carry per-item ids: `socket:[81234]` and
+//! `pipe:[81240]` group by kind, and paths that differ only in their directory (a temp dir per
+//! cycle) group by file name as `…/NAME`. A path that occurs once is shown whole.
+
+use std::collections::HashMap;
+
+use crate::resource::Resource;
+
+/// Groups labels into (label, count), most frequent first, then by label.
+pub(crate) fn group(r: Resource, labels: impl IntoIterator<Item = String>) -> Vec<(String, usize)> {
+    let mut exact: HashMap<String, usize> = HashMap::new();
+    for label in labels {
+        let label = match r {
+            Resource::Fds => without_inode(label),
+            _ => label,
+        };
+        *exact.entry(label).or_default() += 1;
+    }
+    let groups = match r {
+        Resource::Fds => merge_paths_by_name(exact),
+        _ => exact,
+    };
+    let mut items: Vec<_> = groups.into_iter().collect();
+    items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    items
+}
+
+/// `socket:[81234]` → `socket:[…]`; other targets unchanged.
+fn without_inode(target: String) -> String {
+    match target.split_once(":[") {
+        Some((kind, rest))
+            if rest.ends_with(']')
+                && rest[..rest.len() - 1].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            format!("{kind}:[…]")
+        }
+        _ => target,
+    }
+}
+
+/// Paths whose file name occurs under more than one directory merge into `…/NAME`.
+fn merge_paths_by_name(exact: HashMap<String, usize>) -> HashMap<String, usize> {
+    let mut dirs_per_name: HashMap<String, usize> = HashMap::new();
+    for label in exact.keys() {
+        if let Some(name) = path_name(label) {
+            *dirs_per_name.entry(name.to_owned()).or_default() += 1;
+        }
+    }
+    let mut merged = HashMap::new();
+    for (label, n) in exact {
+        let key = match path_name(&label) {
+            Some(name) if dirs_per_name[name] > 1 => format!("…/{name}"),
+            _ => label,
+        };
+        *merged.entry(key).or_default() += n;
+    }
+    merged
+}
+
+fn path_name(label: &str) -> Option<&str> {
+    if !label.starts_with('/') {
+        return None;
+    }
+    label
+        .rsplit_once('/')
+        .map(|(_, name)| name)
+        .filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn threads_group_by_exact_name() {
+        let g = group(
+            Resource::Threads,
+            labels(&["cleanup", "file-state", "cleanup"]),
+        );
+        assert_eq!(g, vec![("cleanup".into(), 2), ("file-state".into(), 1)]);
+    }
+
+    #[test]
+    fn fds_group_by_kind_and_file_name() {
+        let g = group(
+            Resource::Fds,
+            labels(&[
+                "socket:[81234]",
+                "socket:[81240]",
+                "anon_inode:inotify",
+                "/tmp/a1/.ledger",
+                "/tmp/b2/.ledger",
+                "/tmp/c3/.ledger",
+                "/etc/hosts",
+                "pipe:[7]",
+            ]),
+        );
+        assert_eq!(
+            g,
+            vec![
+                ("…/.ledger".into(), 3),
+                ("socket:[…]".into(), 2),
+                ("/etc/hosts".into(), 1),
+                ("anon_inode:inotify".into(), 1),
+                ("pipe:[…]".into(), 1),
+            ]
+        );
+    }
+}
