@@ -23,19 +23,25 @@ async fn cycle(dir: &Path, leaky: bool, n: usize) {
         .cleanup_every(Duration::from_millis(20))
         .file_state_cleanup_every(Duration::from_millis(20))
         .fsync(false)
-        .processor(processor::from_fn(|_, _| async { Ok::<(), ProcessError>(()) }))
+        .processor(processor::from_fn(|_, _| async {
+            Ok::<(), ProcessError>(())
+        }))
         .leaky_background_routines_for_tests(leaky)
         .build()
         .expect("valid configuration");
     let w = Watcher::start(config).await.expect("watcher starts");
     std::fs::write(dir.join(format!("file-{n}.txt")), b"hello").unwrap();
-    let busy = |m: &watcher::Metrics| m.processed == 1 && m.cleanup_runs > 0 && m.file_state_runs > 0;
-    assert!(w.wait_for(busy, Duration::from_secs(10)).await, "the watcher got stuck: {:?}", w.metrics());
+    let busy =
+        |m: &watcher::Metrics| m.processed == 1 && m.cleanup_runs > 0 && m.file_state_runs > 0;
+    assert!(
+        w.wait_for(busy, Duration::from_secs(10)).await,
+        "the watcher got stuck: {:?}",
+        w.metrics()
+    );
     w.close().await;
 }
 
-async fn check(title: &str, leaky: bool) -> Report {
-    let root = tempfile::tempdir().unwrap();
+async fn check(title: &str, root: &Path, leaky: bool) -> Report {
     let mut n = 0;
     let result = LeakCheck::new()
         .cycles(CYCLES)
@@ -44,7 +50,7 @@ async fn check(title: &str, leaky: bool) -> Report {
         .run_async(|| {
             n += 1;
             // A directory per cycle: a leaked routine keeps working on its own.
-            let dir = root.path().join(format!("cycle-{n}"));
+            let dir = root.join(format!("{}-{n}", if leaky { "leaky" } else { "clean" }));
             std::fs::create_dir(&dir).unwrap();
             async move { cycle(&dir, leaky, n).await }
         })
@@ -60,12 +66,23 @@ async fn check(title: &str, leaky: bool) -> Report {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     println!("leakcheck demo: {CYCLES} create/close cycles of a directory watcher each\n");
-    let clean = check("watcher (every task tracked, staged close)", false).await;
-    let leaky = check("leaky fixture (two routines spawned untracked)", true).await;
+    // Kept until the end: the leaked routines go on working in their directories.
+    let root = tempfile::tempdir().unwrap();
+    let clean = check(
+        "watcher (every task tracked, staged close)",
+        root.path(),
+        false,
+    )
+    .await;
+    let leaky = check(
+        "leaky fixture (two routines spawned untracked)",
+        root.path(),
+        true,
+    )
+    .await;
 
-    let expected = clean.is_clean()
-        && !leaky.is_clean()
-        && leaky.leaked(Resource::Tasks) == 2 * CYCLES;
+    let expected =
+        clean.is_clean() && !leaky.is_clean() && leaky.leaked(Resource::Tasks) == 2 * CYCLES;
     if expected {
         println!("as expected: the clean watcher passes, the leak is caught and counted.");
     } else {
