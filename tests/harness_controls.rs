@@ -407,6 +407,15 @@ async fn async_controls() {
         .await
         .unwrap();
     assert!(report.is_clean(), "{report}");
+
+    // The same through a guard checked asynchronously.
+    let guard = check().tasks(&handle).guard();
+    tokio::spawn(tokio::task::yield_now());
+    assert!(guard.check_async().await.unwrap().is_clean());
+    let guard = check().tasks(&handle).guard();
+    leak_one_interval_task().await;
+    let leak = guard.check_async().await.unwrap_err();
+    assert_eq!(leak.report().leaked(Resource::Tasks), 1, "{leak}");
 }
 
 #[tokio::test(flavor = "current_thread")]

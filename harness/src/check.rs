@@ -269,7 +269,7 @@ pub(crate) fn settle_blocking(protocol: &Protocol) -> Settled {
 
 /// Takes snapshots until they settle, awaiting on the runtime in between.
 #[cfg(feature = "tokio")]
-async fn settle_async(protocol: &Protocol) -> Settled {
+pub(crate) async fn settle_async(protocol: &Protocol) -> Settled {
     let mut settler = protocol.settler();
     loop {
         match settler.step(protocol.snapshot()) {

@@ -50,6 +50,28 @@ impl Guard {
         let protocol = self.protocol.take().expect("a guard is checked once");
         finish(protocol)
     }
+
+    /// Like [`Guard::check`], awaiting instead of blocking while resources settle: use it in
+    /// async tests, where a blocked runtime thread would keep tasks from finishing (a guard
+    /// dropped unchecked settles by blocking).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let guard = leakcheck::LeakCheck::new()
+    ///     .tasks(&tokio::runtime::Handle::current())
+    ///     .guard();
+    /// tokio::spawn(async {}); // finishes once the check yields to the runtime
+    /// assert!(guard.check_async().await.unwrap().is_clean());
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn check_async(mut self) -> Result<Report, Leak> {
+        let mut protocol = self.protocol.take().expect("a guard is checked once");
+        let settled = crate::check::settle_async(&protocol).await;
+        protocol.record(settled);
+        verdict(protocol.finish())
+    }
 }
 
 fn finish(mut protocol: Protocol) -> Result<Report, Leak> {
