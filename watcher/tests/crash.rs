@@ -41,7 +41,11 @@ fn kill_9_mid_file_reruns_only_the_file_in_flight() {
     let inbox = tempfile::tempdir().unwrap();
     let aside = tempfile::tempdir().unwrap();
     let (log, fifo) = (aside.path().join("calls.log"), aside.path().join("started"));
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     for f in FILES {
         std::fs::write(inbox.path().join(f), f.as_bytes()).unwrap();
     }
@@ -68,10 +72,17 @@ fn kill_9_mid_file_reruns_only_the_file_in_flight() {
         .args(["-KILL", "--", &format!("-{}", first.id())])
         .status()
         .unwrap();
-    assert_eq!(started.as_deref().map(str::trim), Ok("started"), "hang.txt never started");
+    assert_eq!(
+        started.as_deref().map(str::trim),
+        Ok("started"),
+        "hang.txt never started"
+    );
     assert!(killed.success());
     assert!(!first.wait().unwrap().success());
-    assert!(inbox.path().join("hang.txt").exists(), "the file in flight stays in the inbox");
+    assert!(
+        inbox.path().join("hang.txt").exists(),
+        "the file in flight stays in the inbox"
+    );
 
     // Restart: everything left runs, the interrupted file once more.
     let second = Command::new(env!("CARGO_BIN_EXE_watcher"))
@@ -80,12 +91,22 @@ fn kill_9_mid_file_reruns_only_the_file_in_flight() {
         .args(command(&log, None))
         .output()
         .unwrap();
-    assert_eq!(second.status.code(), Some(0), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
 
     let calls = calls(&log);
     for f in FILES {
-        let status = Status::read(&inbox.path().join("processed").join(format!("{f}.status.json")))
-            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        let status = Status::read(
+            &inbox
+                .path()
+                .join("processed")
+                .join(format!("{f}.status.json")),
+        )
+        .unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(!inbox.path().join(f).exists(), "{f} left in the inbox");
         if f == "hang.txt" {
             assert_eq!(calls[f], 2, "the file in flight runs again");
