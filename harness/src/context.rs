@@ -21,8 +21,9 @@ pub(crate) fn shared_process_note() -> Option<&'static str> {
         )
         .then_some(
             "other tests may run in this process (libtest runs tests on parallel threads); \
-             their threads and fds could not be ruled out. Avoid it with #[serial] on every test \
-             of this binary, `cargo test -- --test-threads=1`, or `cargo nextest run`",
+             their threads and fds could not be ruled out. Avoid it with \
+             `cargo test -- --test-threads=1` (or RUST_TEST_THREADS=1) or `cargo nextest run`; \
+             #[serial] keeps other tests idle, but libtest still starts their threads",
         )
     })
 }

@@ -43,9 +43,12 @@
 //! # Other tests in the process
 //!
 //! Threads and fds are process-wide. Under plain `cargo test`, the tests of one binary run on
-//! parallel threads of one process; mark every test of such a binary `#[serial]` (crate
-//! `serial_test`), run with `--test-threads=1`, or use `cargo nextest run`, which gives each
-//! test its own process. A report says when it could not rule out other tests.
+//! parallel threads of one process, and libtest starts the next test's thread whenever one
+//! finishes, even while a `#[serial]` test is counting. Run such binaries with
+//! `--test-threads=1` (or `RUST_TEST_THREADS=1`, e.g. in `.cargo/config.toml`'s `[env]`), or
+//! use `cargo nextest run`, which gives each test its own process. Mark such tests `#[serial]`
+//! (crate `serial_test`) too, so that checks never overlap when tests do share a process. A
+//! report says when it could not rule out other tests.
 //!
 //! # Platforms
 //!
