@@ -2,13 +2,13 @@
 # Loom models of the watcher's shutdown coordinator (watcher/shutdown/tests/loom.rs).
 #
 # 1. Runs every model against the real coordinator: they must all pass.
-# 2. For every deliberately broken coordinator (`--cfg coordinator_bug="<name>"`), runs the
+# 2. For every deliberately broken coordinator (`cfg(coordinator_bug = "<name>")`), runs the
 #    model that is about that bug: it must FAIL. A variant whose model passes is a model that
 #    proves nothing, and fails this script ("NOT CAUGHT: <name>").
 #
-# Each RUSTFLAGS set gets its own target dir (target/loom, target/loom-bug-<name>) so they do
-# not invalidate each other. Every run is under `timeout`; a loom deadlock is reported by loom
-# itself, a timeout would be a livelock.
+# The variants are selected with COORDINATOR_BUG=<name> (read by watcher/shutdown/build.rs), so
+# RUSTFLAGS stay the same and each variant rebuilds only the coordinator, not loom. Every run
+# is under `timeout`; a loom deadlock is reported by loom itself, a timeout would be a livelock.
 #
 # Env: LOOM_MAX_PREEMPTIONS (default 3), LOOM_TARGET_ROOT (default <repo>/target),
 #      LOOM_RUN_TIMEOUT seconds per model run (default 300), LOOM_BUILD_TIMEOUT (default 600).
@@ -36,12 +36,12 @@ bugs=(
     "stop_all_first stage_order"                     # every stage stopped up front
 )
 
-# cargo_loom <timeout s> <target dir> <rustflags> <cargo test args...>
+# cargo_loom <timeout s> <bug variant or ""> <cargo test args...>
 cargo_loom() {
-    local secs="$1" dir="$2" flags="$3"
-    shift 3
-    timeout "$secs" env CARGO_TARGET_DIR="$dir" RUSTFLAGS="$flags" \
-        cargo test --quiet --release -p watcher-shutdown --test loom "$@"
+    local secs="$1" bug="$2"
+    shift 2
+    timeout "$secs" env CARGO_TARGET_DIR="$target_root/loom" RUSTFLAGS="--cfg loom" \
+        COORDINATOR_BUG="$bug" cargo test --quiet --release -p watcher-shutdown --test loom "$@"
 }
 
 # why <log>: the first panic message of a failed run, on one line
@@ -51,20 +51,18 @@ why() {
 }
 
 echo "== loom models, LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS"
-cargo_loom "$build_timeout" "$target_root/loom" "--cfg loom" --no-run
+cargo_loom "$build_timeout" "" --no-run
 start=$SECONDS
-cargo_loom "$run_timeout" "$target_root/loom" "--cfg loom"
+cargo_loom "$run_timeout" ""
 echo "== models passed in $((SECONDS - start)) s"
 
 failed=0
 for entry in "${bugs[@]}"; do
     read -r name model <<<"$entry"
-    dir="$target_root/loom-bug-$name"
-    flags="--cfg loom --cfg coordinator_bug=\"$name\""
-    cargo_loom "$build_timeout" "$dir" "$flags" --no-run
-    log="$dir/last-run.log"
+    cargo_loom "$build_timeout" "$name" --no-run
+    log="$target_root/loom/bug-$name.log"
     set +e
-    cargo_loom "$run_timeout" "$dir" "$flags" -- --exact "$model" >"$log" 2>&1
+    cargo_loom "$run_timeout" "$name" -- --exact "$model" >"$log" 2>&1
     rc=$?
     set -e
     case $rc in

@@ -2,7 +2,8 @@
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --release -p watcher-shutdown --test loom`
 //! (`ci/loom.sh` also checks that each model catches the bug it is about, using the
-//! deliberately broken coordinators behind `--cfg coordinator_bug="<name>"`).
+//! deliberately broken coordinators behind `cfg(coordinator_bug = "<name>")`, built with
+//! `COORDINATOR_BUG=<name>` in the environment).
 //!
 //! Tasks are loom threads holding a [`Permit`]; "told to stop" and "aborted" are flags the
 //! hooks raise and the tasks wait for on a loom condvar. Each model stays within 4 threads,
