@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::processor::{DynProcessor, Processor};
+use crate::service::WatchService;
 
 /// How the watcher finds files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +144,7 @@ pub struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) fsync: bool,
     pub(crate) leaky_background: bool,
+    pub(crate) watch_service: Option<WatchService>,
     pub(crate) processor: Arc<dyn DynProcessor>,
 }
 
@@ -162,6 +164,7 @@ impl fmt::Debug for Config {
             .field("retries", &self.retries)
             .field("retry_backoff", &self.retry_backoff)
             .field("queue_capacity", &self.queue_capacity)
+            .field("watch_service", &self.watch_service.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -224,6 +227,7 @@ pub struct Builder {
     queue_capacity: usize,
     fsync: bool,
     leaky_background: bool,
+    watch_service: Option<WatchService>,
     processor: Option<Arc<dyn DynProcessor>>,
 }
 
@@ -245,6 +249,7 @@ impl Builder {
             queue_capacity: 128,
             fsync: true,
             leaky_background: false,
+            watch_service: None,
             processor: None,
         }
     }
@@ -318,6 +323,15 @@ impl Builder {
         self.fsync = on;
         self
     }
+    /// In [`Mode::Watch`], get events from a shared [`WatchService`] instead of a notify
+    /// instance of the watcher's own (the default): the watcher subscribes its directory at
+    /// start and unwatches it at close, which takes microseconds instead of the ~9 ms of an
+    /// inotify teardown. Ignored in the other modes. The configuration keeps a handle to the
+    /// service.
+    pub fn watch_service(mut self, service: &WatchService) -> Self {
+        self.watch_service = Some(service.clone());
+        self
+    }
     /// The processor that handles each file.
     pub fn processor(mut self, p: impl Processor) -> Self {
         self.processor = Some(Arc::new(p));
@@ -389,6 +403,7 @@ impl Builder {
             queue_capacity: self.queue_capacity,
             fsync: self.fsync,
             leaky_background: self.leaky_background,
+            watch_service: self.watch_service,
             processor,
         })
     }

@@ -14,9 +14,11 @@ use watcher_shutdown::Stage;
 
 use crate::config::{Builder, Config, Mode};
 use crate::debounce::Debouncer;
-use crate::intake::{self, Source};
+use crate::dirlock::{DirLock, Fence, LockError};
+use crate::intake::{self, Events, Source};
 use crate::ledger::Ledger;
 use crate::metrics::{Counters, Metrics};
+use crate::service::{SubscribeError, Unwatch};
 use crate::shutdown::{Hooks, ShutdownReport, Tasks};
 use crate::status::{FAILED_DIR, PROCESSED_DIR};
 use crate::{background, recovery, worker};
@@ -25,21 +27,64 @@ use crate::{background, recovery, worker};
 /// thread waits (and the kernel queues events, or reports an overflow, which triggers a rescan).
 const EVENT_CHANNEL: usize = 1024;
 
-/// Why a watcher could not start.
+/// Why a watcher could not start. Every variant names the directory or file it concerns.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StartError {
-    /// Creating `processed/`/`failed/`, or opening or recovering the ledger failed.
-    Io(std::io::Error),
+    /// Another watcher, in this process or another, holds the directory: its lock file
+    /// ([`LOCK_FILE`](crate::LOCK_FILE)) is locked until that watcher is closed or dropped.
+    DirectoryLocked {
+        /// The watched directory.
+        dir: PathBuf,
+    },
+    /// A file-system operation failed: taking the lock, creating `processed/`/`failed/`, or
+    /// opening or recovering the ledger.
+    Io {
+        /// What was being done, e.g. `"create directory"`.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error (for the ledger, its message names the exact file).
+        source: std::io::Error,
+    },
     /// notify could not watch the directory.
-    Notify(notify::Error),
+    Notify {
+        /// The watched directory.
+        dir: PathBuf,
+        /// The underlying error.
+        source: notify::Error,
+    },
+    /// The configured [`WatchService`](crate::WatchService) was closed.
+    WatchServiceClosed {
+        /// The watched directory.
+        dir: PathBuf,
+    },
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::Io(e) => write!(f, "cannot start watcher: {e}"),
-            StartError::Notify(e) => write!(f, "cannot watch directory: {e}"),
+            StartError::DirectoryLocked { dir } => write!(
+                f,
+                "cannot start watcher: another watcher holds {} (its lock file {} is locked)",
+                dir.display(),
+                dir.join(crate::LOCK_FILE).display()
+            ),
+            StartError::Io { op, path, source } => {
+                write!(
+                    f,
+                    "cannot start watcher: cannot {op} {}: {source}",
+                    path.display()
+                )
+            }
+            StartError::Notify { dir, source } => {
+                write!(f, "cannot watch directory {}: {source}", dir.display())
+            }
+            StartError::WatchServiceClosed { dir } => write!(
+                f,
+                "cannot watch directory {}: the watch service is closed",
+                dir.display()
+            ),
         }
     }
 }
@@ -47,15 +92,17 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StartError::Io(e) => Some(e),
-            StartError::Notify(e) => Some(e),
+            StartError::Io { source, .. } => Some(source),
+            StartError::Notify { source, .. } => Some(source),
+            _ => None,
         }
     }
 }
 
-impl From<std::io::Error> for StartError {
-    fn from(e: std::io::Error) -> Self {
-        StartError::Io(e)
+impl StartError {
+    fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
+        let path = path.to_path_buf();
+        move |source| StartError::Io { op, path, source }
     }
 }
 
@@ -81,6 +128,8 @@ pub(crate) struct Shared {
     pub finished: CancellationToken,
     run_seq: AtomicU64,
     report: OnceCell<ShutdownReport>,
+    /// With a [`WatchService`](crate::WatchService): removes this watcher's subscription.
+    unwatch: Option<Arc<Unwatch>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,31 +205,75 @@ impl Watcher {
     /// Files already in the directory are processed in every mode. Before anything runs, the
     /// ledger is recovered: files found in flight after a crash run again (with
     /// `interrupted: true` in their status) unless their status shows they had finished.
+    ///
+    /// Takes the directory's lock first (see the [crate docs](crate)): while another watcher
+    /// holds it, fails with [`StartError::DirectoryLocked`]. The one wait: right after a drop
+    /// without close, until a poll of the dropped watcher still running on another thread
+    /// returns (at most the shutdown budget).
     pub async fn start(config: Config) -> Result<Watcher, StartError> {
         Self::start_on(config, &Handle::current())
     }
 
     /// Starts the watcher on the given runtime. Every task it spawns runs there; in Watch mode
-    /// notify's thread is the only OS thread the watcher creates (file operations are short
-    /// and run inline on the tasks, so they use no blocking-pool thread).
+    /// notify's thread is the only OS thread the watcher creates, and none with a
+    /// [`WatchService`](crate::WatchService) (file operations are short and run inline on the
+    /// tasks, so they use no blocking-pool thread).
     pub fn start_on(config: Config, rt: &Handle) -> Result<Watcher, StartError> {
         let dir = config.dir.clone();
+        // First the lock: nothing below may run twice at once on one directory.
+        let dir_lock =
+            DirLock::acquire_waiting(&dir, config.shutdown_timeout).map_err(|e| match e {
+                LockError::Held => StartError::DirectoryLocked { dir: dir.clone() },
+                LockError::Io(e) => StartError::io("lock", &dir)(e),
+            })?;
         for sub in [PROCESSED_DIR, FAILED_DIR] {
-            std::fs::create_dir_all(dir.join(sub))?;
+            let sub = dir.join(sub);
+            std::fs::create_dir_all(&sub).map_err(StartError::io("create directory", &sub))?;
         }
-        let ledger = Ledger::open_with(&dir, config.fsync)?;
-        let interrupted = recovery::recover(&config, &ledger)?;
+        let ledger = Ledger::open_with(&dir, config.fsync)
+            .map_err(StartError::io("open the ledger of", &dir))?;
+        let interrupted = recovery::recover(&config, &ledger)
+            .map_err(StartError::io("recover the ledger of", &dir))?;
 
         let source = match config.mode {
             Mode::Once => Source::Once,
             Mode::Poll(period) => Source::Poll(period),
-            Mode::Watch => {
-                let (w, rx) =
-                    intake::notify_watcher(&dir, EVENT_CHANNEL).map_err(StartError::Notify)?;
-                Source::Watch(w, rx)
-            }
+            Mode::Watch => Source::Watch(match &config.watch_service {
+                None => {
+                    let (w, rx) =
+                        intake::notify_watcher(&dir, EVENT_CHANNEL).map_err(|source| {
+                            StartError::Notify {
+                                dir: dir.clone(),
+                                source,
+                            }
+                        })?;
+                    Events::Own(w, rx)
+                }
+                Some(service) => {
+                    let sub = service
+                        .subscribe(&dir, EVENT_CHANNEL)
+                        .map_err(|e| match e {
+                            SubscribeError::Closed => {
+                                StartError::WatchServiceClosed { dir: dir.clone() }
+                            }
+                            // Not reachable while the directory lock is held; same meaning.
+                            SubscribeError::AlreadyWatched => {
+                                StartError::DirectoryLocked { dir: dir.clone() }
+                            }
+                            SubscribeError::Notify(source) => StartError::Notify {
+                                dir: dir.clone(),
+                                source,
+                            },
+                        })?;
+                    Events::Shared(sub)
+                }
+            }),
         };
 
+        let unwatch = match &source {
+            Source::Watch(Events::Shared(sub)) => Some(sub.unwatch_handle()),
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let run_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -189,7 +282,7 @@ impl Watcher {
         let workers = config.workers;
         let shared = Arc::new(Shared {
             debouncer: Mutex::new(Debouncer::new(config.debounce)),
-            tasks: Tasks::new(rt.clone()),
+            tasks: Tasks::new(rt.clone(), Fence::new(dir_lock, &config.dir)),
             ledger,
             counters: Counters::default(),
             claimed: Mutex::new(HashSet::new()),
@@ -202,6 +295,7 @@ impl Watcher {
             finished: CancellationToken::new(),
             run_seq: AtomicU64::new(run_base),
             report: OnceCell::new(),
+            unwatch,
             cfg: config,
         });
 
@@ -268,9 +362,11 @@ impl Watcher {
     }
 
     /// Closes the watcher, in stages, within the shutdown budget: stop intake (and wait until
-    /// notify's thread has ended and released its fds) → hand back queued work → join the
-    /// workers (each finishes its current file) → join the background routines. Tasks still
-    /// running when the budget runs out are aborted and named in the report.
+    /// notify's thread has ended and released its fds, or, with a
+    /// [`WatchService`](crate::WatchService), until the directory is unwatched and the service
+    /// holds nothing of this watcher) → hand back queued work → join the workers (each finishes
+    /// its current file) → join the background routines → release the directory lock. Tasks
+    /// still running when the budget runs out are aborted and named in the report.
     ///
     /// Idempotent and safe to call concurrently: every caller gets the same report.
     pub async fn close(&self) -> ShutdownReport {
@@ -316,6 +412,8 @@ async fn close_inner(shared: Arc<Shared>) -> ShutdownReport {
     handed_back.sort();
     lock(&shared.claimed).clear();
     let _ = shared.ledger.compact();
+    // Last: every task is gone and the ledger is compacted, so the next watcher may start.
+    shared.tasks.fence.release();
     shared.finished.cancel();
     shared.progress.notify_waiters();
     ShutdownReport {
@@ -338,6 +436,12 @@ impl Drop for Watcher {
         };
         self.shared.tasks.coord.cancel_all(&hooks);
         self.shared.tasks.abort_all();
+        // The directory is free for a restart: unwatched now (the aborted intake task may be
+        // dropped later), and the lock released once no task of this watcher is running.
+        if let Some(u) = &self.shared.unwatch {
+            u.run();
+        }
+        self.shared.tasks.fence.release_when_idle();
         self.shared.finished.cancel();
     }
 }

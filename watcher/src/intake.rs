@@ -18,8 +18,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dirlock::LOCK_FILE;
 use crate::engine::{lock, Shared};
 use crate::ledger::{JOURNAL, SNAPSHOT};
+use crate::service::Subscription;
 use crate::status::STATUS_SUFFIX;
 
 type EventRx = mpsc::Receiver<notify::Result<notify::Event>>;
@@ -28,7 +30,40 @@ type EventRx = mpsc::Receiver<notify::Result<notify::Event>>;
 pub(crate) enum Source {
     Once,
     Poll(Duration),
-    Watch(notify::RecommendedWatcher, EventRx),
+    Watch(Events),
+}
+
+/// Where Watch mode gets its notify events.
+pub(crate) enum Events {
+    /// The watcher's own notify instance and the channel its handler feeds.
+    Own(notify::RecommendedWatcher, EventRx),
+    /// A subscription to a shared [`WatchService`](crate::WatchService).
+    Shared(Subscription),
+}
+
+impl Events {
+    async fn recv(&mut self) -> Option<notify::Result<notify::Event>> {
+        match self {
+            Events::Own(_, rx) => rx.recv().await,
+            Events::Shared(sub) => sub.recv().await,
+        }
+    }
+
+    /// Stops the events and returns once nothing delivers them any more.
+    async fn close(self) {
+        match self {
+            Events::Own(w, mut rx) => {
+                drop(w);
+                // The channel closes when notify's thread loop ends and drops the handler:
+                // only then are its thread and fds gone. Draining also unblocks a handler
+                // waiting for room.
+                while rx.recv().await.is_some() {}
+            }
+            // Unwatches the directory (the service's instance lives on) and waits until the
+            // service holds no sender of this watcher's channel.
+            Events::Shared(sub) => sub.close().await,
+        }
+    }
 }
 
 /// Creates notify's watcher for `dir`. The event handler closure owns the only sender of the
@@ -51,6 +86,7 @@ pub(crate) fn is_candidate(cfg: &Config, name: &str) -> bool {
     !(name.starts_with(".watcher-")
         || name == SNAPSHOT
         || name == JOURNAL
+        || name == LOCK_FILE
         || name.ends_with(".tmp")
         || name.ends_with(STATUS_SUFFIX))
         && cfg.pattern.matches(name)
@@ -80,7 +116,7 @@ pub(crate) async fn run(
     match source {
         Source::Once => intake.once().await,
         Source::Poll(period) => intake.watch(None, Some(period)).await,
-        Source::Watch(w, rx) => intake.watch(Some((w, rx)), None).await,
+        Source::Watch(events) => intake.watch(Some(events), None).await,
     }
 }
 
@@ -172,11 +208,7 @@ impl Intake {
     }
 
     /// Modes Watch and Poll: an initial scan, then events or periodic scans, debounced.
-    async fn watch(
-        self,
-        mut notify: Option<(notify::RecommendedWatcher, EventRx)>,
-        poll: Option<Duration>,
-    ) {
+    async fn watch(self, mut notify: Option<Events>, poll: Option<Duration>) {
         let dir = self.shared.cfg.dir.clone();
         let mut scan: Option<ReadDir> = std::fs::read_dir(&dir).ok();
         let mut ticker = poll.map(|p| {
@@ -212,7 +244,7 @@ impl Intake {
             };
             let recv_events = async {
                 match notify.as_mut() {
-                    Some((_, rx)) if events_open && room => rx.recv().await,
+                    Some(events) if events_open && room => events.recv().await,
                     _ => std::future::pending().await,
                 }
             };
@@ -265,11 +297,8 @@ impl Intake {
         for p in pending {
             self.shared.hand_back(p);
         }
-        if let Some((w, mut rx)) = notify {
-            drop(w);
-            // The channel closes when notify's thread loop ends and drops the handler: only
-            // then are its thread and fds gone. Draining also unblocks a handler waiting for room.
-            while rx.recv().await.is_some() {}
+        if let Some(events) = notify {
+            events.close().await;
         }
     }
 

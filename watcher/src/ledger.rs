@@ -97,23 +97,25 @@ impl Ledger {
     }
 
     pub(crate) fn open_with(dir: &Path, fsync: bool) -> io::Result<Ledger> {
-        let mut entries = match std::fs::read(dir.join(SNAPSHOT)) {
+        let snapshot = dir.join(SNAPSHOT);
+        let journal_path = dir.join(JOURNAL);
+        let mut entries = match std::fs::read(&snapshot) {
             Ok(bytes) => {
                 let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("ledger {} is corrupt: {e}", dir.join(SNAPSHOT).display()),
+                        format!("ledger {} is corrupt: {e}", snapshot.display()),
                     )
                 })?;
                 snap.entries
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
+            Err(e) => return Err(at("read", &snapshot)(e)),
         };
-        match File::open(dir.join(JOURNAL)) {
+        match File::open(&journal_path) {
             Ok(f) => {
                 for line in BufReader::new(f).lines() {
-                    let line = line?;
+                    let line = line.map_err(at("read", &journal_path))?;
                     // A torn last line (crash mid-append) does not parse: ignore it.
                     let Ok(rec) = serde_json::from_str::<Record>(&line) else {
                         continue;
@@ -122,12 +124,13 @@ impl Ledger {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(at("open", &journal_path)(e)),
         }
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(JOURNAL))?;
+            .open(&journal_path)
+            .map_err(at("open", &journal_path))?;
         let ledger = Ledger {
             dir: dir.to_path_buf(),
             fsync,
@@ -212,9 +215,10 @@ impl Ledger {
         inner.entries = snap.entries;
         let bytes = bytes.map_err(io::Error::other)?;
         write_atomic(&self.dir, SNAPSHOT, &bytes, self.fsync)?;
-        inner.journal.set_len(0)?;
+        let journal = self.dir.join(JOURNAL);
+        inner.journal.set_len(0).map_err(at("truncate", &journal))?;
         if self.fsync {
-            inner.journal.sync_data()?;
+            inner.journal.sync_data().map_err(at("sync", &journal))?;
         }
         inner.appended = 0;
         Ok(())
@@ -225,9 +229,10 @@ impl Ledger {
         line.push(b'\n');
         let compact = {
             let mut inner = self.lock();
-            inner.journal.write_all(&line)?;
+            let journal = |e| at("append to", &self.dir.join(JOURNAL))(e);
+            inner.journal.write_all(&line).map_err(journal)?;
             if self.fsync {
-                inner.journal.sync_data()?;
+                inner.journal.sync_data().map_err(journal)?;
             }
             apply(&mut inner.entries, rec);
             inner.appended += 1;
@@ -260,13 +265,17 @@ fn apply(entries: &mut BTreeMap<String, Entry>, rec: Record) {
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
     let tmp = dir.join(format!(".watcher-tmp-{name}.tmp"));
     {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = File::create(&tmp).map_err(at("create", &tmp))?;
+        f.write_all(bytes).map_err(at("write", &tmp))?;
         if fsync {
-            f.sync_all()?;
+            f.sync_all().map_err(at("sync", &tmp))?;
         }
     }
-    std::fs::rename(&tmp, dir.join(name))?;
+    let dest = dir.join(name);
+    std::fs::rename(&tmp, &dest).map_err(|e| {
+        let what = format!("rename {} to", tmp.display());
+        io::Error::new(e.kind(), PathError::new(what, &dest, e))
+    })?;
     if fsync {
         sync_dir(dir)?;
     }
@@ -275,7 +284,51 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) ->
 
 /// fsyncs a directory, making renames in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(at("sync directory", dir))
+}
+
+/// An I/O error with the operation and the path it concerned (`"{op} {path}: {source}"`).
+/// Wrapped in an [`io::Error`] of the same kind, so callers still match on the kind.
+#[derive(Debug)]
+pub(crate) struct PathError {
+    op: String,
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl PathError {
+    pub fn new(op: impl Into<String>, path: &Path, source: io::Error) -> Self {
+        PathError {
+            op: op.into(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.op,
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// `map_err` adapter: names `op` and `path` in an I/O error, keeping its kind.
+pub(crate) fn at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), PathError::new(op, path, e))
 }
 
 #[cfg(test)]

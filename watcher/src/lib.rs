@@ -7,7 +7,8 @@
 //! - implement [`Processor`] (or use [`processor::from_fn`]);
 //! - [`Watcher::start`] (current runtime) or [`Watcher::start_on`] (a given runtime handle);
 //! - [`Watcher::metrics`], [`Watcher::finished`], [`Watcher::wait_for`];
-//! - [`Watcher::close`] → [`ShutdownReport`].
+//! - [`Watcher::close`] → [`ShutdownReport`];
+//! - many watchers can share one notify instance: [`WatchService`] (see [`service`]).
 //!
 //! Layout of a watched directory `DIR`:
 //!
@@ -17,27 +18,37 @@
 //! | `DIR/processed/NAME`, `DIR/processed/NAME.status.json` | processed files and their status |
 //! | `DIR/failed/NAME`, `DIR/failed/NAME.status.json` | failed files and their status |
 //! | `DIR/.watcher-ledger.json`, `DIR/.watcher-ledger.journal` | the [`ledger`] |
+//! | `DIR/.watcher.lock` | [`LOCK_FILE`]: locked (`flock`) while a watcher runs on `DIR` |
 //!
-//! Ignored in the inbox: directories, the ledger, `.watcher-*` and `*.tmp` temp files, and
-//! `*.status.json` files.
+//! Ignored in the inbox: directories, the ledger, the lock file, `.watcher-*` and `*.tmp` temp
+//! files, and `*.status.json` files.
+//!
+//! One watcher per directory: [`Watcher::start`] takes an exclusive advisory lock on
+//! [`LOCK_FILE`] and holds it until [`Watcher::close`] returns (or, after a drop without
+//! close, until the last of its tasks has ended). A second start on the same directory, in
+//! this process or another, fails with [`StartError::DirectoryLocked`].
 
 mod background;
 pub mod config;
 mod debounce;
+mod dirlock;
 mod engine;
 mod intake;
 pub mod ledger;
 pub mod metrics;
 pub mod processor;
 mod recovery;
+pub mod service;
 mod shutdown;
 pub mod status;
 mod worker;
 
 pub use config::{Builder, Config, ConfigError, Mode};
+pub use dirlock::LOCK_FILE;
 pub use engine::{StartError, Watcher};
 pub use metrics::{Histogram, Metrics};
 pub use processor::{ErrorKind, ProcessError, Processor};
+pub use service::WatchService;
 pub use shutdown::ShutdownReport;
 pub use status::{Outcome, Status};
 pub use watcher_shutdown::{Stage, TaskInfo};

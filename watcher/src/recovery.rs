@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 
 use crate::config::Config;
-use crate::ledger::{sync_dir, EntryState, Ledger};
+use crate::ledger::{at, sync_dir, EntryState, Ledger};
 use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 
 /// For each in-flight entry (name, run):
@@ -34,7 +34,7 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<HashSet<Strin
         match (find_status(dir, &name, entry.run), in_inbox) {
             (Some((outcome, dest)), true) => {
                 let dest_dir = dir.join(outcome.dir_name());
-                std::fs::rename(&inbox, dest_dir.join(&dest))?;
+                std::fs::rename(&inbox, dest_dir.join(&dest)).map_err(at("move", &inbox))?;
                 if cfg.fsync {
                     sync_dir(&dest_dir)?;
                     sync_dir(dir)?;

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -13,6 +14,8 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use watcher_shutdown::{CloseHooks, Coordinator, Stage, TaskInfo};
+
+use crate::dirlock::Fence;
 
 /// What [`crate::Watcher::close`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,15 +81,18 @@ pub(crate) struct StageCtl {
 pub(crate) struct Tasks {
     pub coord: Coordinator,
     pub rt: Handle,
+    /// Every task polls behind it; it holds the directory lock.
+    pub fence: Arc<Fence>,
     pub stages: [StageCtl; 3],
     handles: Mutex<HashMap<u64, AbortHandle>>,
 }
 
 impl Tasks {
-    pub fn new(rt: Handle) -> Self {
+    pub fn new(rt: Handle, fence: Fence) -> Self {
         Tasks {
             coord: Coordinator::new(),
             rt,
+            fence: Arc::new(fence),
             stages: Default::default(),
             handles: Mutex::new(HashMap::new()),
         }
@@ -106,10 +112,16 @@ impl Tasks {
         let ctl = &self.stages[stage_index(stage)];
         let fut = make(id, ctl.token.clone());
         let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        let fence = self.fence.clone();
         let jh = ctl.tracker.spawn_on(
             async move {
                 let _permit = permit;
-                fut.await;
+                let mut fut = std::pin::pin!(fut);
+                std::future::poll_fn(|cx| match fence.enter() {
+                    Some(_polling) => fut.as_mut().poll(cx),
+                    None => Poll::Pending,
+                })
+                .await;
             },
             &self.rt,
         );

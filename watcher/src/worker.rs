@@ -227,7 +227,11 @@ fn commit(
 ) -> std::io::Result<()> {
     let cfg = &shared.cfg;
     let dest_dir = cfg.dir.join(d.outcome.dir_name());
+    #[cfg_attr(watcher_bug = "duplicate_overwrites", allow(unused_mut))]
     let mut dest_name = name.to_string();
+    // `watcher_bug = "duplicate_overwrites"`: a bug planted for tests/watcher_props.rs to find
+    // and shrink (never set otherwise): a name dropped again overwrites the earlier file.
+    #[cfg(not(watcher_bug = "duplicate_overwrites"))]
     if std::fs::symlink_metadata(dest_dir.join(&dest_name)).is_ok()
         || std::fs::symlink_metadata(status_path(&dest_dir.join(&dest_name))).is_ok()
     {

@@ -404,7 +404,7 @@ async fn exactly_once_across_close_and_restart() {
         .flatten()
         .filter(|e| e.file_type().unwrap().is_file())
         .map(|e| e.file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with(".watcher-ledger"))
+        .filter(|n| !n.starts_with(".watcher-ledger") && n != watcher::LOCK_FILE)
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
