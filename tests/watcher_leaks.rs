@@ -196,3 +196,50 @@ async fn leaky_fixture_is_caught_and_counted_per_cycle() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn fifty_watchers_on_a_shared_service_leave_nothing_behind() {
+    let service = watcher::WatchService::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tag = 0;
+    let report = check()
+        .cycles(50)
+        .run_async(|| {
+            tag += 1;
+            let dir = dir.path().to_owned();
+            let service = service.clone();
+            async move {
+                std::fs::write(dir.join(format!("s{tag}.txt")), b"payload").unwrap();
+                let config = config(&dir, Mode::Watch).watch_service(&service);
+                let w = Watcher::start(config.build().unwrap()).await.unwrap();
+                assert!(w.wait_for(|m| m.processed == 1, Duration::from_secs(20)).await);
+                w.close().await;
+            }
+        })
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+    service.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn a_watch_service_created_and_closed_per_cycle_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = check()
+        .cycles(10)
+        .run_async(|| {
+            let dir = dir.path().to_owned();
+            async move {
+                let service = watcher::WatchService::new().unwrap();
+                let config = config(&dir, Mode::Watch).watch_service(&service);
+                let w = Watcher::start(config.build().unwrap()).await.unwrap();
+                w.close().await;
+                service.close().await;
+            }
+        })
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+}
