@@ -213,7 +213,10 @@ async fn fifty_watchers_on_a_shared_service_leave_nothing_behind() {
                 std::fs::write(dir.join(format!("s{tag}.txt")), b"payload").unwrap();
                 let config = config(&dir, Mode::Watch).watch_service(&service);
                 let w = Watcher::start(config.build().unwrap()).await.unwrap();
-                assert!(w.wait_for(|m| m.processed == 1, Duration::from_secs(20)).await);
+                assert!(
+                    w.wait_for(|m| m.processed == 1, Duration::from_secs(20))
+                        .await
+                );
                 w.close().await;
             }
         })
