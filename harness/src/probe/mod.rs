@@ -251,3 +251,29 @@ pub(crate) fn main_and_current_tid() -> Option<(u32, u32)> {
         None
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_never_count_the_harness_own_reads() {
+        let prober = Prober::new(
+            Filter::default(),
+            Filter::default(),
+            #[cfg(feature = "tokio")]
+            None,
+        );
+        let snap = prober.snapshot();
+        let fds = snap.get(Resource::Fds).unwrap().ids();
+        assert!(!fds.is_empty());
+        for &fd in fds {
+            let target = label(Resource::Fds, fd).unwrap_or_default();
+            assert!(
+                !(target.starts_with("/proc/")
+                    && (target.ends_with("/fd") || target.ends_with("/task"))),
+                "fd {fd} ({target}) is the harness's own listing"
+            );
+        }
+    }
+}
