@@ -395,9 +395,10 @@ async fn run_once(env: &Env, m: &mut Model, run: &Run, calls: &Calls) -> Result<
                     let ended = tokio::time::timeout(DEADLINE, w.finished()).await.is_ok();
                     (ended, at_start..=at_start + late)
                 } else {
-                    // Idle workers too: a worker unclaims a file's name just after counting it.
+                    // Not waiting for idle workers on purpose: a name dropped again while its
+                    // worker still holds it must not be missed.
                     let all = at_start + late;
-                    let done = |mt: &Metrics| mt.finished() >= all && mt.active_workers == 0;
+                    let done = |mt: &Metrics| mt.finished() >= all;
                     (w.wait_for(done, DEADLINE).await, all..=all)
                 };
                 if !settled || !range.contains(&w.metrics().finished()) {

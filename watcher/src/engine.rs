@@ -123,6 +123,8 @@ pub(crate) struct Shared {
     pub queue_rx: tokio::sync::Mutex<mpsc::Receiver<PathBuf>>,
     /// Notified whenever a file finishes or a worker exits.
     pub progress: Notify,
+    /// Asks intake to scan the directory again (see `worker::run`).
+    pub rescan: Notify,
     pub workers_left: AtomicUsize,
     /// Cancelled when every worker has exited.
     pub finished: CancellationToken,
@@ -291,6 +293,7 @@ impl Watcher {
             in_progress: Mutex::new(HashMap::new()),
             queue_rx: tokio::sync::Mutex::new(rx),
             progress: Notify::new(),
+            rescan: Notify::new(),
             workers_left: AtomicUsize::new(workers),
             finished: CancellationToken::new(),
             run_seq: AtomicU64::new(run_base),

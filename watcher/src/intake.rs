@@ -265,6 +265,11 @@ impl Intake {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break 'outer,
+                _ = self.shared.rescan.notified() => {
+                    if scan.is_none() {
+                        scan = std::fs::read_dir(&dir).ok();
+                    }
+                }
                 ev = recv_events => match ev {
                     None => events_open = false,
                     Some(ev) => {

@@ -30,11 +30,20 @@ pub(crate) async fn run(shared: Arc<Shared>, task_id: u64, cancel: CancellationT
         lock(&shared.in_progress).insert(task_id, path.clone());
         shared.progress.notify_waiters();
         let name = file_name(&path);
-        if let Err(Abandoned) = process_file(&shared, &path, &name, &cancel).await {
-            shared.hand_back(path);
-        }
+        let moved_out = match process_file(&shared, &path, &name, &cancel).await {
+            Ok(moved_out) => moved_out,
+            Err(Abandoned) => {
+                shared.hand_back(path.clone());
+                false
+            }
+        };
         lock(&shared.in_progress).remove(&task_id);
         shared.unclaim(&name);
+        // While the name was claimed, intake ignored it: a new file dropped under the same name
+        // in that window would wait for the next start. Have intake look again.
+        if moved_out && std::fs::symlink_metadata(&path).is_ok() {
+            shared.rescan.notify_one();
+        }
         c.active_workers.fetch_sub(1, Relaxed);
         shared.progress.notify_waiters();
     }
@@ -66,14 +75,15 @@ impl Decision {
     }
 }
 
+/// Processes and commits one file; `Ok(true)` when it was moved out of the inbox.
 async fn process_file(
     shared: &Shared,
     path: &Path,
     name: &str,
     cancel: &CancellationToken,
-) -> Result<(), Abandoned> {
+) -> Result<bool, Abandoned> {
     if std::fs::symlink_metadata(path).is_err() {
-        return Ok(()); // vanished since it was queued
+        return Ok(false); // vanished since it was queued
     }
     let run = shared.next_run();
     let started = SystemTime::now();
@@ -103,13 +113,14 @@ async fn process_file(
                 Outcome::Failed => c.failed.fetch_add(1, Relaxed),
             };
             c.record_latency(t0.elapsed());
+            Ok(true)
         }
         Err(e) => {
             // Left in flight: the next start resolves it (see `recovery`).
             eprintln!("watcher: cannot commit {name}: {e}");
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 /// Checks, reads and processes the file, with retries.
