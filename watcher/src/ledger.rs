@@ -10,7 +10,9 @@
 //! Opening replays the journal over the snapshot and compacts (a new snapshot, then an empty
 //! journal; replaying a journal twice is harmless, every record sets a state). The journal is
 //! also compacted once it holds [`COMPACT_EVERY`] records, by the cleanup routine, and at close,
-//! so a burst of many files costs one append per step rather than one full rewrite.
+//! so a burst of many files costs one append per step rather than one full rewrite. A
+//! compaction with nothing new writes nothing: starting or closing an idle watcher, and the
+//! cleanup routine's ticks, touch no file.
 //!
 //! Per file, a worker records `in_flight` before reading the file and `done` after the file
 //! was moved out of the inbox (see [`crate::status`] for the order of the steps between).
@@ -81,6 +83,9 @@ struct Inner {
     entries: BTreeMap<String, Entry>,
     journal: File,
     appended: usize,
+    /// The snapshot on disk is behind `entries` (or the journal holds records): a compaction
+    /// has something to write. A start or close with nothing new then writes nothing.
+    dirty: bool,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -112,9 +117,12 @@ impl Ledger {
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(at("read", &snapshot)(e)),
         };
+        let mut dirty = false;
         match File::open(&journal_path) {
             Ok(f) => {
                 for line in BufReader::new(f).lines() {
+                    // Even a torn line must be compacted away.
+                    dirty = true;
                     let line = line.map_err(at("read", &journal_path))?;
                     // A torn last line (crash mid-append) does not parse: ignore it.
                     let Ok(rec) = serde_json::from_str::<Record>(&line) else {
@@ -138,6 +146,7 @@ impl Ledger {
                 entries,
                 journal,
                 appended: 0,
+                dirty,
             }),
         };
         ledger.compact()?;
@@ -198,15 +207,21 @@ impl Ledger {
             inner
                 .entries
                 .retain(|_, e| e.state == EntryState::InFlight || e.at >= cutoff);
-            before - inner.entries.len()
+            let removed = before - inner.entries.len();
+            inner.dirty |= removed > 0;
+            removed
         };
         self.compact()?;
         Ok(removed)
     }
 
-    /// Writes a new snapshot atomically and empties the journal.
+    /// Writes a new snapshot atomically and empties the journal; does nothing when nothing
+    /// changed since the last compaction.
     pub fn compact(&self) -> io::Result<()> {
         let mut inner = self.lock();
+        if !inner.dirty {
+            return Ok(());
+        }
         let snap = Snapshot {
             version: 1,
             entries: std::mem::take(&mut inner.entries),
@@ -221,6 +236,7 @@ impl Ledger {
             inner.journal.sync_data().map_err(at("sync", &journal))?;
         }
         inner.appended = 0;
+        inner.dirty = false;
         Ok(())
     }
 
@@ -236,6 +252,7 @@ impl Ledger {
             }
             apply(&mut inner.entries, rec);
             inner.appended += 1;
+            inner.dirty = true;
             inner.appended >= COMPACT_EVERY
         };
         if compact {
@@ -334,6 +351,38 @@ pub(crate) fn at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compaction_writes_only_when_something_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = dir.path().join(SNAPSHOT);
+        let ledger = Ledger::open_with(dir.path(), false).unwrap();
+        assert!(!snapshot.exists(), "an empty ledger writes no snapshot");
+        ledger.mark_in_flight("a", 1).unwrap();
+        ledger.compact().unwrap();
+        // Mark the snapshot as written long ago: a rewrite would give it a fresh mtime.
+        let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(&snapshot)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let mtime = || std::fs::metadata(&snapshot).unwrap().modified().unwrap();
+        // Nothing new: neither compaction nor a prune that removes nothing rewrites it.
+        ledger.compact().unwrap();
+        ledger.prune(Duration::from_secs(3600)).unwrap();
+        assert_eq!(mtime(), long_ago);
+        drop(ledger);
+        // Reopening a compacted ledger writes nothing either.
+        let ledger = Ledger::open_with(dir.path(), false).unwrap();
+        assert_eq!(mtime(), long_ago);
+        // Something new: the next compaction does write.
+        ledger.mark_done("a", 1, Outcome::Processed).unwrap();
+        ledger.compact().unwrap();
+        assert_ne!(mtime(), long_ago);
+        assert_eq!(ledger.get("a").unwrap().state, EntryState::Done);
+    }
 
     #[test]
     fn replays_journal_and_ignores_torn_line() {

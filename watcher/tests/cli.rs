@@ -115,9 +115,10 @@ fn sigterm_closes_gracefully_and_prints_the_report() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the watcher is up (it creates processed/ and the ledger at start).
+    // Wait until the watcher is up (its lock file is the first thing it creates; a file
+    // dropped after that is found by its first scan or by its events).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join(".watcher-ledger.json").exists() {
+    while !dir.path().join(watcher::LOCK_FILE).exists() {
         assert!(Instant::now() < deadline, "watcher did not start");
         std::thread::yield_now();
     }
