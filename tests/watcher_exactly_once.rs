@@ -148,3 +148,55 @@ async fn two_thousand_files_with_a_restart_midway_are_each_handled_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn a_burst_of_ten_thousand_files_goes_through_a_small_queue() {
+    const BURST: u64 = 10_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = Watcher::builder(dir)
+        .mode(Mode::Watch)
+        .workers(2)
+        .debounce(Duration::from_millis(10))
+        .queue_capacity(8)
+        .fsync(false)
+        .processor(processor::from_fn(|_, _| async {
+            Ok::<(), ProcessError>(())
+        }))
+        .build()
+        .unwrap();
+    let w = Watcher::start(config).await.unwrap();
+    for i in 0..BURST {
+        std::fs::write(dir.join(format!("b{i:05}.txt")), b"x").unwrap();
+    }
+    // Seen at every start and end of a file: the queue never holds more than its capacity.
+    let deepest = std::sync::atomic::AtomicU64::new(0);
+    let done = |m: &watcher::Metrics| {
+        deepest.fetch_max(m.queue_depth, std::sync::atomic::Ordering::Relaxed);
+        m.finished() >= BURST
+    };
+    assert!(
+        w.wait_for(done, Duration::from_secs(300)).await,
+        "{:?}",
+        w.metrics()
+    );
+    let m = w.metrics();
+    assert_eq!((m.processed, m.failed), (BURST, 0));
+    assert!(
+        m.backpressure_waits > 0,
+        "the queue of 8 never filled: {m:?}"
+    );
+    // The gauge is updated just after a send and just after a receive, so it can run ahead of
+    // the channel by one file per worker (2 here), never more.
+    let deepest = deepest.into_inner();
+    assert!(
+        (1..=8 + 2).contains(&deepest),
+        "queue depth reached {deepest}"
+    );
+    w.close().await;
+    assert_eq!(
+        std::fs::read_dir(dir.join("processed")).unwrap().count() as u64,
+        2 * BURST
+    );
+}
