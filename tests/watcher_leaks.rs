@@ -56,20 +56,25 @@ async fn cycle(dir: &Path, mode: Mode, files: usize, tag: usize) {
     assert_eq!(w.metrics().processed, files as u64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
-async fn once_mode_five_cycles_leave_nothing_behind() {
+/// `cycles` create/close cycles in `mode` under a check, `files` new files each.
+async fn cycled(mode: Mode, cycles: usize, files: usize) -> leakcheck::Report {
     let dir = tempfile::tempdir().unwrap();
     let mut tag = 0;
-    let report = check()
-        .cycles(5)
+    check()
+        .cycles(cycles)
         .run_async(|| {
             tag += 1;
             let dir = dir.path().to_owned();
-            async move { cycle(&dir, Mode::Once, 3, tag).await }
+            async move { cycle(&dir, mode, files, tag).await }
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn once_mode_five_cycles_leave_nothing_behind() {
+    let report = cycled(Mode::Once, 5, 3).await;
     for r in [Resource::Threads, Resource::Fds, Resource::Tasks] {
         assert_eq!(report.verdict(r), Some(&Verdict::Clean), "{report}");
     }
@@ -122,17 +127,7 @@ async fn dropping_a_watcher_without_close_cancels_everything() {
 }
 
 async fn fifty_cycles(mode: Mode) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut tag = 0;
-    let report = check()
-        .cycles(50)
-        .run_async(|| {
-            tag += 1;
-            let dir = dir.path().to_owned();
-            async move { cycle(&dir, mode, 1, tag).await }
-        })
-        .await
-        .unwrap();
+    let report = cycled(mode, 50, 1).await;
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.cycles(), 50);
 }
