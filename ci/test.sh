@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What CI runs, in order: formatting, lints, the README's test command, the benches as
-# smoke tests, and the loom models with their broken variants. Everything it needs comes from
+# smoke tests, the README's demo, and the loom models with their broken variants. Everything it needs comes from
 # crates.io through cargo; nothing is installed by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,11 @@ cargo test -p leakcheck --no-default-features
 
 step "benches run once each (criterion --test)"
 cargo bench --workspace -- --test
+
+# The README's other quick-start command: the clean watcher passes, the leaky fixture is
+# caught (the demo exits non-zero otherwise).
+step "cargo run --release --example demo"
+cargo run --release --example demo
 
 if [ -f ci/loom.sh ]; then
   step "loom models"

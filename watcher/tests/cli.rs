@@ -141,3 +141,42 @@ fn sigterm_closes_gracefully_and_prints_the_report() {
     assert!(err.contains("Intake") && err.contains("Workers") && err.contains("Background"));
     assert!(err.contains("processed 1, failed 0"), "{err}");
 }
+
+#[test]
+fn unreadable_directory_exits_2_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Traversable by anyone, so that only the watched directory itself is unreadable.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads a mode-000 directory anyway: run the CLI as an unprivileged user then, from a
+    // copy in the traversable temp dir (the checkout may be out of that user's reach).
+    // SAFETY: geteuid cannot fail.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let bin = dir.path().join("watcher-bin");
+        std::fs::copy(BIN, &bin).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = cmd
+        .arg(&locked)
+        .args(["--once", "--", "true"])
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "directory {} is not readable: Permission denied",
+            locked.display()
+        )),
+        "{err}"
+    );
+}
