@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What CI runs, in order: formatting, lints, the README's test command, the benches as
-# smoke tests, the README's demo, and the loom models with their broken variants. Everything it needs comes from
-# crates.io through cargo; nothing is installed by hand.
+# What CI runs, in order: formatting, lints, the README's test command, the benches as smoke
+# tests, the README's demo, and the loom models with their broken variants. Everything it
+# needs comes from crates.io through cargo; nothing is installed by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
