@@ -8,7 +8,8 @@
 //! - [`Watcher::start`] (current runtime) or [`Watcher::start_on`] (a given runtime handle);
 //! - [`Watcher::metrics`], [`Watcher::finished`], [`Watcher::wait_for`];
 //! - [`Watcher::close`] → [`ShutdownReport`];
-//! - many watchers can share one notify instance: [`WatchService`] (see [`service`]).
+//! - many watchers can share one inotify instance (one fd, one task, no thread):
+//!   [`WatchService`] (see [`service`]).
 //!
 //! Layout of a watched directory `DIR`:
 //!
