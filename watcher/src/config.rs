@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::processor::{DynProcessor, Processor};
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::service::WatchService;
 
 /// How the watcher finds files.
@@ -144,14 +145,17 @@ pub struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) fsync: bool,
     pub(crate) leaky_background: bool,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(crate) watch_service: Option<WatchService>,
     pub(crate) processor: Arc<dyn DynProcessor>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("dir", &self.dir)
+        let mut d = f.debug_struct("Config");
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        d.field("watch_service", &self.watch_service.is_some());
+        d.field("dir", &self.dir)
             .field("workers", &self.workers)
             .field("debounce", &self.debounce)
             .field("mode", &self.mode)
@@ -164,7 +168,6 @@ impl fmt::Debug for Config {
             .field("retries", &self.retries)
             .field("retry_backoff", &self.retry_backoff)
             .field("queue_capacity", &self.queue_capacity)
-            .field("watch_service", &self.watch_service.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +230,7 @@ pub struct Builder {
     queue_capacity: usize,
     fsync: bool,
     leaky_background: bool,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     watch_service: Option<WatchService>,
     processor: Option<Arc<dyn DynProcessor>>,
 }
@@ -249,6 +253,7 @@ impl Builder {
             queue_capacity: 128,
             fsync: true,
             leaky_background: false,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             watch_service: None,
             processor: None,
         }
@@ -328,6 +333,7 @@ impl Builder {
     /// start and unwatches it at close, which takes microseconds instead of the ~9 ms of an
     /// inotify teardown. Ignored in the other modes. The configuration keeps a handle to the
     /// service.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn watch_service(mut self, service: &WatchService) -> Self {
         self.watch_service = Some(service.clone());
         self
@@ -403,6 +409,7 @@ impl Builder {
             queue_capacity: self.queue_capacity,
             fsync: self.fsync,
             leaky_background: self.leaky_background,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             watch_service: self.watch_service,
             processor,
         })

@@ -18,6 +18,7 @@ use crate::dirlock::{DirLock, Fence, LockError};
 use crate::intake::{self, Events, Source};
 use crate::ledger::Ledger;
 use crate::metrics::{Counters, Metrics};
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::service::{SubscribeError, Unwatch};
 use crate::shutdown::{Hooks, ShutdownReport, Tasks};
 use crate::status::{FAILED_DIR, PROCESSED_DIR};
@@ -130,12 +131,43 @@ pub(crate) struct Shared {
     pub finished: CancellationToken,
     run_seq: AtomicU64,
     report: OnceCell<ShutdownReport>,
-    /// With a [`WatchService`](crate::WatchService): removes this watcher's subscription.
+    /// With a `WatchService`: removes this watcher's subscription.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     unwatch: Option<Arc<Unwatch>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Watch mode's events: a notify instance of the watcher's own, or a subscription to the
+/// configured shared service.
+fn watch_events(config: &Config, dir: &Path) -> Result<Events, StartError> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(service) = &config.watch_service {
+        let sub = service.subscribe(dir, EVENT_CHANNEL).map_err(|e| match e {
+            SubscribeError::Closed => StartError::WatchServiceClosed {
+                dir: dir.to_path_buf(),
+            },
+            // Not reachable while the directory lock is held; same meaning.
+            SubscribeError::AlreadyWatched => StartError::DirectoryLocked {
+                dir: dir.to_path_buf(),
+            },
+            SubscribeError::Notify(source) => StartError::Notify {
+                dir: dir.to_path_buf(),
+                source,
+            },
+        })?;
+        return Ok(Events::Shared(sub));
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = config;
+    let (w, rx) =
+        intake::notify_watcher(dir, EVENT_CHANNEL).map_err(|source| StartError::Notify {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    Ok(Events::Own(w, rx))
 }
 
 impl Shared {
@@ -240,38 +272,10 @@ impl Watcher {
         let source = match config.mode {
             Mode::Once => Source::Once,
             Mode::Poll(period) => Source::Poll(period),
-            Mode::Watch => Source::Watch(match &config.watch_service {
-                None => {
-                    let (w, rx) =
-                        intake::notify_watcher(&dir, EVENT_CHANNEL).map_err(|source| {
-                            StartError::Notify {
-                                dir: dir.clone(),
-                                source,
-                            }
-                        })?;
-                    Events::Own(w, rx)
-                }
-                Some(service) => {
-                    let sub = service
-                        .subscribe(&dir, EVENT_CHANNEL)
-                        .map_err(|e| match e {
-                            SubscribeError::Closed => {
-                                StartError::WatchServiceClosed { dir: dir.clone() }
-                            }
-                            // Not reachable while the directory lock is held; same meaning.
-                            SubscribeError::AlreadyWatched => {
-                                StartError::DirectoryLocked { dir: dir.clone() }
-                            }
-                            SubscribeError::Notify(source) => StartError::Notify {
-                                dir: dir.clone(),
-                                source,
-                            },
-                        })?;
-                    Events::Shared(sub)
-                }
-            }),
+            Mode::Watch => Source::Watch(watch_events(&config, &dir)?),
         };
 
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         let unwatch = match &source {
             Source::Watch(Events::Shared(sub)) => Some(sub.unwatch_handle()),
             _ => None,
@@ -298,6 +302,7 @@ impl Watcher {
             finished: CancellationToken::new(),
             run_seq: AtomicU64::new(run_base),
             report: OnceCell::new(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             unwatch,
             cfg: config,
         });
@@ -441,6 +446,7 @@ impl Drop for Watcher {
         self.shared.tasks.abort_all();
         // The directory is free for a restart: unwatched now (the aborted intake task may be
         // dropped later), and the lock released once no task of this watcher is running.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Some(u) = &self.shared.unwatch {
             u.run();
         }

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::dirlock::LOCK_FILE;
 use crate::engine::{lock, Shared};
 use crate::ledger::{JOURNAL, SNAPSHOT};
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::service::Subscription;
 use crate::status::STATUS_SUFFIX;
 
@@ -37,7 +38,8 @@ pub(crate) enum Source {
 pub(crate) enum Events {
     /// The watcher's own notify instance and the channel its handler feeds.
     Own(notify::RecommendedWatcher, EventRx),
-    /// A subscription to a shared [`WatchService`](crate::WatchService).
+    /// A subscription to a shared `WatchService`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     Shared(Subscription),
 }
 
@@ -45,6 +47,7 @@ impl Events {
     async fn recv(&mut self) -> Option<notify::Result<notify::Event>> {
         match self {
             Events::Own(_, rx) => rx.recv().await,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             Events::Shared(sub) => sub.recv().await,
         }
     }
@@ -61,6 +64,7 @@ impl Events {
             }
             // Unwatches the directory (the service's instance lives on) and waits until the
             // service holds no sender of this watcher's channel.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             Events::Shared(sub) => sub.close().await,
         }
     }

@@ -39,6 +39,9 @@ pub mod ledger;
 pub mod metrics;
 pub mod processor;
 mod recovery;
+// The shared service reads inotify directly: Linux only. Elsewhere every watcher has its own
+// notify instance.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod service;
 mod shutdown;
 pub mod status;
@@ -49,6 +52,7 @@ pub use dirlock::LOCK_FILE;
 pub use engine::{StartError, Watcher};
 pub use metrics::{Histogram, Metrics};
 pub use processor::{ErrorKind, ProcessError, Processor};
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub use service::WatchService;
 pub use shutdown::ShutdownReport;
 pub use status::{Outcome, Status};
