@@ -56,6 +56,8 @@
 //! reports them as not measured, never as a made-up zero. Tokio tasks (feature `tokio`, on by
 //! default) are counted on every platform.
 
+#![warn(missing_docs)]
+
 mod check;
 mod context;
 mod filter;

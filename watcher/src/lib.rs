@@ -29,6 +29,8 @@
 //! close, until the last of its tasks has ended). A second start on the same directory, in
 //! this process or another, fails with [`StartError::DirectoryLocked`].
 
+#![warn(missing_docs)]
+
 mod background;
 pub mod config;
 mod debounce;

@@ -71,6 +71,8 @@
 //!     }
 //! }
 //! ```
+#![warn(missing_docs)]
+
 use std::future::Future;
 use std::time::Duration;
 
