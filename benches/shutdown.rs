@@ -143,30 +143,41 @@ const OWN: Variant = Variant {
     shared: false,
     fsync: false,
 };
+const OWN_FSYNC: Variant = Variant {
+    shared: false,
+    fsync: true,
+};
 const SHARED: Variant = Variant {
     shared: true,
     fsync: false,
 };
 
-/// Close latency: create untimed, time `close()`, wait untimed for notify's thread.
-fn close_latency(c: &mut Criterion) {
+/// A runtime, a directory to watch, and a shared service created on that runtime (its close
+/// awaits there).
+fn fixture() -> (Runtime, tempfile::TempDir, WatchService) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    // Created inside the runtime: the service's close awaits on it.
     let service = rt.block_on(async { WatchService::new().expect("watch service") });
-    let mut g = c.benchmark_group("close");
+    (rt, dir, service)
+}
+
+/// Few, short samples: each iteration waits for notify's thread to go.
+fn short<M: criterion::measurement::Measurement>(g: &mut criterion::BenchmarkGroup<'_, M>) {
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    let own_fsync = Variant {
-        shared: false,
-        fsync: true,
-    };
+}
+
+/// Close latency: create untimed, time `close()`, wait untimed for notify's thread.
+fn close_latency(c: &mut Criterion) {
+    let (rt, dir, service) = fixture();
+    let mut g = c.benchmark_group("close");
+    short(&mut g);
     let variants = [
         (OWN, 1),
         (OWN, 2),
         (OWN, 8),
-        (own_fsync, 2),
+        (OWN_FSYNC, 2),
         (SHARED, 1),
         (SHARED, 2),
         (SHARED, 8),
@@ -210,18 +221,10 @@ fn close_latency(c: &mut Criterion) {
 
 /// The full cycle: start, then close, timed until notify's thread is gone.
 fn full_cycle(c: &mut Criterion) {
-    let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let service = rt.block_on(async { WatchService::new().expect("watch service") });
+    let (rt, dir, service) = fixture();
     let mut g = c.benchmark_group("create → close");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
-    let own_fsync = Variant {
-        shared: false,
-        fsync: true,
-    };
-    for v in [OWN, own_fsync, SHARED] {
+    short(&mut g);
+    for v in [OWN, OWN_FSYNC, SHARED] {
         let name = format!("{}, 2 workers", v.name());
         let key = format!("cycle/{}", v.name());
         g.bench_function(&name, |b| {
@@ -273,9 +276,7 @@ fn baselines(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let mut g = c.benchmark_group("baseline");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
+    short(&mut g);
 
     // The price of tracking: spawn both routines and stop them, tracked (cancel, await) or not
     // (abort, and never know when they are gone).
