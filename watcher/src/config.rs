@@ -188,10 +188,16 @@ impl Config {
 }
 
 /// The number of CPU cores, as used for the `workers` limit (4 × cores).
+///
+/// Read once per process: `available_parallelism` reads the cgroup files on every call (tens
+/// of µs), which would be most of the cost of building a config.
 pub fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 /// Configures a [`crate::Watcher`]. Create it with [`crate::Watcher::builder`].
