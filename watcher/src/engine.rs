@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub queue_rx: tokio::sync::Mutex<mpsc::Receiver<PathBuf>>,
     /// Notified whenever a file finishes or a worker exits.
     pub progress: Notify,
+    /// The kernel's share of stopping Watch mode's events, set by intake as it ends.
+    pub unwatch_time: Mutex<Duration>,
     /// Asks intake to scan the directory again (see `worker::run`).
     pub rescan: Notify,
     pub workers_left: AtomicUsize,
@@ -297,6 +299,7 @@ impl Watcher {
             in_progress: Mutex::new(HashMap::new()),
             queue_rx: tokio::sync::Mutex::new(rx),
             progress: Notify::new(),
+            unwatch_time: Mutex::new(Duration::ZERO),
             rescan: Notify::new(),
             workers_left: AtomicUsize::new(workers),
             finished: CancellationToken::new(),
@@ -373,8 +376,10 @@ impl Watcher {
     /// notify's thread has ended and released its fds, or, with a
     /// [`WatchService`](crate::WatchService), until the directory is unwatched and the service
     /// holds nothing of this watcher) → hand back queued work → join the workers (each finishes
-    /// its current file) → join the background routines → release the directory lock. Tasks
-    /// still running when the budget runs out are aborted and named in the report.
+    /// its current file) → join the background routines → compact and close the ledger →
+    /// release the directory lock. When it returns, every task of the watcher has ended and it
+    /// holds no thread or fd any more (the value can still be queried). Tasks still running when the budget
+    /// runs out are aborted and named in the report.
     ///
     /// Idempotent and safe to call concurrently: every caller gets the same report.
     pub async fn close(&self) -> ShutdownReport {
@@ -419,7 +424,10 @@ async fn close_inner(shared: Arc<Shared>) -> ShutdownReport {
     handed_back.extend(lock(&shared.in_progress).drain().map(|(_, p)| p));
     handed_back.sort();
     lock(&shared.claimed).clear();
-    let _ = shared.ledger.compact();
+    if let Err(e) = shared.ledger.close() {
+        // Left in the journal: the next start replays it.
+        eprintln!("watcher: cannot compact the ledger at close: {e}");
+    }
     // Last: every task is gone and the ledger is compacted, so the next watcher may start.
     shared.tasks.fence.release();
     shared.finished.cancel();
@@ -429,6 +437,7 @@ async fn close_inner(shared: Arc<Shared>) -> ShutdownReport {
         budget_exhausted: cr.budget_exhausted,
         aborted: cr.aborted,
         handed_back,
+        unwatch: *lock(&shared.unwatch_time),
         total: t0.elapsed(),
     }
 }
@@ -448,7 +457,7 @@ impl Drop for Watcher {
         // dropped later), and the lock released once no task of this watcher is running.
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Some(u) = &self.shared.unwatch {
-            u.run();
+            let _ = u.run();
         }
         self.shared.tasks.fence.release_when_idle();
         self.shared.finished.cancel();

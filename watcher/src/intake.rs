@@ -52,8 +52,10 @@ impl Events {
         }
     }
 
-    /// Stops the events and returns once nothing delivers them any more.
-    async fn close(self) {
+    /// Stops the events and returns once nothing delivers them any more, with the time the
+    /// kernel's inotify teardown took (see [`crate::ShutdownReport::unwatch`]).
+    async fn close(self) -> Duration {
+        let t0 = std::time::Instant::now();
         match self {
             Events::Own(w, mut rx) => {
                 drop(w);
@@ -61,6 +63,7 @@ impl Events {
                 // only then are its thread and fds gone. Draining also unblocks a handler
                 // waiting for room.
                 while rx.recv().await.is_some() {}
+                t0.elapsed()
             }
             // Unwatches the directory (the service's instance lives on) and waits until the
             // service holds no sender of this watcher's channel.
@@ -307,7 +310,8 @@ impl Intake {
             self.shared.hand_back(p);
         }
         if let Some(events) = notify {
-            events.close().await;
+            let unwatch = events.close().await;
+            *lock(&self.shared.unwatch_time) = unwatch;
         }
     }
 

@@ -12,7 +12,8 @@
 //! also compacted once it holds [`COMPACT_EVERY`] records, by the cleanup routine, and at close,
 //! so a burst of many files costs one append per step rather than one full rewrite. A
 //! compaction with nothing new writes nothing: starting or closing an idle watcher, and the
-//! cleanup routine's ticks, touch no file.
+//! cleanup routine's ticks, touch no file. The journal is opened by the first append after a
+//! start and closed by [`Ledger::close`]: an idle watcher holds no fd for it.
 //!
 //! Per file, a worker records `in_flight` before reading the file and `done` after the file
 //! was moved out of the inbox (see [`crate::status`] for the order of the steps between).
@@ -65,10 +66,20 @@ struct Record {
     entry: Option<Entry>,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+/// The snapshot format written (and the only one read).
+const VERSION: u32 = 1;
+
+#[derive(Deserialize, Default)]
 struct Snapshot {
     version: u32,
     entries: BTreeMap<String, Entry>,
+}
+
+/// What [`Snapshot`] reads, written without a copy of the entries.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    entries: &'a BTreeMap<String, Entry>,
 }
 
 /// The ledger of one watched directory. All methods are synchronous and short (one append and
@@ -81,7 +92,10 @@ pub struct Ledger {
 
 struct Inner {
     entries: BTreeMap<String, Entry>,
-    journal: File,
+    /// Opened by the first append (an idle watcher holds no fd for it), kept until close.
+    journal: Option<File>,
+    /// Set by [`Ledger::close`]: changes fail from then on.
+    closed: bool,
     appended: usize,
     /// The snapshot on disk is behind `entries` (or the journal holds records): a compaction
     /// has something to write. A start or close with nothing new then writes nothing.
@@ -112,15 +126,32 @@ impl Ledger {
                         format!("ledger {} is corrupt: {e}", snapshot.display()),
                     )
                 })?;
+                if snap.version != VERSION {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "ledger {} has version {}; this watcher reads version {VERSION}",
+                            snapshot.display(),
+                            snap.version
+                        ),
+                    ));
+                }
                 snap.entries
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(at("read", &snapshot)(e)),
         };
         let mut dirty = false;
-        match File::open(&journal_path) {
+        // Left by the last run: replayed, then emptied by the compaction below (opened for
+        // writing too, so that a journal this watcher cannot write fails the start).
+        let mut left = None;
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&journal_path)
+        {
             Ok(f) => {
-                for line in BufReader::new(f).lines() {
+                for line in BufReader::new(&f).lines() {
                     // Even a torn line must be compacted away.
                     dirty = true;
                     let line = line.map_err(at("read", &journal_path))?;
@@ -130,26 +161,25 @@ impl Ledger {
                     };
                     apply(&mut entries, rec);
                 }
+                left = Some(f);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(at("open", &journal_path)(e)),
         }
-        let journal = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&journal_path)
-            .map_err(at("open", &journal_path))?;
         let ledger = Ledger {
             dir: dir.to_path_buf(),
             fsync,
             inner: Mutex::new(Inner {
                 entries,
-                journal,
+                journal: left,
+                closed: false,
                 appended: 0,
                 dirty,
             }),
         };
         ledger.compact()?;
+        // Not opened for appending: the first append opens the journal again.
+        ledger.lock().journal = None;
         Ok(ledger)
     }
 
@@ -215,25 +245,40 @@ impl Ledger {
         Ok(removed)
     }
 
+    /// Compacts, then closes the journal (its fd goes now, not when the ledger is dropped).
+    /// Later changes fail; reads still work.
+    pub fn close(&self) -> io::Result<()> {
+        let compacted = self.compact();
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.journal = None;
+        compacted
+    }
+
     /// Writes a new snapshot atomically and empties the journal; does nothing when nothing
     /// changed since the last compaction.
     pub fn compact(&self) -> io::Result<()> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         if !inner.dirty {
             return Ok(());
         }
-        let snap = Snapshot {
-            version: 1,
-            entries: std::mem::take(&mut inner.entries),
-        };
-        let bytes = serde_json::to_vec(&snap);
-        inner.entries = snap.entries;
-        let bytes = bytes.map_err(io::Error::other)?;
+        let journal_path = self.dir.join(JOURNAL);
+        if inner.closed {
+            return Err(closed(&journal_path));
+        }
+        let bytes = serde_json::to_vec(&SnapshotRef {
+            version: VERSION,
+            entries: &inner.entries,
+        })
+        .map_err(io::Error::other)?;
         write_atomic(&self.dir, SNAPSHOT, &bytes, self.fsync)?;
-        let journal = self.dir.join(JOURNAL);
-        inner.journal.set_len(0).map_err(at("truncate", &journal))?;
-        if self.fsync {
-            inner.journal.sync_data().map_err(at("sync", &journal))?;
+        // Not open: nothing was appended since the last compaction, the journal is empty.
+        if let Some(journal) = &inner.journal {
+            journal.set_len(0).map_err(at("truncate", &journal_path))?;
+            if self.fsync {
+                journal.sync_data().map_err(at("sync", &journal_path))?;
+            }
         }
         inner.appended = 0;
         inner.dirty = false;
@@ -244,11 +289,26 @@ impl Ledger {
         let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
         line.push(b'\n');
         let compact = {
-            let mut inner = self.lock();
-            let journal = |e| at("append to", &self.dir.join(JOURNAL))(e);
-            inner.journal.write_all(&line).map_err(journal)?;
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let journal_path = || self.dir.join(JOURNAL);
+            if inner.closed {
+                return Err(closed(&journal_path()));
+            }
+            let journal = match &mut inner.journal {
+                Some(journal) => journal,
+                slot @ None => slot.insert(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(journal_path())
+                        .map_err(at("open", &journal_path()))?,
+                ),
+            };
+            let failed = |e| at("append to", &journal_path())(e);
+            journal.write_all(&line).map_err(failed)?;
             if self.fsync {
-                inner.journal.sync_data().map_err(journal)?;
+                journal.sync_data().map_err(failed)?;
             }
             apply(&mut inner.entries, rec);
             inner.appended += 1;
@@ -264,6 +324,11 @@ impl Ledger {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The error of a change after [`Ledger::close`].
+fn closed(journal: &Path) -> io::Error {
+    io::Error::other(format!("ledger journal {} is closed", journal.display()))
 }
 
 fn apply(entries: &mut BTreeMap<String, Entry>, rec: Record) {
@@ -382,6 +447,42 @@ mod tests {
         ledger.compact().unwrap();
         assert_ne!(mtime(), long_ago);
         assert_eq!(ledger.get("a").unwrap().state, EntryState::Done);
+    }
+
+    #[test]
+    fn close_compacts_releases_the_journal_and_refuses_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join(JOURNAL);
+        // Open fds of this process on the journal (None where /proc is missing).
+        let open_on_journal = || {
+            let fds = std::fs::read_dir("/proc/self/fd").ok()?;
+            let targets = fds
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok());
+            Some(targets.filter(|t| *t == journal).count())
+        };
+        let l = Ledger::open_with(dir.path(), false).unwrap();
+        assert!(matches!(open_on_journal(), Some(0) | None), "opened lazily");
+        l.mark_in_flight("a", 1).unwrap();
+        assert_ne!(open_on_journal(), Some(0));
+        l.close().unwrap();
+        assert!(matches!(open_on_journal(), Some(0) | None));
+        let err = l.mark_done("a", 1, Outcome::Processed).unwrap_err();
+        assert!(err.to_string().contains("is closed"), "{err}");
+        assert_eq!(l.get("a").unwrap().state, EntryState::InFlight);
+        l.close().unwrap();
+        // Compacted before closing: the snapshot holds the entry.
+        let reopened = Ledger::open_with(dir.path(), false).unwrap();
+        assert_eq!(reopened.get("a").unwrap().state, EntryState::InFlight);
+    }
+
+    #[test]
+    fn refuses_a_snapshot_of_another_version() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT), br#"{"version":2,"entries":{}}"#).unwrap();
+        let err = Ledger::open(dir.path()).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("has version 2"), "{err}");
     }
 
     #[test]

@@ -85,6 +85,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use inotify::{EventMask, EventOwned, EventStream, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -276,17 +277,20 @@ impl WatchService {
         })
     }
 
-    fn unsubscribe(&self, dir: &Path) {
+    /// Removes the route and the kernel watch of `dir`; returns the time the kernel took.
+    fn unsubscribe(&self, dir: &Path) -> Duration {
         let mut table = lock(&self.inner.table);
         let Some(wd) = table.dirs.remove(dir) else {
-            return;
+            return Duration::ZERO;
         };
         // Drops the only sender: the subscriber's channel closes now.
         table.routes.remove(&wd.get_watch_descriptor_id());
+        let t0 = Instant::now();
         if let Some(w) = table.watches.as_mut() {
             // Fails only if the kernel already dropped the watch (directory deleted).
             let _ = w.remove(wd);
         }
+        t0.elapsed()
     }
 }
 
@@ -375,11 +379,12 @@ pub(crate) struct Unwatch {
 }
 
 impl Unwatch {
-    /// Unsubscribes, the first time it is called.
-    pub fn run(&self) {
-        if !self.done.swap(true, Ordering::AcqRel) {
-            self.service.unsubscribe(&self.dir);
+    /// Unsubscribes, the first time it is called; returns the time `inotify_rm_watch` took.
+    pub fn run(&self) -> Duration {
+        if self.done.swap(true, Ordering::AcqRel) {
+            return Duration::ZERO;
         }
+        self.service.unsubscribe(&self.dir)
     }
 }
 
@@ -411,15 +416,17 @@ impl Subscription {
 
     /// Unsubscribes (removing the kernel watch), then waits until the channel is closed: no
     /// sender is left anywhere, so nothing of this subscription remains in the service.
-    pub async fn close(mut self) {
-        self.unwatch.run();
+    /// Returns the time the kernel took to remove the watch.
+    pub async fn close(mut self) -> Duration {
+        let kernel = self.unwatch.run();
         while self.rx.recv().await.is_some() {}
+        kernel
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.unwatch.run();
+        let _ = self.unwatch.run();
     }
 }
 

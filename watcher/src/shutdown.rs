@@ -29,6 +29,12 @@ pub struct ShutdownReport {
     /// Files left in the directory unprocessed: queued or still debouncing when intake stopped,
     /// or being processed by an aborted worker. The next run processes them.
     pub handed_back: Vec<PathBuf>,
+    /// Part of the intake stage spent in the kernel's inotify teardown (Watch mode; zero in
+    /// the other modes): with its own notify instance, from dropping it until notify's thread
+    /// has removed the watch, closed its fds and ended; with a
+    /// [`WatchService`](crate::WatchService), the `inotify_rm_watch` call. What is left of
+    /// `total` is the watcher's own share of the close.
+    pub unwatch: Duration,
     /// Total time of the close.
     pub total: Duration,
 }
@@ -37,7 +43,15 @@ impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "shutdown report ({:?} total)", self.total)?;
         for (stage, d) in &self.stages {
-            writeln!(f, "  {stage:?}: {d:?}")?;
+            if *stage == Stage::Intake && !self.unwatch.is_zero() {
+                writeln!(
+                    f,
+                    "  {stage:?}: {d:?} (kernel inotify teardown {:?})",
+                    self.unwatch
+                )?;
+            } else {
+                writeln!(f, "  {stage:?}: {d:?}")?;
+            }
         }
         if self.budget_exhausted {
             writeln!(f, "  budget exhausted")?;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use watcher::ledger::JOURNAL;
 use watcher::{Mode, StartError, Watcher, LOCK_FILE};
 
 /// The fds of this process that point at `path`.
@@ -65,10 +66,11 @@ async fn concurrent_starts_on_one_directory_let_exactly_one_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_right_after_close_succeeds_and_close_releases_the_lock_fd() {
+async fn restart_right_after_close_succeeds_and_close_releases_its_fds() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let lock_path = std::fs::canonicalize(d).unwrap().join(LOCK_FILE);
+    let journal_path = std::fs::canonicalize(d).unwrap().join(JOURNAL);
     let p = Scripted::default();
     for i in 0..20 {
         // The ledger is compacted all the time (the case that used to race on its temp file).
@@ -86,9 +88,12 @@ async fn restart_right_after_close_succeeds_and_close_releases_the_lock_fd() {
             w.wait_for(|m| m.processed == 1 && m.cleanup_runs >= 1, LONG)
                 .await
         );
+        // Opened by the first record of the ledger.
+        assert_eq!(fds_on(&journal_path), 1);
         let r = w.close().await;
         assert!(r.aborted.is_empty(), "{r}");
         assert_eq!(fds_on(&lock_path), 0, "the lock fd outlived close");
+        assert_eq!(fds_on(&journal_path), 0, "the journal fd outlived close");
         // Kept alive on purpose: close alone must have released the lock.
         let again = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
             .await

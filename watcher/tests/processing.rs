@@ -26,6 +26,11 @@ async fn once_mode_processes_present_files_and_finishes() {
     tokio::time::timeout(LONG, w.finished()).await.unwrap();
     let report = w.close().await;
     assert!(report.aborted.is_empty() && report.handed_back.is_empty());
+    assert_eq!(
+        report.unwatch,
+        Duration::ZERO,
+        "nothing to unwatch in Once mode"
+    );
     let m = w.metrics();
     assert_eq!((m.processed, m.failed), (20, 1));
     assert_eq!(m.latency.total(), 21);
@@ -61,6 +66,12 @@ async fn watch_mode_processes_existing_and_new_files() {
     let report = w.close().await;
     assert_eq!(report.stages.len(), 3);
     assert_eq!(report.stages[0].0, Stage::Intake);
+    // notify's thread removed the watch and closed its fds within the intake stage.
+    assert!(!report.unwatch.is_zero() && report.unwatch <= report.stages[0].1);
+    assert!(
+        report.to_string().contains("kernel inotify teardown"),
+        "{report}"
+    );
     assert!(!report.budget_exhausted && report.aborted.is_empty());
     for i in 0..10 {
         assert_eq!(
