@@ -6,7 +6,9 @@
 //!   that no two notify instances are ever alive at once (`fs.inotify.max_user_instances`);
 //! - the full create → close cycle, timed until notify's thread is gone;
 //! - baselines: the same two background routines spawned tracked (`TaskTracker` +
-//!   `CancellationToken`, cancelled and awaited) and untracked (plain spawn, aborted); a bare
+//!   `CancellationToken`, cancelled and awaited) and untracked (plain spawn, aborted); the
+//!   tracked pair stopped after each has ticked once (the runtime's hand-off floor: one stage of
+//!   a close, after the same idle time as a watcher's close); a bare
 //!   notify watcher created and dropped, timed until its thread is gone; the kernel's inotify
 //!   teardown (`inotify_init1` + `inotify_add_watch` + `close`, and `close` alone).
 //!
@@ -199,14 +201,15 @@ fn close_latency(c: &mut Criterion) {
                         assert!(report.aborted.is_empty(), "{report}");
                         total += d;
                         record(&key, d);
-                        let mut intake = Duration::ZERO;
                         for (stage, sd) in &report.stages {
                             record(&format!("{key} · {stage:?} stage"), *sd);
-                            if *stage == watcher::Stage::Intake {
-                                intake = *sd;
-                            }
                         }
-                        record(&format!("{key} · all but intake"), d.saturating_sub(intake));
+                        // The kernel's inotify teardown, timed by the watcher itself.
+                        record(&format!("{key} · kernel teardown"), report.unwatch);
+                        record(
+                            &format!("{key} · own share"),
+                            d.saturating_sub(report.unwatch),
+                        );
                         drop(w);
                         until_threads(base);
                     }
@@ -254,20 +257,31 @@ fn full_cycle(c: &mut Criterion) {
     rt.block_on(service.close());
 }
 
-/// The watcher's two routines, as plain interval loops.
-async fn routine(period: Duration, token: Option<CancellationToken>) {
+/// The watcher's two routines, as plain interval loops; `ticked` hears of the first tick.
+async fn routine(
+    period: Duration,
+    token: Option<CancellationToken>,
+    ticked: Option<tokio::sync::mpsc::Sender<()>>,
+) {
     let mut iv = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticked = ticked;
+    let mut tick = async || {
+        iv.tick().await;
+        if let Some(tx) = ticked.take() {
+            let _ = tx.send(()).await;
+        }
+    };
     match token {
         Some(token) => loop {
             tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
-                _ = iv.tick() => {}
+                _ = tick() => {}
             }
         },
         None => loop {
-            iv.tick().await;
+            tick().await;
         },
     }
 }
@@ -289,7 +303,7 @@ fn baselines(c: &mut Criterion) {
                     let tracker = TaskTracker::new();
                     let token = CancellationToken::new();
                     for _ in 0..2 {
-                        tracker.spawn(routine(ROUTINE_PERIOD, Some(token.clone())));
+                        tracker.spawn(routine(ROUTINE_PERIOD, Some(token.clone()), None));
                     }
                     token.cancel();
                     tracker.close();
@@ -302,6 +316,41 @@ fn baselines(c: &mut Criterion) {
             })
         })
     });
+    // One stage of a close on this runtime, with nothing of the watcher in it: after the same
+    // idle time as before a watcher's close (each routine has ticked once), cancel and await.
+    g.bench_function(
+        "2 routines tracked, after one tick each: cancel, await",
+        |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let tracker = TaskTracker::new();
+                        let token = CancellationToken::new();
+                        let (ticked, mut ticks) = tokio::sync::mpsc::channel(2);
+                        for _ in 0..2 {
+                            let ticked = ticked.clone();
+                            let token = token.clone();
+                            tracker.spawn(async move {
+                                routine(ROUTINE_PERIOD, Some(token), Some(ticked)).await
+                            });
+                        }
+                        for _ in 0..2 {
+                            ticks.recv().await.expect("a routine ticks");
+                        }
+                        let t = Instant::now();
+                        token.cancel();
+                        tracker.close();
+                        tracker.wait().await;
+                        let d = t.elapsed();
+                        total += d;
+                        record("baseline/tracked after idle", d);
+                    }
+                    total
+                })
+            })
+        },
+    );
     g.bench_function("2 routines untracked: spawn, abort", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -310,8 +359,8 @@ fn baselines(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    let a = tokio::spawn(routine(ROUTINE_PERIOD, None));
-                    let b = tokio::spawn(routine(ROUTINE_PERIOD, None));
+                    let a = tokio::spawn(routine(ROUTINE_PERIOD, None, None));
+                    let b = tokio::spawn(routine(ROUTINE_PERIOD, None, None));
                     a.abort();
                     b.abort();
                     let d = t.elapsed();
@@ -377,12 +426,14 @@ fn baselines(c: &mut Criterion) {
                 std::io::Error::last_os_error()
             );
             let t_close = Instant::now();
-            if what == "rm+close" {
+            if what != "close" && what != "all" {
                 assert_eq!(unsafe { libc::inotify_rm_watch(fd, wd) }, 0);
             }
+            let t_rm = t_close.elapsed();
             assert_eq!(unsafe { libc::close(fd) }, 0);
             let d = match what {
                 "all" => t_all.elapsed(),
+                "rm_watch" => t_rm,
                 _ => t_close.elapsed(),
             };
             total += d;
@@ -395,6 +446,9 @@ fn baselines(c: &mut Criterion) {
     });
     g.bench_function("inotify: close with 1 watch", |b| {
         b.iter_custom(|iters| inotify(iters, "close"))
+    });
+    g.bench_function("inotify: rm_watch (a WatchService's unsubscribe)", |b| {
+        b.iter_custom(|iters| inotify(iters, "rm_watch"))
     });
     g.bench_function("inotify: rm_watch + close", |b| {
         b.iter_custom(|iters| inotify(iters, "rm+close"))
@@ -435,38 +489,29 @@ fn summary() {
         println!("| {k} | {} | {} |", v.len(), fmt(median(v)));
     }
     println!();
-    // What notify's thread does when its watcher is dropped: remove the watch, close the fd.
-    let kernel = med("baseline/inotify rm+close");
+    // The watcher's own share of a close: everything but the kernel's inotify teardown, which
+    // the watcher times itself (`ShutdownReport::unwatch`), per iteration.
+    let floor = med("baseline/tracked after idle");
     for (k, _) in samples.iter() {
-        let Some(rest) = k.strip_prefix("close/") else {
-            continue;
-        };
-        if rest.contains('·') {
+        if !k.starts_with("close/") || k.contains('·') {
             continue;
         }
         let close = med(k).unwrap();
-        let direct = med(&format!("{k} · all but intake")).unwrap();
-        if rest.starts_with("shared") {
-            // No inotify teardown at all: the whole close is the watcher's.
-            println!(
-                "- {k}: {} — all of it the watcher's (target ≤ 50 µs: {})",
-                fmt(close),
-                verdict(close <= Duration::from_micros(50))
-            );
-        } else if let Some(kernel) = kernel {
-            // The kernel's teardown varies between runs and iterations (tens of µs to
-            // ~16 ms), so a difference of medians says little; the verdict uses the direct
-            // per-iteration figure: everything but the intake stage, whose wait for notify's
-            // thread holds the teardown.
-            println!(
-                "- {k}: {} (kernel rm_watch + close alone: {}); all but the intake stage, per \
-                 iteration: {} (target ≤ 50 µs: {})",
-                fmt(close),
-                fmt(kernel),
-                fmt(direct),
-                verdict(direct <= Duration::from_micros(50))
-            );
-        }
+        let own = med(&format!("{k} · own share")).unwrap();
+        let kernel = med(&format!("{k} · kernel teardown")).unwrap();
+        let floor = floor.map_or(String::new(), |f| {
+            format!(
+                "; one stage hand-off with nothing of the watcher in it: {}",
+                fmt(f)
+            )
+        });
+        println!(
+            "- {k}: {} (kernel inotify teardown {}); own share {} (target ≤ 50 µs: {}){floor}",
+            fmt(close),
+            fmt(kernel),
+            fmt(own),
+            verdict(own <= Duration::from_micros(50))
+        );
     }
     let notify = med("baseline/notify");
     for (k, _) in samples.iter().filter(|(k, _)| k.starts_with("cycle/")) {
