@@ -1,21 +1,24 @@
 //! What the watcher's staged close costs, beside baselines measured in the same run.
 //!
-//! - close latency of a running watcher (Watch mode, both cleanup routines running) for 1, 2
-//!   and 8 workers: created untimed, `close()` timed until it returns, then an untimed wait
-//!   until the process's thread count is back at its baseline (notify's thread is gone) so
-//!   that no two notify instances are ever alive at once (`fs.inotify.max_user_instances`);
+//! - close latency of a running watcher (Watch mode, both cleanup routines running, each
+//!   having ticked once) for 1, 2 and 8 workers: created untimed, `close()` timed until it
+//!   returns, then an untimed wait until the process's thread count is back at its baseline
+//!   (notify's thread is gone) so that no two notify instances are ever alive at once
+//!   (`fs.inotify.max_user_instances`); the watcher's own share is the close minus the
+//!   kernel's inotify teardown it reports (`ShutdownReport::unwatch`); one row closes a warm
+//!   watcher right after its start, to tell the code's cost from the idle machine's;
 //! - the full create → close cycle, timed until notify's thread is gone;
 //! - baselines: the same two background routines spawned tracked (`TaskTracker` +
 //!   `CancellationToken`, cancelled and awaited) and untracked (plain spawn, aborted); the
 //!   tracked pair stopped after each has ticked once (the runtime's hand-off floor: one stage of
-//!   a close, after the same idle time as a watcher's close); a bare
-//!   notify watcher created and dropped, timed until its thread is gone; the kernel's inotify
-//!   teardown (`inotify_init1` + `inotify_add_watch` + `close`, and `close` alone).
+//!   a close, after the same idle time as a watcher's close); a bare notify watcher created and
+//!   dropped, timed until its thread is gone; the kernel's inotify teardown (`inotify_init1` +
+//!   `inotify_add_watch` + `close`, `close` alone, `inotify_rm_watch` alone, both).
 //!
 //! Besides criterion's report, the bench prints per-iteration medians and the ratios to the
 //! baselines (a Markdown table, pasted into BENCHMARKS.md).
 //!
-//! `cargo bench --bench shutdown` (about a minute); `cargo bench --bench shutdown -- --test`
+//! `cargo bench --bench shutdown` (about a minute and a half); `cargo bench --bench shutdown -- --test`
 //! runs every bench once.
 
 use std::collections::BTreeMap;
@@ -89,15 +92,19 @@ fn runtime() -> Runtime {
 struct Variant {
     shared: bool,
     fsync: bool,
+    /// Closed right after start (its tasks each polled once) instead of after the routines
+    /// have ticked: the runtime thread has not gone idle, so its caches are warm.
+    warm: bool,
 }
 
 impl Variant {
     fn name(self) -> &'static str {
-        match (self.shared, self.fsync) {
-            (false, false) => "own notify",
-            (false, true) => "own notify, fsync on",
-            (true, false) => "shared service",
-            (true, true) => "shared service, fsync on",
+        match (self.shared, self.fsync, self.warm) {
+            (false, false, _) => "own notify",
+            (false, true, _) => "own notify, fsync on",
+            (true, false, false) => "shared service",
+            (true, false, true) => "shared service, warm",
+            (true, true, _) => "shared service, fsync on",
         }
     }
 }
@@ -126,7 +133,9 @@ fn config(
     .unwrap()
 }
 
-/// A running watcher whose two background routines have each run at least once.
+/// A running watcher whose two background routines have each run at least once (so the
+/// runtime thread has been idle for a routine period before close, as in real use), or, for a
+/// `warm` variant, whose tasks have each been polled once.
 async fn running(
     dir: &Path,
     workers: usize,
@@ -136,6 +145,12 @@ async fn running(
     let w = Watcher::start(config(dir, workers, v, service))
         .await
         .expect("watcher starts");
+    if v.warm {
+        // Not synchronisation: lets every task run its first poll, so that close does not
+        // time the intake's first scan.
+        tokio::task::yield_now().await;
+        return w;
+    }
     let ran = |m: &watcher::Metrics| m.cleanup_runs >= 1 && m.file_state_runs >= 1;
     assert!(w.wait_for(ran, DEADLINE).await, "{:?}", w.metrics());
     w
@@ -144,14 +159,22 @@ async fn running(
 const OWN: Variant = Variant {
     shared: false,
     fsync: false,
+    warm: false,
 };
 const OWN_FSYNC: Variant = Variant {
     shared: false,
     fsync: true,
+    warm: false,
 };
 const SHARED: Variant = Variant {
     shared: true,
     fsync: false,
+    warm: false,
+};
+const SHARED_WARM: Variant = Variant {
+    shared: true,
+    fsync: false,
+    warm: true,
 };
 
 /// A runtime, a directory to watch, and a shared service created on that runtime (its close
@@ -183,6 +206,7 @@ fn close_latency(c: &mut Criterion) {
         (SHARED, 1),
         (SHARED, 2),
         (SHARED, 8),
+        (SHARED_WARM, 2),
     ];
     for (v, workers) in variants {
         let id = BenchmarkId::new(v.name(), format!("{workers} workers"));
