@@ -10,8 +10,8 @@
 //! first line, so it is tracked by content, not by name (a name dropped again is a new file,
 //! stored as `NAME.<run>`).
 //!
-//! After every run (leakcheck, per run): threads, fds and tokio tasks are back at their
-//! baseline; every file is in exactly one of `processed/`, `failed/` or the inbox (untouched:
+//! After every run (leakcheck, per run, with a closed watcher still alive): threads, fds and
+//! tokio tasks are back at their baseline; every file is in exactly one of `processed/`, `failed/` or the inbox (untouched:
 //! the processor never saw it), in the right one for its kind, with a status file that agrees
 //! with it and with the ledger; the processor saw each file at most once, and only files that
 //! match the run's pattern. After the drain run, the inbox is empty.
@@ -338,7 +338,14 @@ fn matching_in_inbox(env: &Env, m: &Model, txt_only: bool) -> u64 {
 }
 
 /// One run: start, the steps, close or drop. Returns an error message on a failed property.
-async fn run_once(env: &Env, m: &mut Model, run: &Run, calls: &Calls) -> Result<(), String> {
+/// One run; returns the watcher when it was closed (kept alive, so that the leak check sees
+/// what a closed watcher still holds: nothing).
+async fn run_once(
+    env: &Env,
+    m: &mut Model,
+    run: &Run,
+    calls: &Calls,
+) -> Result<Option<Watcher>, String> {
     let cfg = &run.cfg;
     let idx = m.run;
     for spec in &run.before {
@@ -425,10 +432,13 @@ async fn run_once(env: &Env, m: &mut Model, run: &Run, calls: &Calls) -> Result<
                     ));
                 }
             }
+            Ok(Some(w))
         }
-        End::DropWithoutClose => drop(w),
+        End::DropWithoutClose => {
+            drop(w);
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 /// Where each file is, checked against its kind, its status, the ledger and the calls.
@@ -607,7 +617,7 @@ fn run_plan(plan: &Plan) -> Result<(), TestCaseError> {
                 m.run = i;
                 m.txt_only.push(run.cfg.txt_only);
             }
-            let outcome = RefCell::new(Ok(()));
+            let outcome = RefCell::new(Ok(None));
             let (env, model, calls, outcome_ref) = (&env, &model, &calls, &outcome);
             let leaks = check
                 .run_async(move || async move {
@@ -618,7 +628,8 @@ fn run_plan(plan: &Plan) -> Result<(), TestCaseError> {
                     *outcome_ref.borrow_mut() = outcome;
                 })
                 .await;
-            outcome
+            // A closed watcher is still alive here: the check above saw what it holds.
+            let _closed = outcome
                 .into_inner()
                 .map_err(|e| format!("{e}\nplan: {plan:?}"))?;
             if let Err(leak) = leaks {
