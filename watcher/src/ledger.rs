@@ -285,6 +285,26 @@ impl Ledger {
         Ok(())
     }
 
+    /// Opens the journal for appending, creating it the first time in this directory; a new
+    /// journal's name is made durable (with fsync on) before any record relies on it.
+    fn open_journal(&self) -> io::Result<File> {
+        let path = self.dir.join(JOURNAL);
+        match OpenOptions::new().append(true).open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let journal = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(at("create", &path))?;
+                if self.fsync {
+                    sync_dir(&self.dir)?;
+                }
+                Ok(journal)
+            }
+            opened => opened.map_err(at("open", &path)),
+        }
+    }
+
     fn append(&self, rec: Record) -> io::Result<()> {
         let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
         line.push(b'\n');
@@ -297,13 +317,7 @@ impl Ledger {
             }
             let journal = match &mut inner.journal {
                 Some(journal) => journal,
-                slot @ None => slot.insert(
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(journal_path())
-                        .map_err(at("open", &journal_path()))?,
-                ),
+                slot @ None => slot.insert(self.open_journal()?),
             };
             let failed = |e| at("append to", &journal_path())(e);
             journal.write_all(&line).map_err(failed)?;
