@@ -146,8 +146,9 @@ async fn running(
         .await
         .expect("watcher starts");
     if v.warm {
-        // Not synchronisation: lets every task run its first poll, so that close does not
-        // time the intake's first scan.
+        // Not synchronisation: on a current-thread runtime this lets every task run its first
+        // poll, so that close does not time the intake's first scan. On a multi-thread runtime
+        // the tasks run elsewhere and may not have been polled yet.
         tokio::task::yield_now().await;
         return w;
     }

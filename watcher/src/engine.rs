@@ -377,9 +377,10 @@ impl Watcher {
     /// [`WatchService`](crate::WatchService), until the directory is unwatched and the service
     /// holds nothing of this watcher) → hand back queued work → join the workers (each finishes
     /// its current file) → join the background routines → compact and close the ledger →
-    /// release the directory lock. When it returns, every task of the watcher has ended and it
-    /// holds no thread or fd any more (the value can still be queried). Tasks still running when the budget
-    /// runs out are aborted and named in the report.
+    /// release the directory lock. Tasks still running when the budget runs out are aborted and
+    /// named in the report. When it returns, every task of the watcher has ended and its own
+    /// fds (lock file, ledger journal) are closed; the value can still be queried. (After an
+    /// aborted intake, notify's thread may still be ending.)
     ///
     /// Idempotent and safe to call concurrently: every caller gets the same report.
     pub async fn close(&self) -> ShutdownReport {
@@ -423,6 +424,8 @@ async fn close_inner(shared: Arc<Shared>) -> ShutdownReport {
     // Files that aborted workers were processing stay in place (in flight in the ledger).
     handed_back.extend(lock(&shared.in_progress).drain().map(|(_, p)| p));
     handed_back.sort();
+    // A file handed back by a worker may have been queued and handed back again (Poll mode).
+    handed_back.dedup();
     lock(&shared.claimed).clear();
     if let Err(e) = shared.ledger.close() {
         // Left in the journal: the next start replays it.

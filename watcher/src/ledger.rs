@@ -12,8 +12,9 @@
 //! also compacted once it holds [`COMPACT_EVERY`] records, by the cleanup routine, and at close,
 //! so a burst of many files costs one append per step rather than one full rewrite. A
 //! compaction with nothing new writes nothing: starting or closing an idle watcher, and the
-//! cleanup routine's ticks, touch no file. The journal is opened by the first append after a
-//! start and closed by [`Ledger::close`]: an idle watcher holds no fd for it.
+//! cleanup routine's ticks, touch no file. Opening the ledger also opens (or creates) the
+//! journal, so that one this watcher cannot write fails the start, then closes it; the first
+//! append opens it again and [`Ledger::close`] closes it: an idle watcher holds no fd for it.
 //!
 //! Per file, a worker records `in_flight` before reading the file and `done` after the file
 //! was moved out of the inbox (see [`crate::status`] for the order of the steps between).
@@ -92,7 +93,7 @@ pub struct Ledger {
 
 struct Inner {
     entries: BTreeMap<String, Entry>,
-    /// Opened by the first append (an idle watcher holds no fd for it), kept until close.
+    /// Open from the first append (an idle watcher holds no fd for it) until close.
     journal: Option<File>,
     /// Set by [`Ledger::close`]: changes fail from then on.
     closed: bool,
@@ -142,10 +143,10 @@ impl Ledger {
             Err(e) => return Err(at("read", &snapshot)(e)),
         };
         let mut dirty = false;
-        // Left by the last run: replayed, then emptied by the compaction below (opened for
-        // writing too, so that a journal this watcher cannot write fails the start).
-        let mut left = None;
-        match OpenOptions::new()
+        // Opened for writing too, so that a journal this watcher cannot write fails the start
+        // rather than every file; replayed when the last run left records in it, then emptied
+        // by the compaction below and closed (the first append opens it again).
+        let journal = match OpenOptions::new()
             .read(true)
             .write(true)
             .open(&journal_path)
@@ -161,24 +162,23 @@ impl Ledger {
                     };
                     apply(&mut entries, rec);
                 }
-                left = Some(f);
+                f
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_journal(dir, fsync)?,
             Err(e) => return Err(at("open", &journal_path)(e)),
-        }
+        };
         let ledger = Ledger {
             dir: dir.to_path_buf(),
             fsync,
             inner: Mutex::new(Inner {
                 entries,
-                journal: left,
+                journal: Some(journal),
                 closed: false,
                 appended: 0,
                 dirty,
             }),
         };
         ledger.compact()?;
-        // Not opened for appending: the first append opens the journal again.
         ledger.lock().journal = None;
         Ok(ledger)
     }
@@ -285,22 +285,12 @@ impl Ledger {
         Ok(())
     }
 
-    /// Opens the journal for appending, creating it the first time in this directory; a new
-    /// journal's name is made durable (with fsync on) before any record relies on it.
+    /// Opens the journal for appending (it exists since the ledger was opened, unless removed
+    /// behind the watcher's back: then it is created again).
     fn open_journal(&self) -> io::Result<File> {
         let path = self.dir.join(JOURNAL);
         match OpenOptions::new().append(true).open(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let journal = OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(&path)
-                    .map_err(at("create", &path))?;
-                if self.fsync {
-                    sync_dir(&self.dir)?;
-                }
-                Ok(journal)
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_journal(&self.dir, self.fsync),
             opened => opened.map_err(at("open", &path)),
         }
     }
@@ -338,6 +328,21 @@ impl Ledger {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Creates the journal of `dir` for appending; with `fsync`, its name is made durable before
+/// any record relies on it.
+fn create_journal(dir: &Path, fsync: bool) -> io::Result<File> {
+    let path = dir.join(JOURNAL);
+    let journal = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(at("create", &path))?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(journal)
 }
 
 /// The error of a change after [`Ledger::close`].

@@ -4,9 +4,10 @@
 //!
 //! A [`Watcher`](crate::Watcher) in [`Mode::Watch`](crate::Mode::Watch) normally owns a notify
 //! watcher. On Linux that is an inotify instance with its own OS thread and three fds (inotify,
-//! epoll, eventfd), and closing it is slow: the kernel takes about 9 ms to tear down an inotify
-//! instance, while removing one watch from a live instance (`inotify_rm_watch`) takes about
-//! 1.3 µs. An instance per watcher also counts against `fs.inotify.max_user_instances` (128 by
+//! epoll, eventfd), and closing it is slow: tearing down an inotify instance that holds a watch
+//! took the kernel 0.15–13 ms in the runs of `BENCHMARKS.md`, while removing one watch from a
+//! live instance (`inotify_rm_watch`) takes a few µs (1.6 µs warm, 15–25 µs right after the
+//! thread woke from idle, on the same machine). An instance per watcher also counts against `fs.inotify.max_user_instances` (128 by
 //! default).
 //!
 //! A [`WatchService`] is one inotify instance (one fd) and one task, on the Tokio runtime where
@@ -18,8 +19,8 @@
 //! The service uses the `inotify` crate directly rather than notify: notify's `watch` and
 //! `unwatch` are each a message to notify's own thread and a blocking wait for its reply
 //! (measured on a live instance: about 34 µs and 31 µs median), twice per watcher cycle. Here
-//! both are direct system calls from the calling thread (`inotify_add_watch` about 1.9 µs,
-//! `inotify_rm_watch` about 1.2 µs), and no OS thread is needed at all.
+//! both are direct system calls from the calling thread (about 2 µs each, warm), and no OS
+//! thread is needed at all.
 //!
 //! # How
 //!

@@ -29,11 +29,12 @@ pub struct ShutdownReport {
     /// Files left in the directory unprocessed: queued or still debouncing when intake stopped,
     /// or being processed by an aborted worker. The next run processes them.
     pub handed_back: Vec<PathBuf>,
-    /// Part of the intake stage spent in the kernel's inotify teardown (Watch mode; zero in
-    /// the other modes): with its own notify instance, from dropping it until notify's thread
-    /// has removed the watch, closed its fds and ended; with a
-    /// [`WatchService`](crate::WatchService), the `inotify_rm_watch` call. What is left of
-    /// `total` is the watcher's own share of the close.
+    /// Part of the intake stage spent on the kernel's inotify teardown (Watch mode; zero in
+    /// the other modes): with its own notify instance, the wait from dropping it until
+    /// notify's thread has ended its loop (its `inotify_rm_watch` and `close`, plus that
+    /// thread's wake-up; other tasks may run meanwhile, so this is an upper bound); with a
+    /// [`WatchService`](crate::WatchService), the `inotify_rm_watch` call. `total` minus this
+    /// is, about, the watcher's own share of the close.
     pub unwatch: Duration,
     /// Total time of the close.
     pub total: Duration,

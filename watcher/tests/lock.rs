@@ -184,6 +184,23 @@ async fn start_errors_name_the_path_they_concern() {
     assert!(msg.contains("ledger"), "{msg}");
     assert!(msg.contains(&journal.display().to_string()), "{msg}");
 
+    // The journal cannot be created (a dangling symlink, as root cannot be denied access):
+    // the start fails naming it, and the file waiting in the inbox is left there.
+    let dir = tempfile::tempdir().unwrap();
+    let d = std::fs::canonicalize(dir.path()).unwrap();
+    let journal = d.join(watcher::ledger::JOURNAL);
+    std::os::unix::fs::symlink(d.join("missing/journal"), &journal).unwrap();
+    write(&d, "waiting.txt", b"x");
+    let p = Scripted::default();
+    let err = Watcher::start(builder(&d, p.clone()).mode(Mode::Once).build().unwrap())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StartError::Io { .. }), "{err:?}");
+    assert!(msg.contains(&journal.display().to_string()), "{msg}");
+    assert!(d.join("waiting.txt").exists());
+    assert_eq!(p.total_calls(), 0);
+
     // A corrupt snapshot.
     let dir = tempfile::tempdir().unwrap();
     let d = std::fs::canonicalize(dir.path()).unwrap();
