@@ -18,8 +18,8 @@
 //! Besides criterion's report, the bench prints per-iteration medians and the ratios to the
 //! baselines (a Markdown table, pasted into BENCHMARKS.md).
 //!
-//! `cargo bench --bench shutdown` (about a minute and a half); `cargo bench --bench shutdown -- --test`
-//! runs every bench once.
+//! `cargo bench --bench shutdown` (about a minute and a half);
+//! `cargo bench --bench shutdown -- --test` runs every bench once.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

@@ -11,10 +11,11 @@
 //! stored as `NAME.<run>`).
 //!
 //! After every run (leakcheck, per run, with a closed watcher still alive): threads, fds and
-//! tokio tasks are back at their baseline; every file is in exactly one of `processed/`, `failed/` or the inbox (untouched:
-//! the processor never saw it), in the right one for its kind, with a status file that agrees
-//! with it and with the ledger; the processor saw each file at most once, and only files that
-//! match the run's pattern. After the drain run, the inbox is empty.
+//! tokio tasks are back at their baseline; every file is in exactly one of `processed/`,
+//! `failed/` or the inbox (untouched: the processor never saw it), in the right one for its
+//! kind, with a status file that agrees with it and with the ledger; the processor saw each
+//! file at most once, and only files that match the run's pattern. After the drain run, the
+//! inbox is empty.
 //!
 //! `PROPTEST_CASES` sets the number of plans (default 96 here, about 10–30 s in debug on 2
 //! cores; try `PROPTEST_CASES=200 cargo test --release --test watcher_props` for a long local

@@ -337,8 +337,8 @@ impl Builder {
     /// In [`Mode::Watch`], get events from a shared [`WatchService`] instead of a notify
     /// instance of the watcher's own (the default): the watcher subscribes its directory at
     /// start and unwatches it at close, which takes microseconds instead of the milliseconds
-    /// of an inotify instance's teardown. Ignored in the other modes. The configuration keeps a handle to the
-    /// service.
+    /// of an inotify instance's teardown. Ignored in the other modes. The configuration keeps
+    /// a handle to the service.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn watch_service(mut self, service: &WatchService) -> Self {
         self.watch_service = Some(service.clone());

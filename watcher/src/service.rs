@@ -5,10 +5,10 @@
 //! A [`Watcher`](crate::Watcher) in [`Mode::Watch`](crate::Mode::Watch) normally owns a notify
 //! watcher. On Linux that is an inotify instance with its own OS thread and three fds (inotify,
 //! epoll, eventfd), and closing it is slow: tearing down an inotify instance that holds a watch
-//! took the kernel 0.15–13 ms in the runs of `BENCHMARKS.md`, while removing one watch from a
-//! live instance (`inotify_rm_watch`) takes a few µs (1.6 µs warm, 15–25 µs right after the
-//! thread woke from idle, on the same machine). An instance per watcher also counts against `fs.inotify.max_user_instances` (128 by
-//! default).
+//! took the kernel 0.2–13.5 ms in the runs of `BENCHMARKS.md`, while removing one watch from a
+//! live instance (`inotify_rm_watch`) takes a few µs (1.6 µs warm, 8–25 µs right after the
+//! thread woke from idle, on the same machine). An instance per watcher also counts against
+//! `fs.inotify.max_user_instances` (128 by default).
 //!
 //! A [`WatchService`] is one inotify instance (one fd) and one task, on the Tokio runtime where
 //! it was created, shared by any number of watchers. A watcher configured with
