@@ -6,7 +6,8 @@
 //!   (notify's thread is gone) so that no two notify instances are ever alive at once
 //!   (`fs.inotify.max_user_instances`); the watcher's own share is the close minus the
 //!   kernel's inotify teardown it reports (`ShutdownReport::unwatch`); one row closes a warm
-//!   watcher right after its start, to tell the code's cost from the idle machine's;
+//!   watcher right after its start, to tell the code's cost from the idle machine's, and one
+//!   awaits `close()` in a task on the runtime instead of in `block_on`;
 //! - the full create → close cycle, timed until notify's thread is gone;
 //! - baselines: the same two background routines spawned tracked (`TaskTracker` +
 //!   `CancellationToken`, cancelled and awaited) and untracked (plain spawn, aborted); the
@@ -95,16 +96,20 @@ struct Variant {
     /// Closed right after start (its tasks each polled once) instead of after the routines
     /// have ticked: the runtime thread has not gone idle, so its caches are warm.
     warm: bool,
+    /// `close()` is awaited in a task on the runtime rather than in `block_on`: on a
+    /// multi-thread runtime the close then runs on a worker thread, beside the tasks it stops.
+    from_task: bool,
 }
 
 impl Variant {
     fn name(self) -> &'static str {
-        match (self.shared, self.fsync, self.warm) {
-            (false, false, _) => "own notify",
-            (false, true, _) => "own notify, fsync on",
-            (true, false, false) => "shared service",
-            (true, false, true) => "shared service, warm",
-            (true, true, _) => "shared service, fsync on",
+        match (self.shared, self.fsync, self.warm, self.from_task) {
+            (false, false, ..) => "own notify",
+            (false, true, ..) => "own notify, fsync on",
+            (true, false, false, false) => "shared service",
+            (true, false, true, _) => "shared service, warm",
+            (true, false, false, true) => "shared service, from a task",
+            (true, true, ..) => "shared service, fsync on",
         }
     }
 }
@@ -161,21 +166,31 @@ const OWN: Variant = Variant {
     shared: false,
     fsync: false,
     warm: false,
+    from_task: false,
 };
 const OWN_FSYNC: Variant = Variant {
     shared: false,
     fsync: true,
     warm: false,
+    from_task: false,
 };
 const SHARED: Variant = Variant {
     shared: true,
     fsync: false,
     warm: false,
+    from_task: false,
 };
 const SHARED_WARM: Variant = Variant {
     shared: true,
     fsync: false,
     warm: true,
+    from_task: false,
+};
+const SHARED_FROM_TASK: Variant = Variant {
+    shared: true,
+    fsync: false,
+    warm: false,
+    from_task: true,
 };
 
 /// A runtime, a directory to watch, and a shared service created on that runtime (its close
@@ -208,6 +223,7 @@ fn close_latency(c: &mut Criterion) {
         (SHARED, 2),
         (SHARED, 8),
         (SHARED_WARM, 2),
+        (SHARED_FROM_TASK, 2),
     ];
     for (v, workers) in variants {
         let id = BenchmarkId::new(v.name(), format!("{workers} workers"));
@@ -220,9 +236,16 @@ fn close_latency(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let w = running(dir.path(), workers, v, Some(&service)).await;
-                        let t = Instant::now();
-                        let report = w.close().await;
-                        let d = t.elapsed();
+                        let timed_close = async move {
+                            let t = Instant::now();
+                            let report = w.close().await;
+                            (t.elapsed(), report, w)
+                        };
+                        let (d, report, w) = if v.from_task {
+                            tokio::spawn(timed_close).await.expect("the close task")
+                        } else {
+                            timed_close.await
+                        };
                         assert!(report.aborted.is_empty(), "{report}");
                         total += d;
                         record(&key, d);

@@ -383,6 +383,12 @@ impl Watcher {
     /// aborted intake, notify's thread may still be ending.)
     ///
     /// Idempotent and safe to call concurrently: every caller gets the same report.
+    ///
+    /// Where to await it: in a task on the watcher's runtime, each stage hand-off is a push
+    /// onto that thread's run queue. Awaited in `block_on` (a `#[tokio::main]` body), each one
+    /// also wakes the blocked thread: an eventfd write on a current-thread runtime, a wake-up of
+    /// another thread on a multi-thread one, which can cost more than the close itself
+    /// (`BENCHMARKS.md`: 20–40 µs in a task, 90–180 µs from `block_on`, on a 2-worker runtime).
     pub async fn close(&self) -> ShutdownReport {
         let shared = self.shared.clone();
         self.shared
