@@ -388,7 +388,8 @@ impl Watcher {
     /// onto that thread's run queue. Awaited in `block_on` (a `#[tokio::main]` body), each one
     /// also wakes the blocked thread: an eventfd write on a current-thread runtime, a wake-up of
     /// another thread on a multi-thread one, which can cost more than the close itself
-    /// (`BENCHMARKS.md`: 20–40 µs in a task, 90–180 µs from `block_on`, on a 2-worker runtime).
+    /// (the watcher's own share of a close in `BENCHMARKS.md`, on a 2-worker runtime: 20–40 µs
+    /// in a task, 90–180 µs from `block_on`).
     pub async fn close(&self) -> ShutdownReport {
         let shared = self.shared.clone();
         self.shared
