@@ -102,15 +102,22 @@ struct Variant {
 }
 
 impl Variant {
-    fn name(self) -> &'static str {
-        match (self.shared, self.fsync, self.warm, self.from_task) {
-            (false, false, ..) => "own notify",
-            (false, true, ..) => "own notify, fsync on",
-            (true, false, false, false) => "shared service",
-            (true, false, true, _) => "shared service, warm",
-            (true, false, false, true) => "shared service, from a task",
-            (true, true, ..) => "shared service, fsync on",
+    fn name(self) -> String {
+        let mut name = String::from(if self.shared {
+            "shared service"
+        } else {
+            "own notify"
+        });
+        for (on, what) in [
+            (self.fsync, ", fsync on"),
+            (self.warm, ", warm"),
+            (self.from_task, ", from a task"),
+        ] {
+            if on {
+                name.push_str(what);
+            }
         }
+        name
     }
 }
 
@@ -168,29 +175,18 @@ const OWN: Variant = Variant {
     warm: false,
     from_task: false,
 };
-const OWN_FSYNC: Variant = Variant {
-    shared: false,
-    fsync: true,
-    warm: false,
-    from_task: false,
-};
+const OWN_FSYNC: Variant = Variant { fsync: true, ..OWN };
 const SHARED: Variant = Variant {
     shared: true,
-    fsync: false,
-    warm: false,
-    from_task: false,
+    ..OWN
 };
 const SHARED_WARM: Variant = Variant {
-    shared: true,
-    fsync: false,
     warm: true,
-    from_task: false,
+    ..SHARED
 };
 const SHARED_FROM_TASK: Variant = Variant {
-    shared: true,
-    fsync: false,
-    warm: false,
     from_task: true,
+    ..SHARED
 };
 
 /// A runtime, a directory to watch, and a shared service created on that runtime (its close
