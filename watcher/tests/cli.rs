@@ -1,4 +1,4 @@
-//! The CLI: exit codes, outcome per file, stderr tail in the status, SIGTERM.
+//! The CLI: exit codes, outcome per file, stderr tail in the status, SIGTERM, the progress bar.
 mod common;
 
 use std::process::{Command, Stdio};
@@ -179,4 +179,52 @@ fn unreadable_directory_exits_2_with_the_reason() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn once_shows_a_progress_bar_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        write(dir.path(), &format!("f{i}.txt"), b"x");
+    }
+    // `script` (util-linux) runs the CLI with a pseudo-terminal as its stderr.
+    let shell_quoted = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let cmdline = format!(
+        "{} {} --once -- true",
+        shell_quoted(BIN),
+        shell_quoted(&dir.path().display().to_string())
+    );
+    let on_tty = match Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: cannot run `script` for a pseudo-terminal: {e}");
+            return;
+        }
+    };
+    let tty = String::from_utf8_lossy(&on_tty.stdout);
+    assert_eq!(on_tty.status.code(), Some(0), "{tty}");
+    // Drawn (then cleared before the report), in the template's words.
+    assert!(
+        tty.contains(" files ("),
+        "no progress bar on a terminal: {tty}"
+    );
+    assert!(tty.contains("processed 30, failed 0"), "{tty}");
+
+    // Not on a pipe: only the report.
+    for i in 0..30 {
+        write(dir.path(), &format!("g{i}.txt"), b"x");
+    }
+    let out = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--once", "--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains(" files ("), "a progress bar on a pipe: {err}");
+    assert!(err.contains("processed 30, failed 0"), "{err}");
 }
