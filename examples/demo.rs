@@ -3,7 +3,7 @@
 //! caught, and the report says how much it leaks per cycle. Last, a hand-written component
 //! that forgets a thread and a file per cycle shows how a report names what was left.
 //!
-//! `cargo run --release --example demo` — exits 0 when both verdicts are as expected.
+//! `cargo run --release --example demo` — exits 0 when all three verdicts are as expected.
 
 use std::path::Path;
 use std::time::Duration;

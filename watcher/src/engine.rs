@@ -389,7 +389,8 @@ impl Watcher {
     /// also wakes the blocked thread: an eventfd write on a current-thread runtime, a wake-up of
     /// another thread on a multi-thread one, which can cost more than the close itself
     /// (the watcher's own share of a close in `BENCHMARKS.md`, on a 2-worker runtime: 20–40 µs
-    /// in a task, 90–180 µs from `block_on`).
+    /// in a task, 90–180 µs from `block_on`). Spawning a task only to await `close()` in it
+    /// gains a `block_on` caller nothing: the spawn and the final wake-up are then its cost.
     pub async fn close(&self) -> ShutdownReport {
         let shared = self.shared.clone();
         self.shared

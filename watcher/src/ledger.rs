@@ -12,7 +12,7 @@
 //! also compacted once it holds [`COMPACT_EVERY`] records, by the cleanup routine, and at close,
 //! so a burst of many files costs one append per step rather than one full rewrite. A
 //! compaction with nothing new writes nothing: starting or closing an idle watcher, and the
-//! cleanup routine's ticks, touch no file. Opening the ledger also opens (or creates) the
+//! cleanup routine's ticks, write no record and no snapshot. Opening the ledger also opens (or creates) the
 //! journal, so that one this watcher cannot write fails the start, then closes it; the first
 //! append opens it again and [`Ledger::close`] closes it: an idle watcher holds no fd for it.
 //!

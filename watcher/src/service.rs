@@ -6,7 +6,7 @@
 //! watcher. On Linux that is an inotify instance with its own OS thread and three fds (inotify,
 //! epoll, eventfd), and closing it is slow: tearing down an inotify instance that holds a watch
 //! took the kernel 0.2–13.5 ms in the runs of `BENCHMARKS.md`, while removing one watch from a
-//! live instance (`inotify_rm_watch`) takes a few µs (1.6 µs warm, 8–25 µs right after the
+//! live instance (`inotify_rm_watch`) takes a few µs (1.6 µs warm, 8–27 µs right after the
 //! thread woke from idle, on the same machine). An instance per watcher also counts against
 //! `fs.inotify.max_user_instances` (128 by default).
 //!
