@@ -330,6 +330,41 @@ async fn routine(
     }
 }
 
+/// `iters` times: two tracked routines spawned, cancelled and awaited. Timed from the spawn,
+/// or, `after_tick`, from the cancel once each routine has ticked (the idle before a close).
+async fn tracked_pairs(iters: u64, after_tick: bool) -> Duration {
+    let key = if after_tick {
+        "baseline/tracked after idle"
+    } else {
+        "baseline/tracked"
+    };
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        // Untimed in both: only the after-tick variant uses it.
+        let (ticked, mut ticks) = tokio::sync::mpsc::channel(2);
+        let mut t = Instant::now();
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        for _ in 0..2 {
+            let ticked = after_tick.then(|| ticked.clone());
+            tracker.spawn(routine(ROUTINE_PERIOD, Some(token.clone()), ticked));
+        }
+        if after_tick {
+            for _ in 0..2 {
+                ticks.recv().await.expect("a routine ticks");
+            }
+            t = Instant::now();
+        }
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+        let d = t.elapsed();
+        total += d;
+        record(key, d);
+    }
+    total
+}
+
 fn baselines(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
@@ -339,61 +374,13 @@ fn baselines(c: &mut Criterion) {
     // The price of tracking: spawn both routines and stop them, tracked (cancel, await) or not
     // (abort, and never know when they are gone).
     g.bench_function("2 routines tracked: spawn, cancel, await", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let tracker = TaskTracker::new();
-                    let token = CancellationToken::new();
-                    for _ in 0..2 {
-                        tracker.spawn(routine(ROUTINE_PERIOD, Some(token.clone()), None));
-                    }
-                    token.cancel();
-                    tracker.close();
-                    tracker.wait().await;
-                    let d = t.elapsed();
-                    total += d;
-                    record("baseline/tracked", d);
-                }
-                total
-            })
-        })
+        b.iter_custom(|iters| rt.block_on(tracked_pairs(iters, false)))
     });
     // One stage of a close on this runtime, with nothing of the watcher in it: after the same
     // idle time as before a watcher's close (each routine has ticked once), cancel and await.
     g.bench_function(
         "2 routines tracked, after one tick each: cancel, await",
-        |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let tracker = TaskTracker::new();
-                        let token = CancellationToken::new();
-                        let (ticked, mut ticks) = tokio::sync::mpsc::channel(2);
-                        for _ in 0..2 {
-                            let ticked = ticked.clone();
-                            let token = token.clone();
-                            tracker.spawn(async move {
-                                routine(ROUTINE_PERIOD, Some(token), Some(ticked)).await
-                            });
-                        }
-                        for _ in 0..2 {
-                            ticks.recv().await.expect("a routine ticks");
-                        }
-                        let t = Instant::now();
-                        token.cancel();
-                        tracker.close();
-                        tracker.wait().await;
-                        let d = t.elapsed();
-                        total += d;
-                        record("baseline/tracked after idle", d);
-                    }
-                    total
-                })
-            })
-        },
+        |b| b.iter_custom(|iters| rt.block_on(tracked_pairs(iters, true))),
     );
     g.bench_function("2 routines untracked: spawn, abort", |b| {
         b.iter_custom(|iters| {
