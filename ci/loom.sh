@@ -34,6 +34,8 @@ bugs=(
     "no_abort_on_expiry budget_exhausted_aborts"     # budget expiry moves on without aborting
     "stages_reversed stage_order"                    # stages closed Background first
     "stop_all_first stage_order"                     # every stage stopped up front
+    "chain_early chained_stages"                     # a stopper moves on before its stage is empty
+    "chain_no_wake chained_stages"                   # the last chained stage does not wake the caller
 )
 
 # cargo_loom <timeout s> <bug variant or ""> <cargo test args...>

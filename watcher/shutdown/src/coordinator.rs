@@ -5,16 +5,9 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::state::Shared;
+use crate::state::{Joining, Shared, ORDER};
 use crate::sync::Arc;
 use crate::{CloseHooks, CloseReport, Permit, Refused, Stage, TaskInfo};
-
-/// The order in which close runs the stages.
-const ORDER: [Stage; 3] = if cfg!(coordinator_bug = "stages_reversed") {
-    [Stage::Background, Stage::Workers, Stage::Intake] // deliberate bug
-} else {
-    Stage::ALL
-};
 
 /// Shared, cloneable coordinator.
 ///
@@ -98,7 +91,10 @@ impl Coordinator {
     /// Concurrent and later callers wait for the first close and get the same report.
     ///
     /// The first caller leads: it creates the budget future (`hooks.expired()`) once and runs
-    /// the stages with its own `hooks`; the others only wait. Once the budget has run out,
+    /// the stages with its own `hooks`; the others only wait. If the hooks have a
+    /// [`stopper`](CloseHooks::stopper), the task that empties a stage after it was told to
+    /// stop records it and stops the next stage itself, so that the leader is woken once, at
+    /// the end, instead of once per stage. Once the budget has run out,
     /// later stages are still stopped, but whatever is still registered right after the stop
     /// is aborted without waiting. Aborted tasks are deregistered before `hooks.abort` is
     /// called, so their permits may be dropped at any time after.
@@ -152,52 +148,73 @@ impl Coordinator {
             done: false,
         };
         let mut budget = pin!(hooks.expired());
+        self.shared.lock().chain = hooks.stopper();
         if cfg!(coordinator_bug = "stop_all_first") {
             // deliberate bug: one "cancel everything" up front instead of stage by stage
             self.shared.lock().closed = [true; 3];
             Stage::ALL.iter().for_each(|&stage| hooks.stop(stage));
         }
         loop {
-            let (stage, exhausted) = {
+            // Where the close stands: a stopper may have moved it on since the last look.
+            let (done, stage, exhausted, stop) = {
                 let mut state = self.shared.lock();
-                let Some(&stage) = ORDER.get(state.progress.stages.len()) else {
+                let done = state.progress.stages.len();
+                let Some(&stage) = ORDER.get(done) else {
                     break;
                 };
-                state.closed[stage.index()] = true;
-                (stage, state.progress.budget_exhausted)
+                // A stage that a stopper has stopped (or is stopping) is not stopped again.
+                let stop = !matches!(state.joining, Some(j) if j.stage == stage);
+                if stop {
+                    state.closed[stage.index()] = true;
+                    state.joining = Some(Joining {
+                        stage,
+                        since: Instant::now(),
+                        stopped: false,
+                        chained: false,
+                    });
+                }
+                (done, stage, state.progress.budget_exhausted, stop)
             };
-            let started = Instant::now();
-            hooks.stop(stage);
+            if stop {
+                hooks.stop(stage);
+                let mut state = self.shared.lock();
+                if let Some(j) = state.joining.as_mut().filter(|j| j.stage == stage) {
+                    j.stopped = true;
+                }
+            }
             // Once the budget has run out its future is done: never poll it again.
-            let joined =
-                !exhausted && poll_fn(|cx| self.poll_joined(stage, budget.as_mut(), cx)).await;
+            let joined = !exhausted
+                && poll_fn(|cx| self.poll_joined(done, stage, budget.as_mut(), cx)).await;
             let aborted: Vec<TaskInfo> = {
                 let mut state = self.shared.lock();
-                if joined {
-                    Vec::new()
-                } else {
+                if !joined {
                     state.progress.budget_exhausted = true;
-                    if cfg!(coordinator_bug = "no_abort_on_expiry") {
-                        Vec::new() // deliberate bug: the late tasks are left running
-                    } else {
-                        std::mem::take(&mut state.live[stage.index()])
-                            .into_values()
-                            .collect()
-                    }
                 }
+                if state.progress.stages.len() > done {
+                    continue; // joined and recorded by the task that emptied it
+                }
+                let aborted = if joined || cfg!(coordinator_bug = "no_abort_on_expiry") {
+                    Vec::new() // (the bug: late tasks are left running)
+                } else {
+                    std::mem::take(&mut state.live[stage.index()])
+                        .into_values()
+                        .collect()
+                };
+                let since = state.joining.take().map_or_else(Instant::now, |j| j.since);
+                state.progress.stages.push((stage, since.elapsed()));
+                aborted
             };
             for task in &aborted {
                 hooks.abort(task);
             }
-            let mut state = self.shared.lock();
-            state.progress.stages.push((stage, started.elapsed()));
-            state.progress.aborted.extend(aborted);
+            self.shared.lock().progress.aborted.extend(aborted);
         }
         let (report, followers) = {
             let mut state = self.shared.lock();
             let report = state.progress.clone();
             state.report = Some(report.clone());
             state.leader = false;
+            state.chain = None;
             (report, state.take_followers())
         };
         handover.done = true;
@@ -205,16 +222,22 @@ impl Coordinator {
         report
     }
 
-    /// Ready(true) once `stage` has no live task, Ready(false) once the budget has run out.
+    /// Ready(true) once the close has got past stage number `done` (`stage`): it is stopped
+    /// and has no live task, or a stopper has moved on. Ready(false) once the budget has run
+    /// out.
     fn poll_joined(
         &self,
+        done: usize,
         stage: Stage,
         budget: Pin<&mut impl Future<Output = ()>>,
         cx: &mut Context<'_>,
     ) -> Poll<bool> {
         {
             let mut state = self.shared.lock();
-            if state.live[stage.index()].is_empty() {
+            let stopped = matches!(state.joining, Some(j) if j.stage == stage && j.stopped);
+            if state.progress.stages.len() > done
+                || (stopped && state.live[stage.index()].is_empty())
+            {
                 state.join_waker = None;
                 return Poll::Ready(true);
             }
@@ -226,8 +249,8 @@ impl Coordinator {
             // Stored under the same lock as the check: a permit dropped after the check
             // finds the waker and wakes it.
             match &state.join_waker {
-                Some((s, w)) if *s == stage && w.will_wake(cx.waker()) => {}
-                _ => state.join_waker = Some((stage, cx.waker().clone())),
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.join_waker = Some(cx.waker().clone()),
             }
         }
         if budget.poll(cx).is_ready() {
@@ -327,6 +350,9 @@ impl Drop for Handover<'_> {
             let mut state = self.shared.lock();
             state.leader = false;
             state.join_waker = None;
+            state.chain = None;
+            // The next leader stops the interrupted stage again, with its own hooks.
+            state.joining = None;
             state.take_followers()
         };
         followers.into_iter().for_each(|waker| waker.wake());

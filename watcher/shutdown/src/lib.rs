@@ -6,7 +6,9 @@
 //! registrations, tells the stage's tasks to stop through [`CloseHooks::stop`], and waits
 //! until their permits are all dropped, or until the close budget
 //! ([`CloseHooks::expired`]) runs out, in which case the stragglers are aborted
-//! ([`CloseHooks::abort`]) and listed in the [`CloseReport`].
+//! ([`CloseHooks::abort`]) and listed in the [`CloseReport`]. With a
+//! [`CloseHooks::stopper`], the task whose exit empties a stage stops the next one itself, and
+//! the caller of `close` is woken once instead of once per stage.
 //!
 //! Waiting is plain `Future` polling with wakers kept in the shared state, so the same code
 //! runs on tokio in the watcher and under `loom::future::block_on` in the loom models
@@ -116,4 +118,21 @@ pub trait CloseHooks {
     /// The task is already deregistered when this is called: dropping its permit later is
     /// harmless.
     fn abort(&self, task: &TaskInfo);
+    /// Optional: an owned [`Stopper`] that does what [`stop`](Self::stop) does, from any
+    /// thread. Called once per close, by the leading caller.
+    ///
+    /// With one, the stages follow each other without the close's caller: the task that
+    /// drops the last permit of a stage stops the next stage itself, in its `Drop`, and the
+    /// caller is woken once, when the last stage is joined. Without one (the default), the
+    /// caller is woken after each stage and stops the next. The order is the same; what a
+    /// stopper saves is a wake-up of the caller per stage, which on a multi-thread runtime
+    /// is a round trip between threads. Once the budget has run out, the caller takes over.
+    fn stopper(&self) -> Option<Stopper> {
+        None
+    }
 }
+
+/// Stops a stage; see [`CloseHooks::stopper`]. It runs inside a [`Permit`]'s `Drop`, on
+/// whatever thread drops it: it should only signal (cancel a token, close a channel), never
+/// block.
+pub type Stopper = std::sync::Arc<dyn Fn(Stage) + Send + Sync>;

@@ -1,6 +1,6 @@
 //! The handle a registered task holds while it runs.
 
-use crate::state::Shared;
+use crate::state::{Next, Shared};
 use crate::sync::Arc;
 use crate::TaskInfo;
 
@@ -35,10 +35,17 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let waker = self.shared.lock().deregister(&self.info);
-        // Woken after the lock is released: the leader re-locks as soon as it runs.
-        if let Some(waker) = waker {
-            waker.wake();
+        // Each step runs after the lock is released: the leader re-locks as soon as it runs,
+        // and a stopper may drop permits itself.
+        let mut next = self.shared.lock().deregister(&self.info);
+        while let Some(step) = next.take() {
+            match step {
+                Next::Wake(waker) => waker.wake(),
+                Next::Stop(stopper, stage) => {
+                    stopper(stage);
+                    next = self.shared.lock().chained_stop_returned(stage);
+                }
+            }
         }
     }
 }

@@ -2,13 +2,42 @@
 //!
 //! One lock for everything keeps each decision atomic: "is the stage closed?" and "add the
 //! task", "is the stage empty?" and "store the waker", "remove the task" and "take the waker".
-//! Hooks and wakers are never called with the lock held.
+//! Hooks, stoppers and wakers are never called with the lock held.
 
 use std::collections::BTreeMap;
 use std::task::Waker;
+use std::time::Instant;
 
 use crate::sync::{Mutex, MutexGuard};
-use crate::{CloseReport, Stage, TaskInfo};
+use crate::{CloseReport, Stage, Stopper, TaskInfo};
+
+/// The order in which close runs the stages.
+pub(crate) const ORDER: [Stage; 3] = if cfg!(coordinator_bug = "stages_reversed") {
+    [Stage::Background, Stage::Workers, Stage::Intake] // deliberate bug
+} else {
+    Stage::ALL
+};
+
+/// The stage a close is joining now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Joining {
+    pub(crate) stage: Stage,
+    /// When it was told to stop.
+    pub(crate) since: Instant,
+    /// Its stop call has returned. Until then the stage is not joined even if it is empty,
+    /// so that no later stage is told to stop while this one's stop is still running.
+    pub(crate) stopped: bool,
+    /// Told to stop by the task that emptied the stage before (not by the leader).
+    pub(crate) chained: bool,
+}
+
+/// What a permit drop does once the lock is released.
+pub(crate) enum Next {
+    /// Wake the leading close.
+    Wake(Waker),
+    /// Stop `stage` (the task that emptied the stage before it chains to it).
+    Stop(Stopper, Stage),
+}
 
 /// Shared by every [`Coordinator`](crate::Coordinator) clone and every
 /// [`Permit`](crate::Permit). Holds no reference to itself: nothing here keeps the `Arc` alive.
@@ -24,8 +53,12 @@ pub(crate) struct State {
     pub(crate) closed: [bool; 3],
     /// Per stage: the live tasks, by id (so in registration order).
     pub(crate) live: [BTreeMap<u64, TaskInfo>; 3],
-    /// The leader's waker while it waits for `stage` to drain.
-    pub(crate) join_waker: Option<(Stage, Waker)>,
+    /// The leader's waker while it waits for a stage to drain.
+    pub(crate) join_waker: Option<Waker>,
+    /// The stage being joined, once it is being told to stop.
+    pub(crate) joining: Option<Joining>,
+    /// While a leader runs with a stopper: the task that empties a stage stops the next one.
+    pub(crate) chain: Option<Stopper>,
     /// A close future is running the stages right now.
     pub(crate) leader: bool,
     /// What the close has done so far: the stages completed, the tasks aborted.
@@ -49,6 +82,8 @@ impl Shared {
                 closed: [false; 3],
                 live: Default::default(),
                 join_waker: None,
+                joining: None,
+                chain: None,
                 leader: false,
                 progress: CloseReport {
                     stages: Vec::new(),
@@ -72,18 +107,64 @@ impl Shared {
 }
 
 impl State {
-    /// Removes a task (if it is still registered) and returns the waker to wake if that left
-    /// its stage empty while the leader waits for it.
-    pub(crate) fn deregister(&mut self, task: &TaskInfo) -> Option<Waker> {
+    /// Removes a task (if it is still registered); if that empties the stage being joined,
+    /// returns what to do next: wake the leader, or stop the next stage.
+    pub(crate) fn deregister(&mut self, task: &TaskInfo) -> Option<Next> {
         let live = &mut self.live[task.stage.index()];
         live.remove(&task.id)?;
         if cfg!(coordinator_bug = "skip_wake") {
             return None; // deliberate bug: the leader is never woken
         }
-        if live.is_empty() && matches!(self.join_waker, Some((s, _)) if s == task.stage) {
-            return self.join_waker.take().map(|(_, w)| w);
+        match self.joining {
+            Some(j) if j.stage == task.stage => self.joined(),
+            _ => None,
         }
-        None
+    }
+
+    /// Called when the stage being joined may have become joined: stopped and empty. With a
+    /// stopper, records it and moves on to the next stage here, in the task that emptied it,
+    /// and wakes the leader only after the last stage; without one (or once the budget has run
+    /// out), wakes the leader, which records the stage and stops the next.
+    pub(crate) fn joined(&mut self) -> Option<Next> {
+        let joining = self.joining.filter(|j| j.stopped)?;
+        if !self.live[joining.stage.index()].is_empty() && !cfg!(coordinator_bug = "chain_early") {
+            return None;
+        }
+        let chain = self
+            .chain
+            .clone()
+            .filter(|_| !self.progress.budget_exhausted);
+        let Some(stopper) = chain else {
+            return self.join_waker.take().map(Next::Wake);
+        };
+        self.progress
+            .stages
+            .push((joining.stage, joining.since.elapsed()));
+        self.joining = None;
+        match ORDER.get(self.progress.stages.len()) {
+            Some(&next) => {
+                self.closed[next.index()] = true;
+                self.joining = Some(Joining {
+                    stage: next,
+                    since: Instant::now(),
+                    stopped: false,
+                    chained: true,
+                });
+                Some(Next::Stop(stopper, next))
+            }
+            None if cfg!(coordinator_bug = "chain_no_wake") => None, // deliberate bug
+            None => self.join_waker.take().map(Next::Wake),
+        }
+    }
+
+    /// A chained stop of `stage` has returned: the stage may be joined already.
+    pub(crate) fn chained_stop_returned(&mut self, stage: Stage) -> Option<Next> {
+        match &mut self.joining {
+            // Still ours: a leader that took over meanwhile has reset it.
+            Some(j) if j.stage == stage && j.chained && !j.stopped => j.stopped = true,
+            _ => return None,
+        }
+        self.joined()
     }
 
     /// Takes every follower's waker, to be woken once the lock is released.

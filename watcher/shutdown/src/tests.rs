@@ -2,11 +2,11 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::{CloseHooks, Coordinator, Permit, Refused, Stage, TaskInfo};
+use crate::{CloseHooks, Coordinator, Permit, Refused, Stage, Stopper, TaskInfo};
 
 fn block_on<F: Future>(f: F) -> F::Output {
     struct Unpark(std::thread::Thread);
@@ -273,4 +273,158 @@ fn close_is_send_when_the_hooks_are() {
     assert_send(&c.close(&hooks));
     assert_send(&c);
     assert_send(&c.register(Stage::Intake, "pump").unwrap());
+}
+
+/// Hooks with a [`Stopper`]: every stop, the leader's or a chained one, goes to one log;
+/// a stop drops the permits parked for that stage, as `Hooks` does.
+#[derive(Clone, Default)]
+struct Chained {
+    log: Arc<Mutex<Vec<String>>>,
+    parked: Arc<Mutex<Vec<Permit>>>,
+}
+
+impl Chained {
+    fn stop_as(&self, who: &str, stage: Stage) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{who} stops {stage:?}"));
+        let stopping: Vec<Permit> = {
+            let mut parked = self.parked.lock().unwrap();
+            let (stopping, kept) = parked.drain(..).partition(|p| p.info().stage == stage);
+            *parked = kept;
+            stopping
+        };
+        drop(stopping); // outside the lock: a drop may chain to the next stop
+    }
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl CloseHooks for Chained {
+    fn stop(&self, stage: Stage) {
+        self.stop_as("close", stage);
+    }
+    fn expired(&self) -> impl Future<Output = ()> {
+        std::future::pending()
+    }
+    fn abort(&self, _: &TaskInfo) {}
+    fn stopper(&self) -> Option<Stopper> {
+        let me = self.clone();
+        Some(Arc::new(move |stage| me.stop_as("chain", stage)))
+    }
+}
+
+/// Counts the wake-ups of the close's caller.
+#[derive(Default)]
+struct CountWakes(AtomicUsize);
+
+impl Wake for CountWakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_stopper_chains_the_stages_and_wakes_the_caller_once() {
+    let c = Coordinator::new();
+    let hooks = Chained::default();
+    let pump = c.register(Stage::Intake, "pump").unwrap();
+    let worker = c.register(Stage::Workers, "worker").unwrap();
+    let routine = c.register(Stage::Background, "routine").unwrap();
+    let wakes = Arc::new(CountWakes::default());
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut close = pin!(c.close(&hooks));
+    assert!(close.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(hooks.log(), ["close stops Intake"]);
+
+    drop(pump); // the pump's drop stops the workers, without the caller
+    assert_eq!(hooks.log(), ["close stops Intake", "chain stops Workers"]);
+    assert!(c.register(Stage::Workers, "late").is_err());
+    drop(worker);
+    drop(routine);
+    assert_eq!(
+        hooks.log(),
+        [
+            "close stops Intake",
+            "chain stops Workers",
+            "chain stops Background"
+        ]
+    );
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one wake-up, at the end");
+    let Poll::Ready(report) = close.as_mut().poll(&mut cx) else {
+        panic!("close not done after its last stage was joined");
+    };
+    let order: Vec<Stage> = report.stages.iter().map(|(s, _)| *s).collect();
+    assert_eq!(order, Stage::ALL);
+    assert!(!report.budget_exhausted && report.aborted.is_empty());
+    // The stopper is released with the close (it may hold what the hooks hold).
+    assert_eq!(Arc::strong_count(&hooks.log), 1);
+}
+
+#[test]
+fn a_stopper_skips_empty_stages_and_stops_each_stage_once() {
+    let c = Coordinator::new();
+    let hooks = Chained::default();
+    // The pump and the routine stop as soon as they are told; no worker at all.
+    hooks.parked.lock().unwrap().extend([
+        c.register(Stage::Intake, "pump").unwrap(),
+        c.register(Stage::Background, "routine").unwrap(),
+    ]);
+    let report = block_on(c.close(&hooks));
+    assert_eq!(report.stages.len(), 3);
+    let stops = hooks.log();
+    assert_eq!(stops.len(), 3, "{stops:?}");
+    for (stop, stage) in stops.iter().zip(Stage::ALL) {
+        assert!(stop.ends_with(&format!("stops {stage:?}")), "{stops:?}");
+    }
+    assert_eq!(Stage::ALL.map(|s| c.live(s)), [0; 3]);
+}
+
+#[test]
+fn once_the_budget_is_gone_the_caller_stops_the_stages_itself() {
+    struct Expired(Chained);
+    impl CloseHooks for Expired {
+        fn stop(&self, stage: Stage) {
+            self.0.stop(stage)
+        }
+        fn expired(&self) -> impl Future<Output = ()> {
+            std::future::ready(())
+        }
+        fn abort(&self, task: &TaskInfo) {
+            self.0
+                .log
+                .lock()
+                .unwrap()
+                .push(format!("abort {}", task.name));
+        }
+        fn stopper(&self) -> Option<Stopper> {
+            self.0.stopper()
+        }
+    }
+    let c = Coordinator::new();
+    let hooks = Expired(Chained::default());
+    let stuck = c.register(Stage::Intake, "stuck").unwrap();
+    hooks
+        .0
+        .parked
+        .lock()
+        .unwrap()
+        .push(c.register(Stage::Workers, "worker").unwrap());
+    let report = block_on(c.close(&hooks));
+    assert!(report.budget_exhausted);
+    assert_eq!(report.aborted, [stuck.info().clone()]);
+    assert_eq!(
+        hooks.0.log(),
+        [
+            "close stops Intake",
+            "abort stuck",
+            "close stops Workers",
+            "close stops Background"
+        ]
+    );
+    drop(stuck); // released already: no chain, no wake
+    assert_eq!(Stage::ALL.map(|s| c.live(s)), [0; 3]);
 }

@@ -17,7 +17,7 @@ use loom::future::{block_on, AtomicWaker};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use watcher_shutdown::{CloseHooks, Coordinator, Permit, Stage, TaskInfo};
+use watcher_shutdown::{CloseHooks, Coordinator, Permit, Stage, Stopper, TaskInfo};
 
 /// Runs a model. loom reads `LOOM_MAX_PREEMPTIONS` itself; unset, the search would be
 /// unbounded (minutes to hours), so the bound defaults to 3 here.
@@ -71,6 +71,8 @@ struct Hooks {
     budget: Option<Arc<Budget>>,
     /// Set: `stop(s)` checks the stage order against this coordinator.
     order_of: Option<Coordinator>,
+    /// A task that stops as soon as its stage is told to (inside the stop call).
+    parked: Mutex<Option<Permit>>,
 }
 
 impl Hooks {
@@ -81,6 +83,7 @@ impl Hooks {
             aborted: Flags::default(),
             budget: None,
             order_of: None,
+            parked: Mutex::new(None),
         }
     }
     fn stops(&self, stage: Stage) -> usize {
@@ -114,6 +117,10 @@ impl CloseHooks for Hooks {
         }
         self.stops[stage as usize].fetch_add(1, SeqCst);
         self.stopped.raise(stage as usize);
+        let mut parked = self.parked.lock().unwrap();
+        let stopping = parked.take_if(|p| p.info().stage == stage);
+        drop(parked);
+        drop(stopping); // outside the lock: the drop may chain to the next stage's stop
     }
     fn expired(&self) -> impl Future<Output = ()> {
         let budget = self.budget.clone();
@@ -131,6 +138,44 @@ impl CloseHooks for Hooks {
     fn abort(&self, task: &TaskInfo) {
         self.aborted.raise(task.id as usize);
     }
+}
+
+/// The same hooks, plus a [`Stopper`] that makes the same stop calls.
+struct Chained(Arc<Hooks>);
+
+impl CloseHooks for Chained {
+    fn stop(&self, stage: Stage) {
+        self.0.stop(stage)
+    }
+    fn expired(&self) -> impl Future<Output = ()> {
+        self.0.expired()
+    }
+    fn abort(&self, task: &TaskInfo) {
+        self.0.abort(task)
+    }
+    fn stopper(&self) -> Option<Stopper> {
+        let hooks = self.0.clone();
+        Some(std::sync::Arc::new(move |stage| hooks.stop(stage)))
+    }
+}
+
+/// Hooks whose budget a thread of the model uses up.
+fn hooks_with_budget() -> (Arc<Hooks>, Arc<Budget>) {
+    let budget = Arc::new(Budget::default());
+    let hooks = Arc::new(Hooks {
+        budget: Some(budget.clone()),
+        ..Hooks::new()
+    });
+    (hooks, budget)
+}
+
+/// A task that ignores stop and ends only once it is aborted.
+fn stuck_until_aborted(hooks: &Arc<Hooks>, permit: Permit) -> thread::JoinHandle<()> {
+    let hooks = hooks.clone();
+    thread::spawn(move || {
+        hooks.aborted.wait(permit.info().id as usize);
+        drop(permit);
+    })
 }
 
 fn assert_all_joined(c: &Coordinator) {
@@ -288,21 +333,11 @@ fn cancel_all_then_drop() {
 fn budget_exhausted_aborts() {
     model(|| {
         let c = Coordinator::new();
-        let budget = Arc::new(Budget::default());
-        let hooks = Arc::new(Hooks {
-            budget: Some(budget.clone()),
-            ..Hooks::new()
-        });
+        let (hooks, budget) = hooks_with_budget();
         let stuck = c.register(Stage::Workers, "stuck").unwrap();
         let late = c.register(Stage::Background, "late").unwrap();
         let expected = vec![stuck.info().clone(), late.info().clone()];
-        let task = {
-            let hooks = hooks.clone();
-            thread::spawn(move || {
-                hooks.aborted.wait(stuck.info().id as usize); // ignores stop
-                drop(stuck);
-            })
-        };
+        let task = stuck_until_aborted(&hooks, stuck);
         let timer = thread::spawn(move || budget.expire());
         let report = block_on(c.close(&*hooks));
         assert!(report.budget_exhausted);
@@ -347,5 +382,84 @@ fn stage_order() {
         assert_all_joined(&c);
         pump.join().unwrap();
         worker.join().unwrap();
+    });
+}
+
+/// 7. stages chained by a stopper: the task that empties a stage stops the next one, and the
+///    close's caller is woken once, at the end. Two intake tasks end in any order (the stage
+///    is joined only when both are gone), a worker ends when told, and the background
+///    routine ends inside its stop call (so its drop runs within the chained stop). The hooks
+///    check the order at each stop, whoever makes it. (Which stops the stopper makes depends
+///    on whether a stage empties before or after its stop call returns; that the caller is
+///    woken once when every stage empties after it is told is a unit test.)
+#[test]
+fn chained_stages() {
+    model(|| {
+        let c = Coordinator::new();
+        let hooks = Arc::new(Hooks {
+            order_of: Some(c.clone()),
+            ..Hooks::new()
+        });
+        *hooks.parked.lock().unwrap() = Some(c.register(Stage::Background, "routine").unwrap());
+        let tasks: Vec<_> = [
+            (Stage::Intake, "pump"),
+            (Stage::Intake, "scan"),
+            (Stage::Workers, "worker"),
+        ]
+        .into_iter()
+        .map(|(stage, name)| {
+            let permit = c.register(stage, name).unwrap();
+            let hooks = hooks.clone();
+            thread::spawn(move || hooks.run_until_stopped(permit))
+        })
+        .collect();
+        let report = block_on(c.close(&Chained(hooks.clone())));
+        assert_all_joined(&c);
+        let order: Vec<Stage> = report.stages.iter().map(|(s, _)| *s).collect();
+        assert_eq!(order, Stage::ALL);
+        assert!(!report.budget_exhausted && report.aborted.is_empty());
+        for stage in Stage::ALL {
+            assert_eq!(hooks.stops(stage), 1, "{stage:?} stopped more than once");
+        }
+        tasks.into_iter().for_each(|t| t.join().unwrap());
+    });
+}
+
+/// 8. a stopper and an expiring budget: the pump's drop chains to the workers' stop while the
+///    budget runs out; the stuck worker is aborted, the routine held by main too (and the
+///    pump, if the budget ran out before it ended), every stage is stopped exactly once, and
+///    close returns.
+#[test]
+fn chained_stages_with_budget() {
+    model(|| {
+        let c = Coordinator::new();
+        let (hooks, budget) = hooks_with_budget();
+        let pump = c.register(Stage::Intake, "pump").unwrap();
+        let stuck = c.register(Stage::Workers, "stuck").unwrap();
+        let late = c.register(Stage::Background, "late").unwrap();
+        let pump_info = pump.info().clone();
+        let expected = vec![stuck.info().clone(), late.info().clone()];
+        let pump = {
+            let hooks = hooks.clone();
+            thread::spawn(move || hooks.run_until_stopped(pump))
+        };
+        let stuck = stuck_until_aborted(&hooks, stuck);
+        let timer = thread::spawn(move || budget.expire());
+        let report = block_on(c.close(&Chained(hooks.clone())));
+        assert!(report.budget_exhausted);
+        let aborted = match report.aborted.first() {
+            Some(first) if *first == pump_info => &report.aborted[1..],
+            _ => &report.aborted[..],
+        };
+        assert_eq!(aborted, expected);
+        assert_eq!(report.stages.len(), 3);
+        drop(late);
+        [pump, stuck, timer]
+            .into_iter()
+            .for_each(|t| t.join().unwrap());
+        assert_all_joined(&c);
+        for stage in Stage::ALL {
+            assert_eq!(hooks.stops(stage), 1, "{stage:?} stopped more than once");
+        }
     });
 }
