@@ -241,3 +241,39 @@ async fn a_watch_service_created_and_closed_per_cycle_leaves_nothing_behind() {
         .unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// A watcher dropped without close, on a runtime that is not driven again: its tasks are
+/// aborted but not yet dropped (only the runtime can do that), so what they own is still
+/// alive. notify's watcher is not among it: the drop unwatches the directory itself, so
+/// notify's thread and its fds go at once, and the lock file is released.
+#[test]
+#[serial]
+fn a_dropped_watcher_releases_notify_while_its_runtime_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One cycle, no warm-up: a later cycle's block_on would drop this one's aborted tasks.
+    let report = LeakCheck::new()
+        .settle(Duration::from_secs(2))
+        .warmup(0)
+        .cycles(1)
+        .run(|| {
+            let w = rt.block_on(async {
+                let w = Watcher::start(config(dir.path(), Mode::Watch).build().unwrap())
+                    .await
+                    .unwrap();
+                let ran = |m: &watcher::Metrics| m.cleanup_runs >= 1;
+                assert!(w.wait_for(ran, Duration::from_secs(20)).await);
+                w
+            });
+            drop(w); // outside the runtime, which runs nothing until the check is done
+        })
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        rt.metrics().num_alive_tasks() > 0,
+        "the aborted tasks were dropped: this test no longer shows that the drop itself unwatches"
+    );
+}

@@ -15,11 +15,11 @@ use watcher_shutdown::Stage;
 use crate::config::{Builder, Config, Mode};
 use crate::debounce::Debouncer;
 use crate::dirlock::{DirLock, Fence, LockError};
-use crate::intake::{self, Events, Source};
+use crate::intake::{self, Events, Source, Unwatcher};
 use crate::ledger::Ledger;
 use crate::metrics::{Counters, Metrics};
 #[cfg(any(target_os = "linux", target_os = "android"))]
-use crate::service::{SubscribeError, Unwatch};
+use crate::service::SubscribeError;
 use crate::shutdown::{Hooks, ShutdownReport, Tasks};
 use crate::status::{FAILED_DIR, PROCESSED_DIR};
 use crate::{background, recovery, worker};
@@ -124,8 +124,8 @@ pub(crate) struct Shared {
     pub queue_rx: tokio::sync::Mutex<mpsc::Receiver<PathBuf>>,
     /// Notified whenever a file finishes or a worker exits.
     pub progress: Notify,
-    /// The kernel's share of stopping Watch mode's events, set by intake as it ends.
-    pub unwatch_time: Mutex<Duration>,
+    /// Stops Watch mode's events at their source (and times the kernel's part).
+    pub unwatcher: Unwatcher,
     /// Asks intake to scan the directory again (see `worker::run`).
     pub rescan: Notify,
     pub workers_left: AtomicUsize,
@@ -133,9 +133,6 @@ pub(crate) struct Shared {
     pub finished: CancellationToken,
     run_seq: AtomicU64,
     report: OnceCell<ShutdownReport>,
-    /// With a `WatchService`: removes this watcher's subscription.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    unwatch: Option<Arc<Unwatch>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,8 +140,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Watch mode's events: a notify instance of the watcher's own, or a subscription to the
-/// configured shared service.
-fn watch_events(config: &Config, dir: &Path) -> Result<Events, StartError> {
+/// configured shared service; with its own instance, also notify's watcher (which the
+/// [`Unwatcher`] owns).
+fn watch_events(
+    config: &Config,
+    dir: &Path,
+) -> Result<(Events, Option<notify::RecommendedWatcher>), StartError> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some(service) = &config.watch_service {
         let sub = service.subscribe(dir, EVENT_CHANNEL).map_err(|e| match e {
@@ -160,7 +161,7 @@ fn watch_events(config: &Config, dir: &Path) -> Result<Events, StartError> {
                 source,
             },
         })?;
-        return Ok(Events::Shared(sub));
+        return Ok((Events::Shared(sub), None));
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = config;
@@ -169,7 +170,7 @@ fn watch_events(config: &Config, dir: &Path) -> Result<Events, StartError> {
             dir: dir.to_path_buf(),
             source,
         })?;
-    Ok(Events::Own(w, rx))
+    Ok((Events::Own(rx), Some(w)))
 }
 
 impl Shared {
@@ -195,6 +196,8 @@ impl Shared {
 ///
 /// Close it with [`Watcher::close`]; dropping it without close cancels (and aborts) all its
 /// tasks, which is safe (see the crash-recovery notes in [`crate::status`]) but reports nothing.
+/// The drop unwatches the directory itself: notify's thread and fds go at once, even if the
+/// runtime never polls the aborted tasks again.
 ///
 /// ```
 /// use std::time::Duration;
@@ -271,17 +274,15 @@ impl Watcher {
         let interrupted = recovery::recover(&config, &ledger)
             .map_err(StartError::io("recover the ledger of", &dir))?;
 
-        let source = match config.mode {
-            Mode::Once => Source::Once,
-            Mode::Poll(period) => Source::Poll(period),
-            Mode::Watch => Source::Watch(watch_events(&config, &dir)?),
+        let (source, own_notify) = match config.mode {
+            Mode::Once => (Source::Once, None),
+            Mode::Poll(period) => (Source::Poll(period), None),
+            Mode::Watch => {
+                let (events, own) = watch_events(&config, &dir)?;
+                (Source::Watch(events), own)
+            }
         };
-
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let unwatch = match &source {
-            Source::Watch(Events::Shared(sub)) => Some(sub.unwatch_handle()),
-            _ => None,
-        };
+        let unwatcher = Unwatcher::new(&source, own_notify);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let run_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -299,14 +300,12 @@ impl Watcher {
             in_progress: Mutex::new(HashMap::new()),
             queue_rx: tokio::sync::Mutex::new(rx),
             progress: Notify::new(),
-            unwatch_time: Mutex::new(Duration::ZERO),
+            unwatcher,
             rescan: Notify::new(),
             workers_left: AtomicUsize::new(workers),
             finished: CancellationToken::new(),
             run_seq: AtomicU64::new(run_base),
             report: OnceCell::new(),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            unwatch,
             cfg: config,
         });
 
@@ -384,13 +383,14 @@ impl Watcher {
     ///
     /// Idempotent and safe to call concurrently: every caller gets the same report.
     ///
-    /// Where to await it: in a task on the watcher's runtime, each stage hand-off is a push
-    /// onto that thread's run queue. Awaited in `block_on` (a `#[tokio::main]` body), each one
-    /// also wakes the blocked thread: an eventfd write on a current-thread runtime, a wake-up of
-    /// another thread on a multi-thread one, which can cost more than the close itself
-    /// (the watcher's own share of a close in `BENCHMARKS.md`, on a 2-worker runtime: 20–40 µs
-    /// in a task, 90–180 µs from `block_on`). Spawning a task only to await `close()` in it
-    /// gains a `block_on` caller nothing: the spawn and the final wake-up are then its cost.
+    /// Where to await it: the stages follow each other on the watcher's own tasks, and the
+    /// caller is woken once, when the last one has ended (unless the budget runs out). Awaited in a task on the watcher's
+    /// runtime, that wake-up is a push onto the thread's run queue. Awaited in `block_on` (a
+    /// `#[tokio::main]` body), it is an eventfd write on a current-thread runtime and a wake-up
+    /// of another thread on a multi-thread one, which can cost more than the close itself (the
+    /// watcher's own share of a close in `BENCHMARKS.md`, on a 2-worker runtime: 36–46 µs in a
+    /// task, 62–115 µs from `block_on`). Spawning a task only to await `close()` in it gains a
+    /// `block_on` caller nothing: the spawn and the final wake-up are then its cost.
     pub async fn close(&self) -> ShutdownReport {
         let shared = self.shared.clone();
         self.shared
@@ -414,6 +414,7 @@ async fn close_inner(shared: Arc<Shared>) -> ShutdownReport {
     let t0 = Instant::now();
     let hooks = Hooks {
         tasks: &shared.tasks,
+        unwatcher: &shared.unwatcher,
         deadline: tokio::time::Instant::now() + shared.cfg.shutdown_timeout,
     };
     let cr = shared.tasks.coord.close(&hooks).await;
@@ -448,7 +449,7 @@ async fn close_inner(shared: Arc<Shared>) -> ShutdownReport {
         budget_exhausted: cr.budget_exhausted,
         aborted: cr.aborted,
         handed_back,
-        unwatch: *lock(&shared.unwatch_time),
+        unwatch: shared.unwatcher.took(),
         total: t0.elapsed(),
     }
 }
@@ -458,18 +459,15 @@ impl Drop for Watcher {
         if self.shared.report.initialized() {
             return;
         }
+        // Stopping intake unwatches the directory now (the aborted intake task may be dropped
+        // later); the lock is released once no task of this watcher is running.
         let hooks = Hooks {
             tasks: &self.shared.tasks,
+            unwatcher: &self.shared.unwatcher,
             deadline: tokio::time::Instant::now(),
         };
         self.shared.tasks.coord.cancel_all(&hooks);
         self.shared.tasks.abort_all();
-        // The directory is free for a restart: unwatched now (the aborted intake task may be
-        // dropped later), and the lock released once no task of this watcher is running.
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        if let Some(u) = &self.shared.unwatch {
-            let _ = u.run();
-        }
         self.shared.tasks.fence.release_when_idle();
         self.shared.finished.cancel();
     }

@@ -36,8 +36,8 @@ pub(crate) enum Source {
 
 /// Where Watch mode gets its notify events.
 pub(crate) enum Events {
-    /// The watcher's own notify instance and the channel its handler feeds.
-    Own(notify::RecommendedWatcher, EventRx),
+    /// The channel that the handler of the watcher's own notify instance feeds.
+    Own(EventRx),
     /// A subscription to a shared `WatchService`.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Shared(Subscription),
@@ -46,30 +46,103 @@ pub(crate) enum Events {
 impl Events {
     async fn recv(&mut self) -> Option<notify::Result<notify::Event>> {
         match self {
-            Events::Own(_, rx) => rx.recv().await,
+            Events::Own(rx) => rx.recv().await,
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Events::Shared(sub) => sub.recv().await,
         }
     }
 
-    /// Stops the events and returns once nothing delivers them any more, with the time the
-    /// kernel's inotify teardown took (see [`crate::ShutdownReport::unwatch`]).
-    async fn close(self) -> Duration {
-        let t0 = std::time::Instant::now();
+    /// Returns once nothing delivers events any more (call [`Unwatcher::run`] first).
+    async fn close(self) {
         match self {
-            Events::Own(w, mut rx) => {
-                drop(w);
-                // The channel closes when notify's thread loop ends and drops the handler:
-                // only then are its thread and fds gone. Draining also unblocks a handler
-                // waiting for room.
-                while rx.recv().await.is_some() {}
-                t0.elapsed()
-            }
-            // Unwatches the directory (the service's instance lives on) and waits until the
-            // service holds no sender of this watcher's channel.
+            // The channel closes when notify's thread loop ends and drops the handler: only
+            // then are its thread and fds gone. Draining also unblocks a handler waiting for
+            // room.
+            Events::Own(mut rx) => while rx.recv().await.is_some() {},
+            // Waits until the service holds no sender of this watcher's channel.
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Events::Shared(sub) => sub.close().await,
         }
+    }
+}
+
+/// Stops Watch mode's events at their source, once, from whichever thread gets there first:
+/// the close (as it stops intake), the intake task, or a drop of the watcher.
+///
+/// `close` runs it on its caller's thread right after telling the intake task to stop, so
+/// that the kernel's inotify teardown overlaps the wake-up of that task instead of following
+/// it; the drop of a watcher runs it so that the directory is free at once.
+pub(crate) struct Unwatcher {
+    source: UnwatchSource,
+    /// The kernel's inotify teardown, once known ([`crate::ShutdownReport::unwatch`]).
+    took: std::sync::Mutex<Duration>,
+}
+
+enum UnwatchSource {
+    /// Once and Poll modes.
+    Nothing,
+    /// The watcher's own notify instance, until dropped, and when it was dropped.
+    Own {
+        watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
+        dropped: std::sync::OnceLock<std::time::Instant>,
+    },
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Shared(Arc<crate::service::Unwatch>),
+}
+
+impl Unwatcher {
+    /// For the source of `source`'s events; the notify watcher, for own notify.
+    pub fn new(source: &Source, own: Option<notify::RecommendedWatcher>) -> Self {
+        let source = match (source, own) {
+            (Source::Watch(Events::Own(_)), Some(w)) => UnwatchSource::Own {
+                watcher: std::sync::Mutex::new(Some(w)),
+                dropped: std::sync::OnceLock::new(),
+            },
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            (Source::Watch(Events::Shared(sub)), _) => UnwatchSource::Shared(sub.unwatch_handle()),
+            _ => UnwatchSource::Nothing,
+        };
+        Unwatcher {
+            source,
+            took: std::sync::Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// Starts the teardown: drops the own notify watcher (its thread then removes the watch,
+    /// closes its fds and ends), or removes the shared service's route and kernel watch. Later
+    /// calls do nothing. Never blocks.
+    pub fn run(&self) {
+        match &self.source {
+            UnwatchSource::Nothing => {}
+            UnwatchSource::Own { watcher, dropped } => {
+                let w = lock(watcher).take();
+                if let Some(w) = w {
+                    let _ = dropped.set(std::time::Instant::now());
+                    drop(w); // signals notify's thread and returns
+                }
+            }
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            UnwatchSource::Shared(unwatch) => {
+                if let Some(took) = unwatch.run() {
+                    *lock(&self.took) = took;
+                }
+            }
+        }
+    }
+
+    /// Own notify: the event channel has closed, so notify's thread has ended; the teardown
+    /// took from the drop until now.
+    fn events_closed(&self) {
+        if let UnwatchSource::Own { dropped, .. } = &self.source {
+            if let Some(at) = dropped.get() {
+                *lock(&self.took) = at.elapsed();
+            }
+        }
+    }
+
+    /// See [`crate::ShutdownReport::unwatch`].
+    pub fn took(&self) -> Duration {
+        *lock(&self.took)
     }
 }
 
@@ -310,8 +383,9 @@ impl Intake {
             self.shared.hand_back(p);
         }
         if let Some(events) = notify {
-            let unwatch = events.close().await;
-            *lock(&self.shared.unwatch_time) = unwatch;
+            self.shared.unwatcher.run(); // done already if the close got there first
+            events.close().await;
+            self.shared.unwatcher.events_closed();
         }
     }
 

@@ -380,12 +380,13 @@ pub(crate) struct Unwatch {
 }
 
 impl Unwatch {
-    /// Unsubscribes, the first time it is called; returns the time `inotify_rm_watch` took.
-    pub fn run(&self) -> Duration {
+    /// Unsubscribes, the first time it is called, and returns the time `inotify_rm_watch`
+    /// took; later calls return `None`.
+    pub fn run(&self) -> Option<Duration> {
         if self.done.swap(true, Ordering::AcqRel) {
-            return Duration::ZERO;
+            return None;
         }
-        self.service.unsubscribe(&self.dir)
+        Some(self.service.unsubscribe(&self.dir))
     }
 }
 
@@ -415,13 +416,12 @@ impl Subscription {
         self.unwatch.clone()
     }
 
-    /// Unsubscribes (removing the kernel watch), then waits until the channel is closed: no
-    /// sender is left anywhere, so nothing of this subscription remains in the service.
-    /// Returns the time the kernel took to remove the watch.
-    pub async fn close(mut self) -> Duration {
-        let kernel = self.unwatch.run();
+    /// Unsubscribes (removing the kernel watch), if that is not done yet, then waits until
+    /// the channel is closed: no sender is left anywhere, so nothing of this subscription
+    /// remains in the service.
+    pub async fn close(mut self) {
+        let _ = self.unwatch.run();
         while self.rx.recv().await.is_some() {}
-        kernel
     }
 }
 

@@ -13,9 +13,10 @@ use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use watcher_shutdown::{CloseHooks, Coordinator, Stage, TaskInfo};
+use watcher_shutdown::{CloseHooks, Coordinator, Stage, Stopper, TaskInfo};
 
 use crate::dirlock::Fence;
+use crate::intake::Unwatcher;
 
 /// What [`crate::Watcher::close`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,11 +31,13 @@ pub struct ShutdownReport {
     /// or being processed by an aborted worker. The next run processes them.
     pub handed_back: Vec<PathBuf>,
     /// Part of the intake stage spent on the kernel's inotify teardown (Watch mode; zero in
-    /// the other modes): with its own notify instance, the wait from dropping it until
-    /// notify's thread has ended its loop (its `inotify_rm_watch` and `close`, plus that
-    /// thread's wake-up; other tasks may run meanwhile, so this is an upper bound); with a
-    /// [`WatchService`](crate::WatchService), the `inotify_rm_watch` call. `total` minus this
-    /// is, about, the watcher's own share of the close.
+    /// the other modes). Close starts it on its caller's thread as it stops intake, so it
+    /// overlaps the intake task's wake-up. With its own notify instance: the wait from
+    /// dropping notify's watcher until notify's thread has ended its loop (its
+    /// `inotify_rm_watch` and `close`, plus that thread's wake-up; other tasks may run
+    /// meanwhile, so this is an upper bound). With a [`WatchService`](crate::WatchService):
+    /// the `inotify_rm_watch` call. `total` minus this is, about, the watcher's own share of
+    /// the close.
     pub unwatch: Duration,
     /// Total time of the close.
     pub total: Duration,
@@ -170,12 +173,17 @@ impl Tasks {
 /// The coordinator's view of the watcher during close.
 pub(crate) struct Hooks<'a> {
     pub tasks: &'a Tasks,
+    pub unwatcher: &'a Unwatcher,
     pub deadline: tokio::time::Instant,
 }
 
 impl CloseHooks for Hooks<'_> {
     fn stop(&self, stage: Stage) {
         self.tasks.stages[stage_index(stage)].token.cancel();
+        if stage == Stage::Intake {
+            // After the cancel: the kernel's teardown runs while the intake task wakes up.
+            self.unwatcher.run();
+        }
     }
 
     fn expired(&self) -> impl Future<Output = ()> {
@@ -184,5 +192,12 @@ impl CloseHooks for Hooks<'_> {
 
     fn abort(&self, task: &TaskInfo) {
         self.tasks.abort(task.id);
+    }
+
+    /// Stopping a stage is cancelling its token, which any thread may do: the task that
+    /// empties a stage stops the next one, and `close` is woken once, at the end.
+    fn stopper(&self) -> Option<Stopper> {
+        let tokens = self.tasks.stages.each_ref().map(|ctl| ctl.token.clone());
+        Some(Arc::new(move |stage| tokens[stage_index(stage)].cancel()))
     }
 }
