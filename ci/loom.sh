@@ -36,6 +36,7 @@ bugs=(
     "stop_all_first stage_order"                     # every stage stopped up front
     "chain_early chained_stages"                     # a stopper moves on before its stage is empty
     "chain_no_wake chained_stages"                   # the last chained stage does not wake the caller
+    "abort_during_chained_stop chained_stages_with_budget" # expiry moves on while a chained stop runs
 )
 
 # cargo_loom <timeout s> <bug variant or ""> <cargo test args...>

@@ -197,7 +197,8 @@ impl Shared {
 /// Close it with [`Watcher::close`]; dropping it without close cancels (and aborts) all its
 /// tasks, which is safe (see the crash-recovery notes in [`crate::status`]) but reports nothing.
 /// The drop unwatches the directory itself: notify's thread and fds go at once, even if the
-/// runtime never polls the aborted tasks again.
+/// runtime never polls the aborted tasks again (unless notify's thread is blocked handing an
+/// event to a full event channel: only dropping the intake task, which reads it, frees it).
 ///
 /// ```
 /// use std::time::Duration;

@@ -185,29 +185,39 @@ impl Coordinator {
             // Once the budget has run out its future is done: never poll it again.
             let joined = !exhausted
                 && poll_fn(|cx| self.poll_joined(done, stage, budget.as_mut(), cx)).await;
-            let aborted: Vec<TaskInfo> = {
-                let mut state = self.shared.lock();
-                if !joined {
-                    state.progress.budget_exhausted = true;
+            if !joined {
+                // No more chaining. The caller no longer waits for tasks, but a chained stop
+                // of this stage that is still running returns first: only then are the
+                // stage's tasks aborted and the next stage stopped.
+                self.shared.lock().progress.budget_exhausted = true;
+                if !cfg!(coordinator_bug = "abort_during_chained_stop") {
+                    poll_fn(|cx| self.poll_stop_returned(stage, cx)).await;
                 }
+            }
+            let (aborted, since) = {
+                let mut state = self.shared.lock();
                 if state.progress.stages.len() > done {
                     continue; // joined and recorded by the task that emptied it
                 }
-                let aborted = if joined || cfg!(coordinator_bug = "no_abort_on_expiry") {
-                    Vec::new() // (the bug: late tasks are left running)
-                } else {
-                    std::mem::take(&mut state.live[stage.index()])
-                        .into_values()
-                        .collect()
-                };
+                let aborted: Vec<TaskInfo> =
+                    if joined || cfg!(coordinator_bug = "no_abort_on_expiry") {
+                        Vec::new() // (the bug: late tasks are left running)
+                    } else {
+                        std::mem::take(&mut state.live[stage.index()])
+                            .into_values()
+                            .collect()
+                    };
                 let since = state.joining.take().map_or_else(Instant::now, |j| j.since);
-                state.progress.stages.push((stage, since.elapsed()));
-                aborted
+                (aborted, since)
             };
             for task in &aborted {
                 hooks.abort(task);
             }
-            self.shared.lock().progress.aborted.extend(aborted);
+            // Recorded after the aborts: a stage's time includes them, and a hook that panics
+            // leaves the stage to the next caller.
+            let mut state = self.shared.lock();
+            state.progress.stages.push((stage, since.elapsed()));
+            state.progress.aborted.extend(aborted);
         }
         let (report, followers) = {
             let mut state = self.shared.lock();
@@ -220,6 +230,17 @@ impl Coordinator {
         handover.done = true;
         followers.into_iter().for_each(|waker| waker.wake());
         report
+    }
+
+    /// Ready once no chained stop of `stage` is running.
+    fn poll_stop_returned(&self, stage: Stage, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.shared.lock();
+        if matches!(state.joining, Some(j) if j.stage == stage && !j.stopped) {
+            // Under the same lock as the check: the stop's return finds the waker.
+            state.join_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(())
     }
 
     /// Ready(true) once the close has got past stage number `done` (`stage`): it is stopped
@@ -351,8 +372,11 @@ impl Drop for Handover<'_> {
             state.leader = false;
             state.join_waker = None;
             state.chain = None;
-            // The next leader stops the interrupted stage again, with its own hooks.
-            state.joining = None;
+            // The next leader stops the interrupted stage again, with its own hooks, unless a
+            // chained stop of it is still running: it then waits for that one to return.
+            if !matches!(state.joining, Some(j) if j.chained && !j.stopped) {
+                state.joining = None;
+            }
             state.take_followers()
         };
         followers.into_iter().for_each(|waker| waker.wake());

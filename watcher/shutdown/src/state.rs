@@ -164,6 +164,10 @@ impl State {
             Some(j) if j.stage == stage && j.chained && !j.stopped => j.stopped = true,
             _ => return None,
         }
+        if self.progress.budget_exhausted {
+            // The caller has taken over and waits for this stop to return.
+            return self.join_waker.take().map(Next::Wake);
+        }
         self.joined()
     }
 

@@ -428,3 +428,91 @@ fn once_the_budget_is_gone_the_caller_stops_the_stages_itself() {
     drop(stuck); // released already: no chain, no wake
     assert_eq!(Stage::ALL.map(|s| c.live(s)), [0; 3]);
 }
+
+#[test]
+fn an_aborted_stage_is_timed_to_the_end_of_its_aborts() {
+    struct SlowAbort;
+    impl CloseHooks for SlowAbort {
+        fn stop(&self, _: Stage) {}
+        fn expired(&self) -> impl Future<Output = ()> {
+            std::future::ready(())
+        }
+        fn abort(&self, _: &TaskInfo) {
+            std::thread::sleep(std::time::Duration::from_millis(20)); // a slow hook, not a wait
+        }
+    }
+    let c = Coordinator::new();
+    let stuck = c.register(Stage::Workers, "stuck").unwrap();
+    let report = block_on(c.close(&SlowAbort));
+    assert_eq!(report.stages[1].0, Stage::Workers);
+    assert!(
+        report.stages[1].1 >= std::time::Duration::from_millis(20),
+        "{:?}",
+        report.stages
+    );
+    drop(stuck);
+}
+
+#[test]
+fn a_new_leader_lets_a_chained_stop_in_flight_return_instead_of_repeating_it() {
+    use std::sync::mpsc;
+    /// Chained hooks whose stop of `Workers` blocks until released.
+    struct Blocking(
+        Chained,
+        Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    );
+    impl CloseHooks for Blocking {
+        fn stop(&self, stage: Stage) {
+            self.0.stop(stage)
+        }
+        fn expired(&self) -> impl Future<Output = ()> {
+            std::future::pending()
+        }
+        fn abort(&self, _: &TaskInfo) {}
+        fn stopper(&self) -> Option<Stopper> {
+            let (log, gate) = (self.0.clone(), self.1.lock().unwrap().take());
+            let gate = Mutex::new(gate);
+            Some(Arc::new(move |stage| {
+                if let Some((entered, release)) = gate.lock().unwrap().take() {
+                    entered.send(()).unwrap();
+                    release.recv().unwrap();
+                }
+                log.stop_as("chain", stage);
+            }))
+        }
+    }
+    let c = Coordinator::new();
+    let pump = c.register(Stage::Intake, "pump").unwrap();
+    let worker = c.register(Stage::Workers, "worker").unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let first = Blocking(
+        Chained::default(),
+        Mutex::new(Some((entered_tx, release_rx))),
+    );
+    let mut cx = Context::from_waker(Waker::noop());
+    let dropper = {
+        let mut leading = pin!(c.close(&first));
+        assert!(leading.as_mut().poll(&mut cx).is_pending());
+        let dropper = std::thread::spawn(move || drop(pump)); // chains to Workers' stop
+        entered.recv().unwrap(); // that stop is running now
+        dropper
+    }; // the leader is dropped mid-way
+    let second = Hooks::default();
+    let mut taking_over = pin!(c.close(&second));
+    assert!(taking_over.as_mut().poll(&mut cx).is_pending());
+    assert!(
+        second.log().is_empty(),
+        "Workers stopped twice: {:?}",
+        second.log()
+    );
+    release.send(()).unwrap();
+    dropper.join().unwrap();
+    drop(worker);
+    let Poll::Ready(report) = taking_over.as_mut().poll(&mut cx) else {
+        panic!("close not done after every stage emptied");
+    };
+    assert_eq!(report.stages.len(), 3);
+    assert_eq!(first.0.log(), ["close stops Intake", "chain stops Workers"]);
+    assert_eq!(second.log(), ["stop Background"]);
+}

@@ -159,11 +159,13 @@ impl CloseHooks for Chained {
     }
 }
 
-/// Hooks whose budget a thread of the model uses up.
-fn hooks_with_budget() -> (Arc<Hooks>, Arc<Budget>) {
+/// Hooks whose budget a thread of the model uses up (checking the stage order against
+/// `order_of`, if given).
+fn hooks_with_budget(order_of: Option<Coordinator>) -> (Arc<Hooks>, Arc<Budget>) {
     let budget = Arc::new(Budget::default());
     let hooks = Arc::new(Hooks {
         budget: Some(budget.clone()),
+        order_of,
         ..Hooks::new()
     });
     (hooks, budget)
@@ -333,7 +335,7 @@ fn cancel_all_then_drop() {
 fn budget_exhausted_aborts() {
     model(|| {
         let c = Coordinator::new();
-        let (hooks, budget) = hooks_with_budget();
+        let (hooks, budget) = hooks_with_budget(None);
         let stuck = c.register(Stage::Workers, "stuck").unwrap();
         let late = c.register(Stage::Background, "late").unwrap();
         let expected = vec![stuck.info().clone(), late.info().clone()];
@@ -427,13 +429,14 @@ fn chained_stages() {
 
 /// 8. a stopper and an expiring budget: the pump's drop chains to the workers' stop while the
 ///    budget runs out; the stuck worker is aborted, the routine held by main too (and the
-///    pump, if the budget ran out before it ended), every stage is stopped exactly once, and
+///    pump, if the budget ran out before it ended), every stage is stopped exactly once and in
+///    order (the caller, taking over, lets a chained stop return before it moves on), and
 ///    close returns.
 #[test]
 fn chained_stages_with_budget() {
     model(|| {
         let c = Coordinator::new();
-        let (hooks, budget) = hooks_with_budget();
+        let (hooks, budget) = hooks_with_budget(Some(c.clone()));
         let pump = c.register(Stage::Intake, "pump").unwrap();
         let stuck = c.register(Stage::Workers, "stuck").unwrap();
         let late = c.register(Stage::Background, "late").unwrap();
