@@ -160,7 +160,8 @@ impl State {
     /// A chained stop of `stage` has returned: the stage may be joined already.
     pub(crate) fn chained_stop_returned(&mut self, stage: Stage) -> Option<Next> {
         match &mut self.joining {
-            // Still ours: a leader that took over meanwhile has reset it.
+            // The stop this chain started (nothing replaces it while it runs: a caller that
+            // takes over waits for it).
             Some(j) if j.stage == stage && j.chained && !j.stopped => j.stopped = true,
             _ => return None,
         }
