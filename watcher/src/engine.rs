@@ -140,12 +140,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Watch mode's events: a notify instance of the watcher's own, or a subscription to the
-/// configured shared service; with its own instance, also notify's watcher (which the
-/// [`Unwatcher`] owns).
-fn watch_events(
-    config: &Config,
-    dir: &Path,
-) -> Result<(Events, Option<notify::RecommendedWatcher>), StartError> {
+/// configured shared service; and the [`Unwatcher`] that stops them.
+fn watch_events(config: &Config, dir: &Path) -> Result<(Events, Unwatcher), StartError> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some(service) = &config.watch_service {
         let sub = service.subscribe(dir, EVENT_CHANNEL).map_err(|e| match e {
@@ -161,7 +157,8 @@ fn watch_events(
                 source,
             },
         })?;
-        return Ok((Events::Shared(sub), None));
+        let unwatcher = Unwatcher::shared(&sub);
+        return Ok((Events::Shared(sub), unwatcher));
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = config;
@@ -170,7 +167,7 @@ fn watch_events(
             dir: dir.to_path_buf(),
             source,
         })?;
-    Ok((Events::Own(rx), Some(w)))
+    Ok((Events::Own(rx), Unwatcher::own(w)))
 }
 
 impl Shared {
@@ -275,15 +272,14 @@ impl Watcher {
         let interrupted = recovery::recover(&config, &ledger)
             .map_err(StartError::io("recover the ledger of", &dir))?;
 
-        let (source, own_notify) = match config.mode {
-            Mode::Once => (Source::Once, None),
-            Mode::Poll(period) => (Source::Poll(period), None),
+        let (source, unwatcher) = match config.mode {
+            Mode::Once => (Source::Once, Unwatcher::none()),
+            Mode::Poll(period) => (Source::Poll(period), Unwatcher::none()),
             Mode::Watch => {
-                let (events, own) = watch_events(&config, &dir)?;
-                (Source::Watch(events), own)
+                let (events, unwatcher) = watch_events(&config, &dir)?;
+                (Source::Watch(events), unwatcher)
             }
         };
-        let unwatcher = Unwatcher::new(&source, own_notify);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let run_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -385,13 +381,14 @@ impl Watcher {
     /// Idempotent and safe to call concurrently: every caller gets the same report.
     ///
     /// Where to await it: the stages follow each other on the watcher's own tasks, and the
-    /// caller is woken once, when the last one has ended (unless the budget runs out). Awaited in a task on the watcher's
-    /// runtime, that wake-up is a push onto the thread's run queue. Awaited in `block_on` (a
-    /// `#[tokio::main]` body), it is an eventfd write on a current-thread runtime and a wake-up
-    /// of another thread on a multi-thread one, which can cost more than the close itself (the
-    /// watcher's own share of a close in `BENCHMARKS.md`, on a 2-worker runtime: 36–46 µs in a
-    /// task, 62–115 µs from `block_on`). Spawning a task only to await `close()` in it gains a
-    /// `block_on` caller nothing: the spawn and the final wake-up are then its cost.
+    /// caller is woken once, when the last one has ended (unless the budget runs out). Awaited
+    /// in a task on the watcher's runtime, that wake-up is a push onto the thread's run queue.
+    /// Awaited in `block_on` (a `#[tokio::main]` body), it is an eventfd write on a
+    /// current-thread runtime and a wake-up of another thread on a multi-thread one, which can
+    /// cost more than the close itself (the watcher's own share of a close in `BENCHMARKS.md`,
+    /// on a 2-worker runtime: 36–46 µs in a task, 62–115 µs from `block_on`). Spawning a task
+    /// only to await `close()` in it gains a `block_on` caller nothing: the spawn and the final
+    /// wake-up are then its cost.
     pub async fn close(&self) -> ShutdownReport {
         let shared = self.shared.clone();
         self.shared

@@ -9,7 +9,7 @@
 use std::fs::ReadDir;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
@@ -75,7 +75,7 @@ impl Events {
 pub(crate) struct Unwatcher {
     source: UnwatchSource,
     /// The kernel's inotify teardown, once known ([`crate::ShutdownReport::unwatch`]).
-    took: std::sync::Mutex<Duration>,
+    took: Mutex<Duration>,
 }
 
 enum UnwatchSource {
@@ -83,28 +83,37 @@ enum UnwatchSource {
     Nothing,
     /// The watcher's own notify instance, until dropped, and when it was dropped.
     Own {
-        watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
-        dropped: std::sync::OnceLock<std::time::Instant>,
+        watcher: Mutex<Option<notify::RecommendedWatcher>>,
+        dropped: OnceLock<std::time::Instant>,
     },
     #[cfg(any(target_os = "linux", target_os = "android"))]
     Shared(Arc<crate::service::Unwatch>),
 }
 
 impl Unwatcher {
-    /// For the source of `source`'s events; the notify watcher, for own notify.
-    pub fn new(source: &Source, own: Option<notify::RecommendedWatcher>) -> Self {
-        let source = match (source, own) {
-            (Source::Watch(Events::Own(_)), Some(w)) => UnwatchSource::Own {
-                watcher: std::sync::Mutex::new(Some(w)),
-                dropped: std::sync::OnceLock::new(),
-            },
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            (Source::Watch(Events::Shared(sub)), _) => UnwatchSource::Shared(sub.unwatch_handle()),
-            _ => UnwatchSource::Nothing,
-        };
+    /// Once and Poll modes: nothing to unwatch.
+    pub fn none() -> Self {
+        Self::with(UnwatchSource::Nothing)
+    }
+
+    /// The watcher's own notify instance, whose event channel intake reads.
+    pub fn own(watcher: notify::RecommendedWatcher) -> Self {
+        Self::with(UnwatchSource::Own {
+            watcher: Mutex::new(Some(watcher)),
+            dropped: OnceLock::new(),
+        })
+    }
+
+    /// A subscription to a shared `WatchService`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn shared(sub: &Subscription) -> Self {
+        Self::with(UnwatchSource::Shared(sub.unwatch_handle()))
+    }
+
+    fn with(source: UnwatchSource) -> Self {
         Unwatcher {
             source,
-            took: std::sync::Mutex::new(Duration::ZERO),
+            took: Mutex::new(Duration::ZERO),
         }
     }
 
