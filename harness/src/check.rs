@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use crate::filter::Filter;
 use crate::guard::Guard;
-use crate::probe::Prober;
 use crate::protocol::{Plan, Protocol};
 use crate::report::{Leak, Report};
 use crate::settle::{Settled, Step};
+use crate::source::{self, Source, Sources};
 
 /// The default settle budget, unless `LEAKCHECK_SETTLE_MS` says otherwise.
 const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
@@ -237,14 +237,22 @@ impl LeakCheck {
         }
     }
 
+    /// The sources this check counts, in report order.
+    fn sources(&self) -> Sources {
+        #[cfg_attr(not(feature = "tokio"), allow(unused_mut))]
+        let mut list: Vec<Box<dyn Source>> = vec![
+            Box::new(source::Threads::new(self.thread_filter.clone())),
+            Box::new(source::Fds::new(self.fd_filter.clone())),
+        ];
+        #[cfg(feature = "tokio")]
+        if let Some(handle) = &self.tasks {
+            list.push(Box::new(source::Tasks::new(handle.clone())));
+        }
+        Sources::new(list)
+    }
+
     fn protocol(&self, plan: Plan) -> Protocol {
-        let prober = Prober::new(
-            self.thread_filter.clone(),
-            self.fd_filter.clone(),
-            #[cfg(feature = "tokio")]
-            self.tasks.clone(),
-        );
-        Protocol::new(plan, prober)
+        Protocol::new(plan, self.sources())
     }
 }
 

@@ -6,24 +6,34 @@
 
 use std::collections::HashMap;
 
-use crate::resource::Resource;
+use crate::source::Item;
 
-/// Groups labels into (label, count), most frequent first, then by label.
-pub(crate) fn group(r: Resource, labels: impl IntoIterator<Item = String>) -> Vec<(String, usize)> {
-    let mut exact: HashMap<String, usize> = HashMap::new();
+/// Groups labels as they are into items, most frequent first, then by label.
+pub(crate) fn exact(labels: impl IntoIterator<Item = String>) -> Vec<Item> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
     for label in labels {
-        let label = match r {
-            Resource::Fds => without_inode(label),
-            _ => label,
-        };
-        *exact.entry(label).or_default() += 1;
+        *counts.entry(label).or_default() += 1;
     }
-    let groups = match r {
-        Resource::Fds => merge_paths_by_name(exact),
-        _ => exact,
-    };
-    let mut items: Vec<_> = groups.into_iter().collect();
-    items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    sorted(counts)
+}
+
+/// Groups fd targets: ids in brackets dropped (`socket:[…]`), paths that differ only by
+/// directory merged as `…/NAME`.
+pub(crate) fn fd_targets(labels: impl IntoIterator<Item = String>) -> Vec<Item> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for label in labels {
+        *counts.entry(without_inode(label)).or_default() += 1;
+    }
+    sorted(merge_paths_by_name(counts))
+}
+
+/// Most frequent first, then by label.
+pub(crate) fn sorted(counts: HashMap<String, usize>) -> Vec<Item> {
+    let mut items: Vec<Item> = counts
+        .into_iter()
+        .map(|(label, n)| Item::new(label, n))
+        .collect();
+    items.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
     items
 }
 
@@ -77,30 +87,28 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn pairs(items: Vec<Item>) -> Vec<(String, usize)> {
+        items.into_iter().map(|i| (i.label, i.count)).collect()
+    }
+
     #[test]
     fn threads_group_by_exact_name() {
-        let g = group(
-            Resource::Threads,
-            labels(&["cleanup", "file-state", "cleanup"]),
-        );
+        let g = pairs(exact(labels(&["cleanup", "file-state", "cleanup"])));
         assert_eq!(g, vec![("cleanup".into(), 2), ("file-state".into(), 1)]);
     }
 
     #[test]
     fn fds_group_by_kind_and_file_name() {
-        let g = group(
-            Resource::Fds,
-            labels(&[
-                "socket:[81234]",
-                "socket:[81240]",
-                "anon_inode:inotify",
-                "/tmp/a1/.ledger",
-                "/tmp/b2/.ledger",
-                "/tmp/c3/.ledger",
-                "/etc/hosts",
-                "pipe:[7]",
-            ]),
-        );
+        let g = pairs(fd_targets(labels(&[
+            "socket:[81234]",
+            "socket:[81240]",
+            "anon_inode:inotify",
+            "/tmp/a1/.ledger",
+            "/tmp/b2/.ledger",
+            "/tmp/c3/.ledger",
+            "/etc/hosts",
+            "pipe:[7]",
+        ])));
         assert_eq!(
             g,
             vec![

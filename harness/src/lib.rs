@@ -68,6 +68,7 @@ mod protocol;
 mod report;
 mod resource;
 mod settle;
+mod source;
 
 pub use check::LeakCheck;
 pub use guard::Guard;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::resource::Resource;
+use crate::source::{Item, Style};
 
 /// The verdict on one resource.
 #[non_exhaustive]
@@ -27,12 +28,39 @@ pub(crate) struct Line {
     pub(crate) resource: Resource,
     pub(crate) verdict: Verdict,
     /// Counts at the baseline and at the end (B0 and B2).
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-    /// B2 − B0, with warm-up transients that have since gone taken out of B0.
-    pub(crate) growth: isize,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    /// What the source judged as growth: by default B2 − B0, with warm-up transients that
+    /// have since gone taken out of B0.
+    pub(crate) growth: i64,
     /// The items new since the baseline, grouped by name or target, most frequent first.
     pub(crate) items: Vec<(String, usize)>,
+    /// Per item, what the report adds after it (`zombie ×3`), if anything.
+    pub(crate) remarks: Vec<Option<String>>,
+    /// How item labels print.
+    pub(crate) style: Style,
+}
+
+impl Line {
+    pub(crate) fn new(resource: Resource, style: Style) -> Self {
+        Line {
+            resource,
+            verdict: Verdict::Clean,
+            start: 0,
+            end: 0,
+            growth: 0,
+            items: Vec::new(),
+            remarks: Vec::new(),
+            style,
+        }
+    }
+
+    pub(crate) fn set_items(&mut self, items: Vec<Item>) {
+        (self.items, self.remarks) = items
+            .into_iter()
+            .map(|i| ((i.label, i.count), i.remark))
+            .unzip();
+    }
 }
 
 /// The result of a check: per resource, the verdict, the counts and what was left behind.
@@ -90,7 +118,7 @@ impl Report {
 
     /// Net growth of `r` from the baseline to the end (negative if it shrank; 0 if unmeasured).
     pub fn growth(&self, r: Resource) -> isize {
-        self.line(r).map_or(0, |l| l.growth)
+        self.line(r).map_or(0, |l| l.growth as isize)
     }
 
     /// Growth of `r` per measured cycle.
@@ -211,9 +239,12 @@ fn write_items(f: &mut fmt::Formatter<'_>, l: &Line) -> fmt::Result {
     const SHOWN: usize = 8;
     for (i, (label, n)) in l.items.iter().take(SHOWN).enumerate() {
         let sep = if i == 0 { "  " } else { ", " };
-        match l.resource {
-            Resource::Threads => write!(f, "{sep}{label:?} ×{n}")?,
-            _ => write!(f, "{sep}{label} ×{n}")?,
+        match l.style {
+            Style::Quoted => write!(f, "{sep}{label:?} ×{n}")?,
+            Style::Plain => write!(f, "{sep}{label} ×{n}")?,
+        }
+        if let Some(remark) = l.remarks.get(i).and_then(Option::as_deref) {
+            write!(f, " ({remark})")?;
         }
     }
     if l.items.len() > SHOWN {
@@ -301,15 +332,23 @@ mod tests {
         }
     }
 
-    fn line(resource: Resource, verdict: Verdict, growth: isize, items: &[(&str, usize)]) -> Line {
-        Line {
-            resource,
-            verdict,
-            start: 10,
-            end: (10 + growth) as usize,
-            growth,
-            items: items.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
-        }
+    fn line(resource: Resource, verdict: Verdict, growth: i64, items: &[(&str, usize)]) -> Line {
+        let style = match resource {
+            Resource::Threads => Style::Quoted,
+            Resource::Fds | Resource::Tasks => Style::Plain,
+        };
+        let mut line = Line::new(resource, style);
+        line.verdict = verdict;
+        line.start = 10;
+        line.end = 10 + growth;
+        line.growth = growth;
+        line.set_items(
+            items
+                .iter()
+                .map(|(s, n)| Item::new(s.to_string(), *n))
+                .collect(),
+        );
+        line
     }
 
     #[test]

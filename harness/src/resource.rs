@@ -20,14 +20,6 @@ pub enum Resource {
 }
 
 impl Resource {
-    pub(crate) const COUNT: usize = 3;
-    pub(crate) const ALL: [Resource; Self::COUNT] =
-        [Resource::Threads, Resource::Fds, Resource::Tasks];
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
     pub(crate) fn name(self) -> &'static str {
         match self {
             Resource::Threads => "threads",

@@ -7,8 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::probe::Snapshot;
-use crate::resource::Resource;
+use crate::source::{Snapshot, Sources};
 
 /// First wait between snapshots; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_micros(20);
@@ -16,9 +15,10 @@ const MAX_BACKOFF: Duration = Duration::from_millis(4);
 /// How long the counts must stop falling before a baseline with no known target is taken.
 pub(crate) const QUIET: Duration = Duration::from_millis(10);
 
-/// What "settled" means for one snapshot.
+/// What "settled" means for one snapshot. Each source says whether its own reading is back
+/// (see `Source::settled`); a snapshot has settled when every source's has.
 pub(crate) enum Target<'a> {
-    /// Every count back at or below the reference's.
+    /// Every reading back at its reference (for a count: at or below it).
     AtMost(&'a Snapshot),
     /// A baseline after warm-up: back at or below the figures from before warm-up, or no
     /// count has changed for [`QUIET`] (a lazily created pool never goes away).
@@ -40,19 +40,21 @@ pub(crate) struct Settled {
 }
 
 pub(crate) struct Settler<'a> {
+    sources: &'a Sources,
     target: Target<'a>,
     started: Instant,
     deadline: Instant,
     backoff: Duration,
-    last: Option<[Option<usize>; Resource::COUNT]>,
+    last: Option<Vec<Option<i64>>>,
     last_change: Instant,
     snapshots: usize,
 }
 
 impl<'a> Settler<'a> {
-    pub(crate) fn new(target: Target<'a>, budget: Duration) -> Self {
+    pub(crate) fn new(sources: &'a Sources, target: Target<'a>, budget: Duration) -> Self {
         let now = Instant::now();
         Settler {
+            sources,
             target,
             started: now,
             deadline: now + budget,
@@ -67,15 +69,17 @@ impl<'a> Settler<'a> {
     pub(crate) fn step(&mut self, snap: Snapshot) -> Step {
         let now = Instant::now();
         self.snapshots += 1;
-        let counts = Resource::ALL.map(|r| snap.count(r));
         let settled = match &self.target {
-            Target::AtMost(reference) => at_most(&snap, reference),
+            Target::AtMost(reference) => self.back_at(&snap, reference),
             Target::Baseline { before } => {
-                if self.last != Some(counts) {
-                    self.last = Some(counts);
+                let levels: Vec<Option<i64>> = (0..self.sources.len())
+                    .map(|i| snap.get(i).level())
+                    .collect();
+                if self.last.as_ref() != Some(&levels) {
+                    self.last = Some(levels);
                     self.last_change = now;
                 }
-                at_most(&snap, before) || now.duration_since(self.last_change) >= QUIET
+                self.back_at(&snap, before) || now.duration_since(self.last_change) >= QUIET
             }
         };
         if settled || now >= self.deadline {
@@ -91,38 +95,59 @@ impl<'a> Settler<'a> {
     }
 }
 
-/// True when every resource measured in both snapshots is at or below the reference.
-fn at_most(snap: &Snapshot, reference: &Snapshot) -> bool {
-    Resource::ALL
-        .iter()
-        .all(|&r| match (snap.count(r), reference.count(r)) {
-            (Some(now), Some(then)) => now <= then,
-            _ => true,
-        })
+impl Settler<'_> {
+    /// True when every source says its reading is back at the reference's.
+    fn back_at(&self, snap: &Snapshot, reference: &Snapshot) -> bool {
+        self.sources
+            .iter()
+            .enumerate()
+            .all(|(i, source)| source.settled(snap.get(i), reference.get(i)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Reading;
+    use crate::resource::Resource;
+    use crate::source::{Reading, Source};
+
+    /// A source whose readings the tests make by hand.
+    struct Counted;
+
+    impl Source for Counted {
+        fn resource(&self) -> Resource {
+            Resource::Threads
+        }
+        fn read(&self) -> Reading {
+            unreachable!("the tests make the readings")
+        }
+    }
+
+    fn sources() -> Sources {
+        Sources::new(vec![Box::new(Counted)])
+    }
 
     fn snap(threads: usize) -> Snapshot {
-        let mut s = Snapshot::default();
-        s.readings[Resource::Threads.index()] = Some(Reading::Count(threads));
-        s
+        Snapshot::of(vec![Reading::Count(threads)])
     }
 
     #[test]
     fn settled_snapshot_needs_no_wait() {
+        let sources = sources();
         let reference = snap(3);
-        let mut s = Settler::new(Target::AtMost(&reference), Duration::from_secs(1));
+        let mut s = Settler::new(&sources, Target::AtMost(&reference), Duration::from_secs(1));
         assert!(matches!(s.step(snap(3)), Step::Done(_)));
     }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
+        let sources = sources();
         let reference = snap(3);
-        let mut s = Settler::new(Target::AtMost(&reference), Duration::from_secs(60));
+        let mut s = Settler::new(
+            &sources,
+            Target::AtMost(&reference),
+            Duration::from_secs(60),
+        );
         let waits: Vec<Duration> = (0..12)
             .map(|_| match s.step(snap(4)) {
                 Step::Wait(d) => d,
@@ -136,21 +161,25 @@ mod tests {
 
     #[test]
     fn deadline_ends_the_wait() {
+        let sources = sources();
         let reference = snap(3);
-        let mut s = Settler::new(Target::AtMost(&reference), Duration::ZERO);
+        let mut s = Settler::new(&sources, Target::AtMost(&reference), Duration::ZERO);
         assert!(matches!(s.step(snap(4)), Step::Done(_)));
     }
 
     #[test]
     fn baseline_ends_at_the_old_figures_or_when_quiet() {
+        let sources = sources();
         let before = snap(3);
         let mut s = Settler::new(
+            &sources,
             Target::Baseline { before: &before },
             Duration::from_secs(60),
         );
         assert!(matches!(s.step(snap(3)), Step::Done(_)));
 
         let mut s = Settler::new(
+            &sources,
             Target::Baseline { before: &before },
             Duration::from_secs(60),
         );

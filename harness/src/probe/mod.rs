@@ -1,162 +1,29 @@
-//! Snapshots of the resources a check counts.
+//! Reading the platform: the process's threads and fds, and what they are.
 //!
-//! A snapshot holds ids, not names: counting is cheap, reading a name is not (design.md: 8 µs
-//! to count 10 threads, 67 µs to read their names). Names and targets are read only for ids
-//! that differ from the first snapshot of a check, and only when a filter or a report needs
-//! them.
+//! Counting is cheap, reading a name is not (8 µs to count 10 threads, 67 µs to read their
+//! names): the listings here return ids only, and names and targets are read one id at a time,
+//! for the ids a filter or a report needs. The [`crate::source`] module builds the resources a
+//! check counts on top of these reads.
 
 #[cfg(target_os = "linux")]
-mod linux;
+pub(crate) mod linux;
 
-use std::collections::HashMap;
-
-use crate::filter::Filter;
-use crate::resource::Resource;
-
-/// One resource as seen at one moment.
-#[derive(Clone, Debug)]
-pub(crate) enum Reading {
-    /// Live ids (sorted) and how many of them count (ids minus ignored ones).
-    Ids { ids: Vec<u32>, count: usize },
-    /// A bare count (tokio tasks have no identity we can see).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    Count(usize),
-    /// This platform cannot see the resource.
-    Unsupported(&'static str),
-    /// Reading failed: the message names the path and the OS error.
-    Failed(String),
+/// Which of the process's directories to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// `/proc/self/task`: thread ids.
+    Threads,
+    /// `/proc/self/fd`: fd numbers, without the harness's own directory fds.
+    Fds,
 }
 
-impl Reading {
-    pub(crate) fn count(&self) -> Option<usize> {
-        match self {
-            Reading::Ids { count, .. } => Some(*count),
-            Reading::Count(n) => Some(*n),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn ids(&self) -> &[u32] {
-        match self {
-            Reading::Ids { ids, .. } => ids,
-            _ => &[],
-        }
-    }
+/// Lists the ids of `what` into `out`, sorted and deduplicated.
+pub(crate) fn list(what: Listing, out: &mut Vec<u32>) -> Result<(), ListError> {
+    Dirs::list(what, out)
 }
 
-/// The resources of one moment, indexed by [`Resource::index`]; `None` where not requested.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Snapshot {
-    pub(crate) readings: [Option<Reading>; Resource::COUNT],
-}
-
-impl Snapshot {
-    pub(crate) fn get(&self, r: Resource) -> Option<&Reading> {
-        self.readings[r.index()].as_ref()
-    }
-
-    pub(crate) fn count(&self, r: Resource) -> Option<usize> {
-        self.get(r).and_then(Reading::count)
-    }
-}
-
-/// Takes snapshots for one check, remembering which of the first snapshot's ids are ignored.
-pub(crate) struct Prober {
-    thread_filter: Filter,
-    fd_filter: Filter,
-    /// For ids of the first snapshot: is it ignored? Filled only when a filter is set.
-    known: [HashMap<u32, bool>; 2],
-    #[cfg(feature = "tokio")]
-    tasks: Option<tokio::runtime::Handle>,
-}
-
-impl Prober {
-    pub(crate) fn new(
-        thread_filter: Filter,
-        fd_filter: Filter,
-        #[cfg(feature = "tokio")] tasks: Option<tokio::runtime::Handle>,
-    ) -> Self {
-        Prober {
-            thread_filter,
-            fd_filter,
-            known: [HashMap::new(), HashMap::new()],
-            #[cfg(feature = "tokio")]
-            tasks,
-        }
-    }
-
-    /// The first snapshot of a check, and how many it took: with a filter, the names of all
-    /// ids are read once and the counts taken again.
-    pub(crate) fn first(&mut self) -> (Snapshot, usize) {
-        let snap = self.snapshot();
-        if self.thread_filter.is_empty() && self.fd_filter.is_empty() {
-            return (snap, 1);
-        }
-        for r in [Resource::Threads, Resource::Fds] {
-            if self.filter(r).is_empty() {
-                continue;
-            }
-            if let Some(reading) = snap.get(r) {
-                for &id in reading.ids() {
-                    let ignored = label(r, id).is_some_and(|l| self.filter(r).matches(&l));
-                    self.known[r.index()].insert(id, ignored);
-                }
-            }
-        }
-        // Recount now that the first snapshot's names are known.
-        (self.snapshot(), 2)
-    }
-
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot::default();
-        snap.readings[Resource::Threads.index()] = Some(self.read_ids(Resource::Threads));
-        snap.readings[Resource::Fds.index()] = Some(self.read_ids(Resource::Fds));
-        #[cfg(feature = "tokio")]
-        if let Some(handle) = &self.tasks {
-            snap.readings[Resource::Tasks.index()] =
-                Some(Reading::Count(handle.metrics().num_alive_tasks()));
-        }
-        snap
-    }
-
-    /// The ignore filter for `r`.
-    pub(crate) fn filter(&self, r: Resource) -> &Filter {
-        match r {
-            Resource::Fds => &self.fd_filter,
-            _ => &self.thread_filter,
-        }
-    }
-
-    fn read_ids(&self, r: Resource) -> Reading {
-        let mut ids = Vec::new();
-        match Dirs::list(r, &mut ids) {
-            Ok(()) => {
-                let count = ids.len() - self.ignored(r, &ids);
-                Reading::Ids { ids, count }
-            }
-            Err(ListError::Unsupported(why)) => Reading::Unsupported(why),
-            Err(ListError::Failed(msg)) => Reading::Failed(msg),
-        }
-    }
-
-    /// How many of `ids` a filter ignores. Names of ids not in the first snapshot are read
-    /// afresh every time: a thread that was just spawned may not have set its name yet.
-    fn ignored(&self, r: Resource, ids: &[u32]) -> usize {
-        let filter = self.filter(r);
-        if filter.is_empty() {
-            return 0;
-        }
-        let known = &self.known[r.index()];
-        ids.iter()
-            .filter(|id| match known.get(id) {
-                Some(&ignored) => ignored,
-                None => label(r, **id).is_some_and(|l| filter.matches(&l)),
-            })
-            .count()
-    }
-}
-
-enum ListError {
+/// Why a listing gave no ids.
+pub(crate) enum ListError {
     #[cfg_attr(target_os = "linux", allow(dead_code))]
     Unsupported(&'static str),
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -164,7 +31,7 @@ enum ListError {
 }
 
 /// The two directories every snapshot lists, opened once per process and rewound for each
-/// listing (design.md: the path walk of an `open` costs as much as the listing itself). A
+/// listing (the path walk of an `open` costs as much as the listing itself). A
 /// fork gets its own: the inherited ones would list the parent.
 #[cfg(target_os = "linux")]
 struct Dirs {
@@ -187,7 +54,7 @@ impl Dirs {
         }
     }
 
-    fn list(r: Resource, out: &mut Vec<u32>) -> Result<(), ListError> {
+    fn list(what: Listing, out: &mut Vec<u32>) -> Result<(), ListError> {
         static DIRS: std::sync::Mutex<Option<Dirs>> = std::sync::Mutex::new(None);
         // A listing rewinds a shared offset: one at a time. A poisoned lock only means a
         // panic elsewhere while listing; the directories are still fine.
@@ -197,15 +64,15 @@ impl Dirs {
             Some(dirs) if dirs.pid == pid => dirs,
             slot => slot.insert(Dirs::open(pid)),
         };
-        let (dir, path) = match r {
-            Resource::Fds => (&dirs.fds, linux::FD_DIR),
-            _ => (&dirs.tasks, linux::TASK_DIR),
+        let (dir, path) = match what {
+            Listing::Fds => (&dirs.fds, linux::FD_DIR),
+            Listing::Threads => (&dirs.tasks, linux::TASK_DIR),
         };
         let dir = dir.as_ref().map_err(|e| ListError::Failed(e.clone()))?;
         dir.list(out).map_err(|e| {
             ListError::Failed(format!("cannot read {}: {e}", path.to_string_lossy()))
         })?;
-        if r == Resource::Fds {
+        if what == Listing::Fds {
             // The harness's own directories are not the component's fds.
             let own = [&dirs.tasks, &dirs.fds];
             out.retain(|fd| !own.iter().any(|d| d.as_ref().is_ok_and(|d| d.raw() == *fd)));
@@ -219,23 +86,35 @@ struct Dirs;
 
 #[cfg(not(target_os = "linux"))]
 impl Dirs {
-    fn list(_: Resource, _: &mut Vec<u32>) -> Result<(), ListError> {
+    fn list(_: Listing, _: &mut Vec<u32>) -> Result<(), ListError> {
         Err(ListError::Unsupported("not supported on this platform"))
     }
 }
 
-/// The name of a thread or the target of an fd; `None` if it is gone.
-pub(crate) fn label(r: Resource, id: u32) -> Option<String> {
+/// The thread's name as the kernel shows it (at most 15 bytes); `None` if it is gone or the
+/// platform cannot tell.
+pub(crate) fn thread_name(tid: u32) -> Option<String> {
     #[cfg(target_os = "linux")]
     {
-        match r {
-            Resource::Fds => linux::fd_target(id),
-            _ => linux::thread_name(id),
-        }
+        linux::thread_name(tid)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (r, id);
+        let _ = tid;
+        None
+    }
+}
+
+/// What an fd points at (`anon_inode:inotify`, `socket:[123]`, a path); `None` if it is closed
+/// or the platform cannot tell.
+pub(crate) fn fd_target(fd: u32) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::fd_target(fd)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
         None
     }
 }
@@ -257,18 +136,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshots_never_count_the_harness_own_reads() {
-        let prober = Prober::new(
-            Filter::default(),
-            Filter::default(),
-            #[cfg(feature = "tokio")]
-            None,
-        );
-        let snap = prober.snapshot();
-        let fds = snap.get(Resource::Fds).unwrap().ids();
+    fn fd_listings_never_show_the_harness_own_reads() {
+        let mut fds = Vec::new();
+        list(Listing::Fds, &mut fds).ok().unwrap();
         assert!(!fds.is_empty());
-        for &fd in fds {
-            let target = label(Resource::Fds, fd).unwrap_or_default();
+        for &fd in &fds {
+            let target = fd_target(fd).unwrap_or_default();
             assert!(
                 !(target.starts_with("/proc/")
                     && (target.ends_with("/fd") || target.ends_with("/task"))),

@@ -1,0 +1,57 @@
+//! Open file descriptors (Linux: `/proc/self/fd`), named by target.
+
+use crate::filter::Filter;
+use crate::group;
+use crate::probe::{self, Listing};
+use crate::resource::Resource;
+use crate::source::ignored::Ignored;
+use crate::source::{added, Item, Reading, Source, GONE};
+
+/// Fds by number; labelled with their target (`anon_inode:inotify`, `socket:[…]`, a path),
+/// which fd filters match. The harness's own directory fds are never listed.
+pub(crate) struct Fds {
+    ignored: Ignored,
+}
+
+impl Fds {
+    pub(crate) fn new(filter: Filter) -> Self {
+        Fds {
+            ignored: Ignored::new(filter),
+        }
+    }
+}
+
+impl Source for Fds {
+    fn resource(&self) -> Resource {
+        Resource::Fds
+    }
+
+    fn read(&self) -> Reading {
+        self.ignored.read(Listing::Fds, probe::fd_target)
+    }
+
+    fn learn(&mut self, first: &Reading) -> bool {
+        self.ignored.learn(first, probe::fd_target)
+    }
+
+    fn label(&self, fd: u32) -> Option<String> {
+        probe::fd_target(fd)
+    }
+
+    fn ignores(&self, label: &str) -> bool {
+        self.ignored.matches(label)
+    }
+
+    fn reuses_ids(&self) -> bool {
+        true
+    }
+
+    /// Targets carry per-item ids (`socket:[81234]`) and per-cycle directories: they group by
+    /// kind and by file name (see `group::fd_targets`).
+    fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
+        let labels = added(b0.ids(), end.ids())
+            .map(|fd| self.label(fd).unwrap_or_else(|| GONE.to_owned()))
+            .filter(|label| !self.ignores(label));
+        group::fd_targets(labels)
+    }
+}
