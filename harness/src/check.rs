@@ -4,6 +4,7 @@ use std::time::Duration;
 #[cfg(feature = "tokio")]
 use std::time::Instant;
 
+use crate::alloc;
 use crate::filter::Filter;
 use crate::guard::Guard;
 use crate::protocol::{Plan, Protocol};
@@ -39,6 +40,7 @@ pub struct LeakCheck {
     fd_filter: Filter,
     #[cfg(feature = "tokio")]
     tasks: Option<tokio::runtime::Handle>,
+    heap: bool,
 }
 
 impl Default for LeakCheck {
@@ -62,6 +64,7 @@ impl LeakCheck {
             fd_filter: Filter::default(),
             #[cfg(feature = "tokio")]
             tasks: None,
+            heap: false,
         }
     }
 
@@ -138,16 +141,50 @@ impl LeakCheck {
         self
     }
 
+    /// Also counts live heap blocks (and bytes), as [`CountingAlloc`](crate::CountingAlloc)
+    /// sees them: install it as the test crate's global allocator. Without it, the heap is
+    /// reported as not measured (never as a made-up zero), the check is not failed for it, and
+    /// the report's note says how to install it.
+    ///
+    /// The heap is read after every measured cycle too, and judged on the trend of the lows
+    /// (a cache that fills up, a batch free, a free on a background thread are not leaks; a
+    /// steady leak is counted exactly: `leaked(Resource::Heap)` is k × cycles for k blocks
+    /// per cycle). Use 8 or more cycles: with fewer than 4, any growth that does not come back
+    /// is a leak. The harness's own allocations during a check are not counted.
+    ///
+    /// ```
+    /// #[global_allocator]
+    /// static ALLOC: leakcheck::CountingAlloc = leakcheck::CountingAlloc::new(std::alloc::System);
+    ///
+    /// use std::collections::HashMap;
+    /// // Maps and strings made and dropped every cycle: clean.
+    /// let report = leakcheck::LeakCheck::new().heap().cycles(10).assert_clean(|| {
+    ///     let mut m: HashMap<String, Vec<u8>> = HashMap::new();
+    ///     m.insert("key".repeat(10), vec![1; 100]);
+    /// });
+    /// assert_eq!(report.leaked(leakcheck::Resource::Heap), 0);
+    /// ```
+    pub fn heap(mut self) -> Self {
+        self.heap = true;
+        self
+    }
+
     /// Runs `body` as the plan says (warm-up, then the measured cycles), letting resources
     /// settle at each baseline, and judges what was left behind.
     ///
     /// A panic in `body` propagates. Settling blocks the calling thread; inside async code,
     /// use [`LeakCheck::run_async`].
     pub fn run<F: FnMut()>(&self, mut body: F) -> Result<Report, Leak> {
+        // The harness's own allocations are not the component's heap: counting is paused on
+        // this thread except while the body runs.
+        let _paused = alloc::pause();
         let mut protocol = self.protocol(self.plan());
         while let Some(stage) = protocol.next() {
             for _ in 0..stage.runs {
+                let counting = alloc::resume();
                 body();
+                drop(counting);
+                protocol.after_cycle();
             }
             let settled = settle_blocking(&protocol);
             protocol.record(settled);
@@ -200,14 +237,23 @@ impl LeakCheck {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let mut protocol = self.protocol(self.plan());
+        // Counting is paused only around the harness's own synchronous steps: other tasks
+        // run on this thread while it awaits, and their allocations count.
+        let mut protocol = {
+            let _paused = alloc::pause();
+            self.protocol(self.plan())
+        };
         while let Some(stage) = protocol.next() {
             for _ in 0..stage.runs {
                 body().await;
+                let _paused = alloc::pause();
+                protocol.after_cycle();
             }
             let settled = settle_async(&protocol).await;
+            let _paused = alloc::pause();
             protocol.record(settled);
         }
+        let _paused = alloc::pause();
         verdict(protocol.finish())
     }
 
@@ -221,6 +267,7 @@ impl LeakCheck {
     /// // dropped here: panics with the report if a thread or fd was left behind
     /// ```
     pub fn guard(&self) -> Guard {
+        let _paused = alloc::pause();
         Guard::start(self.protocol(Plan {
             warmup: 0,
             cycles: 1,
@@ -239,7 +286,6 @@ impl LeakCheck {
 
     /// The sources this check counts, in report order.
     fn sources(&self) -> Sources {
-        #[cfg_attr(not(feature = "tokio"), allow(unused_mut))]
         let mut list: Vec<Box<dyn Source>> = vec![
             Box::new(source::Threads::new(self.thread_filter.clone())),
             Box::new(source::Fds::new(self.fd_filter.clone())),
@@ -247,6 +293,9 @@ impl LeakCheck {
         #[cfg(feature = "tokio")]
         if let Some(handle) = &self.tasks {
             list.push(Box::new(source::Tasks::new(handle.clone())));
+        }
+        if self.heap {
+            list.push(Box::new(source::Heap));
         }
         Sources::new(list)
     }
@@ -275,13 +324,26 @@ pub(crate) fn settle_blocking(protocol: &Protocol) -> Settled {
     }
 }
 
-/// Takes snapshots until they settle, awaiting on the runtime in between.
+/// Takes snapshots until they settle, awaiting on the runtime in between. Counting is paused
+/// while it takes them, not while it awaits.
 #[cfg(feature = "tokio")]
 pub(crate) async fn settle_async(protocol: &Protocol) -> Settled {
-    let mut settler = protocol.settler();
+    let mut settler = {
+        let _paused = alloc::pause();
+        protocol.settler()
+    };
     loop {
-        match settler.step(protocol.snapshot()) {
-            Step::Done(settled) => return settled,
+        let step = {
+            let _paused = alloc::pause();
+            settler.step(protocol.snapshot())
+        };
+        match step {
+            Step::Done(settled) => {
+                // The settler's own bookkeeping was allocated while paused: free it so too.
+                let _paused = alloc::pause();
+                drop(settler);
+                return settled;
+            }
             Step::Wait(d) => {
                 let before = Instant::now();
                 tokio::time::sleep(d).await;

@@ -47,6 +47,7 @@ impl Guard {
 
     /// Lets resources settle and judges what is left since the guard was made.
     pub fn check(mut self) -> Result<Report, Leak> {
+        let _paused = crate::alloc::pause();
         let protocol = self.protocol.take().expect("a guard is checked once");
         finish(protocol)
     }
@@ -69,6 +70,7 @@ impl Guard {
     pub async fn check_async(mut self) -> Result<Report, Leak> {
         let mut protocol = self.protocol.take().expect("a guard is checked once");
         let settled = crate::check::settle_async(&protocol).await;
+        let _paused = crate::alloc::pause();
         protocol.record(settled);
         verdict(protocol.finish())
     }
@@ -85,6 +87,7 @@ impl Drop for Guard {
         let Some(protocol) = self.protocol.take() else {
             return;
         };
+        let _paused = crate::alloc::pause();
         if std::thread::panicking() {
             return;
         }

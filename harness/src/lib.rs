@@ -58,6 +58,7 @@
 
 #![warn(missing_docs)]
 
+mod alloc;
 mod check;
 mod context;
 mod filter;
@@ -70,6 +71,7 @@ mod resource;
 mod settle;
 mod source;
 
+pub use alloc::{CountingAlloc, HeapStats};
 pub use check::LeakCheck;
 pub use guard::Guard;
 pub use report::{Leak, Report, Verdict};

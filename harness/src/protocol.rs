@@ -41,6 +41,10 @@ pub(crate) struct Protocol {
     references: Vec<Snapshot>,
     /// Per source, the labels, read at B0, of the ids that warm-up added.
     warmup_labels: Vec<HashMap<u32, Option<String>>>,
+    /// Per source, its readings after each measured cycle (only for per-cycle sources).
+    samples: Vec<Vec<i64>>,
+    /// Whether any source is read per cycle.
+    sampling: bool,
     end: Option<Snapshot>,
     settled: Duration,
     budget_ran_out: bool,
@@ -56,12 +60,20 @@ impl Protocol {
             references.push(start.clone());
         }
         let warmup_labels = vec![HashMap::new(); sources.len()];
+        // Room for every sample up front: nothing is allocated between cycles.
+        let samples = sources
+            .iter()
+            .map(|s| Vec::with_capacity(if s.per_cycle() { plan.cycles } else { 0 }))
+            .collect();
+        let sampling = sources.per_cycle().next().is_some();
         Protocol {
             plan,
             sources,
             start,
             references,
             warmup_labels,
+            samples,
+            sampling,
             end: None,
             settled: Duration::ZERO,
             budget_ran_out: false,
@@ -82,6 +94,19 @@ impl Protocol {
             _ => self.plan.cycles - half,
         };
         Some(Stage { runs })
+    }
+
+    /// To be called after every run of the body: reads the sources that judge a trend, during
+    /// the measured cycles. Does nothing for a check without such sources.
+    pub(crate) fn after_cycle(&mut self) {
+        if !self.sampling || self.references.is_empty() || self.end.is_some() {
+            return;
+        }
+        for (i, source) in self.sources.per_cycle() {
+            if let Some(level) = source.read().level() {
+                self.samples[i].push(level);
+            }
+        }
     }
 
     /// A settler for the snapshot that ends the current stage.
@@ -147,7 +172,7 @@ impl Protocol {
             .enumerate()
             .map(|(i, source)| self.judge(i, source, b0, b1, end))
             .collect();
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = self.sources.iter().flat_map(|s| s.notes()).collect();
         if let Some(note) = crate::context::shared_process_note() {
             notes.push(note.to_owned());
         }
@@ -171,7 +196,7 @@ impl Protocol {
         b1: Option<&Snapshot>,
         end: &Snapshot,
     ) -> Line {
-        let mut line = Line::new(source.resource(), source.style());
+        let mut line = Line::new(source.resource(), source.style(), source.unit());
         if let Reading::Unsupported(why) = self.start.get(i) {
             line.verdict = Verdict::NotMeasured((*why).to_owned());
             return line;
@@ -202,13 +227,16 @@ impl Protocol {
             b1: b1.and_then(|s| s.get(i).level()),
             end: end_level,
             cycles: self.plan.cycles,
-            samples: &[],
+            samples: &self.samples[i],
         };
         let judged = source.judge(&series);
         line.start = b0_level;
         line.end = end_level;
         line.growth = judged.growth;
         line.verdict = judged.verdict;
+        if let (Some(b0_bytes), Some(end_bytes)) = (b0.get(i).bytes(), end.get(i).bytes()) {
+            line.bytes = Some((b0_bytes, end_bytes));
+        }
         if line.growth > 0 {
             line.set_items(source.items(b0.get(i), end.get(i)));
         }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::resource::Resource;
-use crate::source::{Item, Style};
+use crate::source::{Item, Style, Unit};
 
 /// The verdict on one resource.
 #[non_exhaustive]
@@ -39,10 +39,14 @@ pub(crate) struct Line {
     pub(crate) remarks: Vec<Option<String>>,
     /// How item labels print.
     pub(crate) style: Style,
+    /// What the figures count.
+    pub(crate) unit: Unit,
+    /// Live bytes at the baseline and at the end, for the heap.
+    pub(crate) bytes: Option<(i64, i64)>,
 }
 
 impl Line {
-    pub(crate) fn new(resource: Resource, style: Style) -> Self {
+    pub(crate) fn new(resource: Resource, style: Style, unit: Unit) -> Self {
         Line {
             resource,
             verdict: Verdict::Clean,
@@ -52,6 +56,22 @@ impl Line {
             items: Vec::new(),
             remarks: Vec::new(),
             style,
+            unit,
+            bytes: None,
+        }
+    }
+
+    /// Bytes grown from the baseline to the end, where counted.
+    fn byte_growth(&self) -> Option<i64> {
+        self.bytes.map(|(start, end)| end - start)
+    }
+
+    /// ` blocks` after a heap count; nothing after a count of items.
+    fn unit_suffix(&self, n: i64) -> &'static str {
+        match (self.unit, n.abs()) {
+            (Unit::Items, _) => "",
+            (Unit::Blocks, 1) => " block",
+            (Unit::Blocks, _) => " blocks",
         }
     }
 
@@ -119,6 +139,20 @@ impl Report {
     /// Net growth of `r` from the baseline to the end (negative if it shrank; 0 if unmeasured).
     pub fn growth(&self, r: Resource) -> isize {
         self.line(r).map_or(0, |l| l.growth as isize)
+    }
+
+    /// Net growth of live heap bytes from the baseline to the end, for [`Resource::Heap`]
+    /// (`None` for other resources, or when the heap was not measured). Bytes are shown,
+    /// not judged: the verdict is on blocks.
+    pub fn bytes(&self, r: Resource) -> Option<i64> {
+        self.line(r)
+            .filter(|l| {
+                matches!(
+                    l.verdict,
+                    Verdict::Clean | Verdict::Bounded | Verdict::Leaking
+                )
+            })
+            .and_then(Line::byte_growth)
     }
 
     /// Growth of `r` per measured cycle.
@@ -189,10 +223,21 @@ impl fmt::Display for Report {
                     }
                     Verdict::Bounded => write!(
                         f,
-                        "{sep}{} {}→{} (bounded growth {:+})",
-                        l.resource, l.start, l.end, l.growth
+                        "{sep}{} {}→{}{} (bounded growth {:+})",
+                        l.resource,
+                        l.start,
+                        l.end,
+                        l.unit_suffix(l.end),
+                        l.growth
                     )?,
-                    _ => write!(f, "{sep}{} {}→{}", l.resource, l.start, l.end)?,
+                    _ => write!(
+                        f,
+                        "{sep}{} {}→{}{}",
+                        l.resource,
+                        l.start,
+                        l.end,
+                        l.unit_suffix(l.end)
+                    )?,
                 }
             }
             return self.write_notes(f);
@@ -211,9 +256,22 @@ impl fmt::Display for Report {
                 Verdict::NotMeasured(why) => write!(f, "not measured ({why})")?,
                 Verdict::Failed(why) => write!(f, "could not be read: {why}")?,
                 verdict => {
-                    write!(f, "{:+}", l.growth)?;
-                    if *verdict == Verdict::Leaking && self.cycles > 1 {
-                        write!(f, " ({:+.2}/cycle)", self.per_cycle(l.resource))?;
+                    let per_cycle = *verdict == Verdict::Leaking && self.cycles > 1;
+                    write!(f, "{:+}{}", l.growth, l.unit_suffix(l.growth))?;
+                    match l.unit {
+                        Unit::Items if per_cycle => {
+                            write!(f, " ({:+.2}/cycle)", self.per_cycle(l.resource))?
+                        }
+                        Unit::Blocks if per_cycle => {
+                            write!(f, " ({:+.1}/cycle)", self.per_cycle(l.resource))?
+                        }
+                        Unit::Items | Unit::Blocks => {}
+                    }
+                    if let Some(bytes) = l.byte_growth() {
+                        write!(f, ", {}", Bytes(bytes))?;
+                        if per_cycle {
+                            write!(f, " ({}/cycle)", Bytes(bytes / self.cycles as i64))?;
+                        }
                     }
                     if *verdict == Verdict::Bounded {
                         write!(f, " bounded (grew, then stopped: not a leak)")?;
@@ -252,6 +310,26 @@ fn write_items(f: &mut fmt::Formatter<'_>, l: &Line) -> fmt::Result {
         write!(f, ", and {rest} more")?;
     }
     Ok(())
+}
+
+/// A signed byte count as a person reads it: `+480 B`, `+9.4 KiB`, `-1.2 MiB`.
+struct Bytes(i64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { '-' } else { '+' };
+        let n = self.0.unsigned_abs() as f64;
+        const KIB: f64 = 1024.0;
+        if n < KIB {
+            write!(f, "{sign}{n} B")
+        } else if n < KIB * KIB {
+            write!(f, "{sign}{:.1} KiB", n / KIB)
+        } else if n < KIB * KIB * KIB {
+            write!(f, "{sign}{:.1} MiB", n / (KIB * KIB))
+        } else {
+            write!(f, "{sign}{:.1} GiB", n / (KIB * KIB * KIB))
+        }
+    }
 }
 
 /// A duration as a person reads it: `850 µs`, `12.3 ms`, `1.0 s`.
@@ -335,9 +413,9 @@ mod tests {
     fn line(resource: Resource, verdict: Verdict, growth: i64, items: &[(&str, usize)]) -> Line {
         let style = match resource {
             Resource::Threads => Style::Quoted,
-            Resource::Fds | Resource::Tasks => Style::Plain,
+            Resource::Fds | Resource::Tasks | Resource::Heap => Style::Plain,
         };
-        let mut line = Line::new(resource, style);
+        let mut line = Line::new(resource, style, Unit::Items);
         line.verdict = verdict;
         line.start = 10;
         line.end = 10 + growth;
@@ -378,6 +456,21 @@ mod tests {
         assert!(!r.is_clean());
         assert_eq!(r.leaked(Resource::Threads), 40);
         assert_eq!(r.leaked(Resource::Tasks), 0);
+    }
+
+    #[test]
+    fn heap_line_shows_blocks_and_bytes_per_cycle() {
+        let mut heap = line(Resource::Heap, Verdict::Leaking, 200, &[]);
+        heap.unit = Unit::Blocks;
+        heap.bytes = Some((50_000, 50_000 + 9_600));
+        let r = report(vec![heap]);
+        assert_eq!(
+            r.to_string(),
+            "leakcheck: leak after 20 cycles (warm-up 1, settled in 1.0 s)\n  \
+             heap     +200 blocks (+10.0/cycle), +9.4 KiB (+480 B/cycle)"
+        );
+        assert_eq!(r.leaked(Resource::Heap), 200);
+        assert_eq!(r.bytes(Resource::Heap), Some(9_600));
     }
 
     #[test]

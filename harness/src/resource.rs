@@ -17,6 +17,9 @@ pub enum Resource {
     Fds,
     /// Alive tasks of a tokio runtime (see `LeakCheck::tasks`).
     Tasks,
+    /// Live heap blocks (see `LeakCheck::heap` and `CountingAlloc`); `leaked` counts blocks,
+    /// the report shows bytes too.
+    Heap,
 }
 
 impl Resource {
@@ -25,6 +28,7 @@ impl Resource {
             Resource::Threads => "threads",
             Resource::Fds => "fds",
             Resource::Tasks => "tasks",
+            Resource::Heap => "heap",
         }
     }
 }

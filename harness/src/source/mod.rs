@@ -20,12 +20,14 @@
 //! for itself.
 
 mod fds;
+mod heap;
 mod ignored;
 #[cfg(feature = "tokio")]
 mod tasks;
 mod threads;
 
 pub(crate) use fds::Fds;
+pub(crate) use heap::Heap;
 #[cfg(feature = "tokio")]
 pub(crate) use tasks::Tasks;
 pub(crate) use threads::Threads;
@@ -88,6 +90,23 @@ pub(crate) trait Source: Send + Sync {
         Style::Plain
     }
 
+    /// What the report counts this resource in.
+    fn unit(&self) -> Unit {
+        Unit::Items
+    }
+
+    /// Remarks for the report (how to measure what was not measured).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether the protocol should also read this source after every measured cycle, for a
+    /// trend (`Series::samples`). Only sources that ask for it are read between settles, so a
+    /// check without them pays nothing for it.
+    fn per_cycle(&self) -> bool {
+        false
+    }
+
     /// Whether `now` is back where it should be, relative to `reference` (a previous
     /// baseline). Default: the count is at or below the reference's.
     fn settled(&self, now: &Reading, reference: &Reading) -> bool {
@@ -115,6 +134,9 @@ pub(crate) enum Reading {
     /// A bare count, for what has no identity we can see (tokio tasks).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     Count(usize),
+    /// Live heap blocks and bytes (signed: blocks freed by code the harness did not count
+    /// can take them below zero).
+    Heap { blocks: i64, bytes: i64 },
     /// This platform cannot see the resource.
     Unsupported(&'static str),
     /// Reading failed: the message says what could not be read and why.
@@ -127,7 +149,19 @@ impl Reading {
         match self {
             Reading::Ids { count, .. } => Some(*count as i64),
             Reading::Count(n) => Some(*n as i64),
+            Reading::Heap { blocks, .. } => Some(*blocks),
             Reading::Unsupported(_) | Reading::Failed(_) => None,
+        }
+    }
+
+    /// Live bytes, for a reading that has them (the heap).
+    pub(crate) fn bytes(&self) -> Option<i64> {
+        match self {
+            Reading::Heap { bytes, .. } => Some(*bytes),
+            Reading::Ids { .. }
+            | Reading::Count(_)
+            | Reading::Unsupported(_)
+            | Reading::Failed(_) => None,
         }
     }
 
@@ -135,7 +169,10 @@ impl Reading {
     pub(crate) fn ids(&self) -> &[u32] {
         match self {
             Reading::Ids { ids, .. } => ids,
-            Reading::Count(_) | Reading::Unsupported(_) | Reading::Failed(_) => &[],
+            Reading::Count(_)
+            | Reading::Heap { .. }
+            | Reading::Unsupported(_)
+            | Reading::Failed(_) => &[],
         }
     }
 }
@@ -168,6 +205,15 @@ pub(crate) enum Style {
     Quoted,
 }
 
+/// What a report counts a resource in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// Things with an identity or a count: `threads +2`.
+    Items,
+    /// Heap blocks, with their bytes: `heap +200 blocks (+10.0/cycle), +9.4 KiB`.
+    Blocks,
+}
+
 /// The settled figures of one source over a check, for [`Source::judge`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Series<'a> {
@@ -179,11 +225,9 @@ pub(crate) struct Series<'a> {
     /// The settled end (B2).
     pub(crate) end: i64,
     /// How many cycles were measured.
-    #[allow(dead_code)] // for sources that judge a trend
     pub(crate) cycles: usize,
-    /// Readings taken after each measured cycle, for sources that ask for them; empty
-    /// otherwise.
-    #[allow(dead_code)] // for sources that judge a trend
+    /// Readings taken right after each measured cycle (unsettled), for sources that ask for
+    /// them ([`Source::per_cycle`]); empty otherwise.
     pub(crate) samples: &'a [i64],
 }
 
@@ -246,6 +290,11 @@ impl Sources {
 
     pub(crate) fn len(&self) -> usize {
         self.list.len()
+    }
+
+    /// The sources read after every measured cycle.
+    pub(crate) fn per_cycle(&self) -> impl Iterator<Item = (usize, &dyn Source)> + '_ {
+        self.iter().enumerate().filter(|(_, s)| s.per_cycle())
     }
 
     /// The first snapshot of a check, and how many it took: a source that learned something
