@@ -19,8 +19,9 @@ const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
 /// A leak check: which resources to count, how many cycles to run, how long to let lingering
 /// resources settle, and what to ignore.
 ///
-/// Counts OS threads and file descriptors; with the `tokio` feature, also the alive tasks of a
-/// runtime (see [`LeakCheck::tasks`]).
+/// Counts OS threads, file descriptors and child processes; on request, also the alive tasks
+/// of a tokio runtime (`LeakCheck::tasks`, feature `tokio`) and live heap blocks
+/// ([`LeakCheck::heap`]).
 ///
 /// ```
 /// use leakcheck::LeakCheck;
@@ -50,7 +51,7 @@ impl Default for LeakCheck {
 }
 
 impl LeakCheck {
-    /// A check of threads and fds: one cycle, no warm-up, a settle budget of 1 s (or
+    /// A check of threads, fds and child processes: one cycle, no warm-up, a settle budget of 1 s (or
     /// `LEAKCHECK_SETTLE_MS`).
     ///
     /// # Panics
@@ -289,6 +290,7 @@ impl LeakCheck {
         let mut list: Vec<Box<dyn Source>> = vec![
             Box::new(source::Threads::new(self.thread_filter.clone())),
             Box::new(source::Fds::new(self.fd_filter.clone())),
+            Box::new(source::Children),
         ];
         #[cfg(feature = "tokio")]
         if let Some(handle) = &self.tasks {

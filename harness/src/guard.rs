@@ -33,7 +33,7 @@ impl Default for Guard {
 }
 
 impl Guard {
-    /// A guard with the default check (threads and fds, settle budget from
+    /// A guard with the default check (threads, fds and child processes, settle budget from
     /// `LEAKCHECK_SETTLE_MS` or 1 s). For filters or tasks, use [`LeakCheck::guard`].
     pub fn new() -> Self {
         LeakCheck::new().guard()

@@ -52,9 +52,9 @@
 //!
 //! # Platforms
 //!
-//! Threads and fds are read from `/proc/self` on Linux. Elsewhere the crate compiles and
-//! reports them as not measured, never as a made-up zero. Tokio tasks (feature `tokio`, on by
-//! default) are counted on every platform.
+//! Threads, fds and child processes are read from `/proc/self` on Linux. Elsewhere the crate
+//! compiles and reports them as not measured, never as a made-up zero. Tokio tasks (feature
+//! `tokio`, on by default) and the heap (`CountingAlloc`) are counted on every platform.
 
 #![warn(missing_docs)]
 

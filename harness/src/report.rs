@@ -412,7 +412,7 @@ mod tests {
 
     fn line(resource: Resource, verdict: Verdict, growth: i64, items: &[(&str, usize)]) -> Line {
         let style = match resource {
-            Resource::Threads => Style::Quoted,
+            Resource::Threads | Resource::Children => Style::Quoted,
             Resource::Fds | Resource::Tasks | Resource::Heap => Style::Plain,
         };
         let mut line = Line::new(resource, style, Unit::Items);

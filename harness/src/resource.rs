@@ -17,6 +17,9 @@ pub enum Resource {
     Fds,
     /// Alive tasks of a tokio runtime (see `LeakCheck::tasks`).
     Tasks,
+    /// Child processes of this process, running or zombie (Linux:
+    /// `/proc/self/task/*/children`), shown by command and state. Counted by default.
+    Children,
     /// Live heap blocks (see `LeakCheck::heap` and `CountingAlloc`); `leaked` counts blocks,
     /// the report shows bytes too.
     Heap,
@@ -29,6 +32,7 @@ impl Resource {
             Resource::Fds => "fds",
             Resource::Tasks => "tasks",
             Resource::Heap => "heap",
+            Resource::Children => "children",
         }
     }
 }

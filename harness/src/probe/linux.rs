@@ -124,6 +124,109 @@ pub(crate) fn fd_target(fd: u32) -> Option<String> {
     Some(target.to_string_lossy().into_owned())
 }
 
+/// Whether this process has no child process at all, running or zombie: one `waitid` that
+/// neither waits (`WNOHANG`) nor reaps (`WNOWAIT`), and fails with `ECHILD` when there is no
+/// child. The common case costs one syscall instead of a file per thread.
+pub(crate) fn has_no_children() -> bool {
+    // SAFETY: `info` is a valid siginfo_t to write into; with WNOHANG | WNOWAIT the call
+    // neither blocks nor changes any child's state.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED
+                | libc::WSTOPPED
+                | libc::WCONTINUED
+                | libc::WNOHANG
+                | libc::WNOWAIT
+                | libc::__WALL,
+        );
+        r == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+    }
+}
+
+/// The pids of this process's children, from `/proc/self/task/<tid>/children` (a child is
+/// listed under the thread that forked it), or, where the kernel has no such file, from a scan
+/// of `/proc/*/stat` for processes whose parent is this one. Sorted, deduplicated.
+pub(crate) fn children(tids: &[u32], out: &mut Vec<u32>) -> io::Result<()> {
+    for &tid in tids {
+        match std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) {
+            Ok(text) => out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            ),
+            // The thread has exited since the listing: its children moved to another thread.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && task_exists(tid) => {
+                out.clear();
+                return children_by_scan(out);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(())
+}
+
+fn task_exists(tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
+/// Every process in `/proc` whose parent is this process.
+pub(crate) fn children_by_scan(out: &mut Vec<u32>) -> io::Result<()> {
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if process_stat(pid).is_some_and(|s| s.ppid == me) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(())
+}
+
+/// What `/proc/<pid>/stat` says of a process: its command (as the kernel shows it, at most 15
+/// bytes), its state (`R`, `S`, `Z`...) and its parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProcessStat {
+    pub(crate) command: String,
+    pub(crate) state: char,
+    pub(crate) ppid: u32,
+}
+
+/// `None` if the process is gone.
+pub(crate) fn process_stat(pid: u32) -> Option<ProcessStat> {
+    let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&String::from_utf8_lossy(&raw))
+}
+
+/// `pid (command) state ppid ...`; the command may hold spaces and parentheses, so it ends at
+/// the last `)`.
+fn parse_stat(text: &str) -> Option<ProcessStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let command = text.get(open + 1..close)?.to_owned();
+    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(ProcessStat {
+        command,
+        state,
+        ppid,
+    })
+}
+
 /// The id of the process's main thread, and of the calling thread.
 pub(crate) fn main_and_current_tid() -> (u32, u32) {
     // SAFETY: getpid and gettid cannot fail.
@@ -167,6 +270,50 @@ mod tests {
         fds.list(&mut ids).unwrap();
         assert!(ids.contains(&fds.raw()));
         assert!(fd_target(fds.raw()).unwrap().ends_with("/fd"));
+    }
+
+    #[test]
+    fn children_are_found_per_thread_and_by_the_fallback_scan() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!has_no_children());
+        let tasks = Dir::open(TASK_DIR).unwrap();
+        let mut tids = Vec::new();
+        tasks.list(&mut tids).unwrap();
+        let mut per_thread = Vec::new();
+        children(&tids, &mut per_thread).unwrap();
+        let mut scanned = Vec::new();
+        children_by_scan(&mut scanned).unwrap();
+        let stat = process_stat(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(per_thread.contains(&pid), "{pid} in {per_thread:?}");
+        assert!(scanned.contains(&pid), "{pid} in {scanned:?}");
+        let stat = stat.unwrap();
+        assert_eq!(
+            (stat.command.as_str(), stat.ppid),
+            ("sleep", std::process::id())
+        );
+    }
+
+    #[test]
+    fn parses_stat_lines_with_odd_commands() {
+        assert_eq!(
+            parse_stat("4242 (sleep) Z 17 4242 17 0 -1"),
+            Some(ProcessStat {
+                command: "sleep".into(),
+                state: 'Z',
+                ppid: 17
+            })
+        );
+        assert_eq!(
+            parse_stat("7 (a) b (c)) S 1 7 7").map(|s| (s.command, s.state, s.ppid)),
+            Some(("a) b (c)".into(), 'S', 1))
+        );
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]

@@ -119,6 +119,39 @@ pub(crate) fn fd_target(fd: u32) -> Option<String> {
     }
 }
 
+/// The pids of this process's child processes, running or zombie, sorted.
+pub(crate) fn children(out: &mut Vec<u32>) -> Result<(), ListError> {
+    #[cfg(target_os = "linux")]
+    {
+        if linux::has_no_children() {
+            return Ok(());
+        }
+        let mut tids = Vec::new();
+        list(Listing::Threads, &mut tids)?;
+        linux::children(&tids, out).map_err(|e| {
+            ListError::Failed(format!("cannot read the children of /proc/self/task: {e}"))
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = out;
+        Err(ListError::Unsupported("not supported on this platform"))
+    }
+}
+
+/// A child process's command and state; `None` if it is gone or the platform cannot tell.
+pub(crate) fn child(pid: u32) -> Option<(String, char)> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::process_stat(pid).map(|s| (s.command, s.state))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 /// The process's main thread id and the caller's, where the platform tells.
 pub(crate) fn main_and_current_tid() -> Option<(u32, u32)> {
     #[cfg(target_os = "linux")]

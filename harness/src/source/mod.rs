@@ -19,6 +19,7 @@
 //! leaking when the second half of the cycles adds to the first. A noisier kind says otherwise
 //! for itself.
 
+mod children;
 mod fds;
 mod heap;
 mod ignored;
@@ -26,6 +27,7 @@ mod ignored;
 mod tasks;
 mod threads;
 
+pub(crate) use children::Children;
 pub(crate) use fds::Fds;
 pub(crate) use heap::Heap;
 #[cfg(feature = "tokio")]

@@ -1,0 +1,84 @@
+//! Child processes of this process, running or zombie (Linux: `/proc/self/task/*/children`).
+//!
+//! A component that spawns a process and forgets to wait for it leaves a running child or a
+//! zombie behind, cycle after cycle. Children are counted by pid and named by command and
+//! state. The harness only looks: it never reaps, waits for or kills anything, so a child that
+//! its parent reaps within the settle budget is not a leak, and one that nobody reaps is.
+
+use std::collections::BTreeMap;
+
+use crate::probe::{self, ListError};
+use crate::resource::Resource;
+use crate::source::{added, Item, Reading, Source, Style, GONE};
+
+pub(crate) struct Children;
+
+impl Source for Children {
+    fn resource(&self) -> Resource {
+        Resource::Children
+    }
+
+    fn read(&self) -> Reading {
+        let mut ids = Vec::new();
+        match probe::children(&mut ids) {
+            Ok(()) => Reading::Ids {
+                count: ids.len(),
+                ids,
+            },
+            Err(ListError::Unsupported(why)) => Reading::Unsupported(why),
+            Err(ListError::Failed(msg)) => Reading::Failed(msg),
+        }
+    }
+
+    fn label(&self, pid: u32) -> Option<String> {
+        probe::child(pid).map(|(command, _)| command)
+    }
+
+    fn style(&self) -> Style {
+        Style::Quoted
+    }
+
+    /// Grouped by command, with how many of each are zombies or stopped:
+    /// `"sleep" ×8 (zombie ×3)`.
+    fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
+        // command → (count, state → count)
+        let mut groups: BTreeMap<String, (usize, BTreeMap<&'static str, usize>)> = BTreeMap::new();
+        for pid in added(b0.ids(), end.ids()) {
+            let (command, state) = probe::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
+            let group = groups.entry(command).or_default();
+            group.0 += 1;
+            if let Some(name) = unusual_state(state) {
+                *group.1.entry(name).or_default() += 1;
+            }
+        }
+        let mut items: Vec<Item> = groups
+            .into_iter()
+            .map(|(command, (count, states))| {
+                let remark = (!states.is_empty()).then(|| {
+                    states
+                        .iter()
+                        .map(|(state, n)| format!("{state} ×{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+                Item {
+                    label: command,
+                    count,
+                    remark,
+                }
+            })
+            .collect();
+        items.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
+        items
+    }
+}
+
+/// The states worth naming in a report (a running or sleeping child is the usual case).
+fn unusual_state(state: char) -> Option<&'static str> {
+    match state {
+        'Z' => Some("zombie"),
+        'T' | 't' => Some("stopped"),
+        'X' | 'x' => Some("dead"),
+        _ => None,
+    }
+}
