@@ -20,8 +20,8 @@ const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
 /// resources settle, and what to ignore.
 ///
 /// Counts OS threads, file descriptors and child processes; on request, also the alive tasks
-/// of a tokio runtime (`LeakCheck::tasks`, feature `tokio`) and live heap blocks
-/// ([`LeakCheck::heap`]).
+/// of a tokio runtime (`LeakCheck::tasks`, feature `tokio`), live heap blocks
+/// ([`LeakCheck::heap`]) and counters of your own ([`LeakCheck::probe`]).
 ///
 /// ```
 /// use leakcheck::LeakCheck;
@@ -42,6 +42,7 @@ pub struct LeakCheck {
     #[cfg(feature = "tokio")]
     tasks: Option<tokio::runtime::Handle>,
     heap: bool,
+    probes: Vec<source::Probe>,
 }
 
 impl Default for LeakCheck {
@@ -66,6 +67,7 @@ impl LeakCheck {
             #[cfg(feature = "tokio")]
             tasks: None,
             heap: false,
+            probes: Vec::new(),
         }
     }
 
@@ -167,6 +169,44 @@ impl LeakCheck {
     /// ```
     pub fn heap(mut self) -> Self {
         self.heap = true;
+        self
+    }
+
+    /// Also counts a counter of your own: objects in a registry, connections in a pool,
+    /// entries in a cache. It is judged by the same protocol as the built-in resources
+    /// (settled when back at or below its reference; leaking when it keeps growing) and shown
+    /// by `name` in the report; `leaked(Resource::Custom(name))` reads it. Add as many as you
+    /// like. A `count` that panics fails the check with a message naming the probe.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use leakcheck::{LeakCheck, Resource};
+    ///
+    /// static OPEN: AtomicUsize = AtomicUsize::new(0);
+    /// let leak = LeakCheck::new()
+    ///     .probe("connections", || OPEN.load(Ordering::SeqCst))
+    ///     .cycles(4)
+    ///     .settle(std::time::Duration::from_millis(20))
+    ///     .run(|| {
+    ///         OPEN.fetch_add(1, Ordering::SeqCst); // opened, never closed
+    ///     })
+    ///     .unwrap_err();
+    /// assert_eq!(leak.report().leaked(Resource::Custom("connections")), 4);
+    /// ```
+    ///
+    /// # Panics
+    /// If a probe of the same name was already added: the report could not tell them apart.
+    pub fn probe(
+        mut self,
+        name: &'static str,
+        count: impl Fn() -> usize + Send + Sync + 'static,
+    ) -> Self {
+        assert!(
+            self.probes.iter().all(|p| p.name() != name),
+            "leakcheck: a probe named {name:?} was already added; give each probe its own name"
+        );
+        self.probes
+            .push(source::Probe::new(name, std::sync::Arc::new(count)));
         self
     }
 
@@ -299,6 +339,9 @@ impl LeakCheck {
         if self.heap {
             list.push(Box::new(source::Heap));
         }
+        for probe in &self.probes {
+            list.push(Box::new(probe.clone()));
+        }
         Sources::new(list)
     }
 
@@ -383,6 +426,12 @@ mod tests {
         assert_eq!(LeakCheck::new().cycles(5).plan().warmup, 1);
         assert_eq!(LeakCheck::new().cycles(5).warmup(3).plan().warmup, 3);
         assert_eq!(LeakCheck::new().warmup(2).plan().cycles, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "a probe named \"pool\" was already added")]
+    fn a_probe_name_used_twice_is_refused() {
+        let _ = LeakCheck::new().probe("pool", || 0).probe("pool", || 1);
     }
 
     #[test]

@@ -413,7 +413,7 @@ mod tests {
     fn line(resource: Resource, verdict: Verdict, growth: i64, items: &[(&str, usize)]) -> Line {
         let style = match resource {
             Resource::Threads | Resource::Children => Style::Quoted,
-            Resource::Fds | Resource::Tasks | Resource::Heap => Style::Plain,
+            Resource::Fds | Resource::Tasks | Resource::Heap | Resource::Custom(_) => Style::Plain,
         };
         let mut line = Line::new(resource, style, Unit::Items);
         line.verdict = verdict;

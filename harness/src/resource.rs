@@ -23,6 +23,8 @@ pub enum Resource {
     /// Live heap blocks (see `LeakCheck::heap` and `CountingAlloc`); `leaked` counts blocks,
     /// the report shows bytes too.
     Heap,
+    /// A counter of your own, by the name given to `LeakCheck::probe`.
+    Custom(&'static str),
 }
 
 impl Resource {
@@ -33,6 +35,7 @@ impl Resource {
             Resource::Tasks => "tasks",
             Resource::Heap => "heap",
             Resource::Children => "children",
+            Resource::Custom(name) => name,
         }
     }
 }

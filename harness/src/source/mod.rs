@@ -23,6 +23,7 @@ mod children;
 mod fds;
 mod heap;
 mod ignored;
+mod probe;
 #[cfg(feature = "tokio")]
 mod tasks;
 mod threads;
@@ -30,6 +31,7 @@ mod threads;
 pub(crate) use children::Children;
 pub(crate) use fds::Fds;
 pub(crate) use heap::Heap;
+pub(crate) use probe::Probe;
 #[cfg(feature = "tokio")]
 pub(crate) use tasks::Tasks;
 pub(crate) use threads::Threads;
@@ -133,8 +135,7 @@ pub(crate) const GONE: &str = "<gone>";
 pub(crate) enum Reading {
     /// Live ids (sorted) and how many of them count (ids minus ignored ones).
     Ids { ids: Vec<u32>, count: usize },
-    /// A bare count, for what has no identity we can see (tokio tasks).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    /// A bare count, for what has no identity we can see (tokio tasks, probes).
     Count(usize),
     /// Live heap blocks and bytes (signed: blocks freed by code the harness did not count
     /// can take them below zero).
