@@ -68,6 +68,8 @@ mod probe;
 mod protocol;
 mod report;
 mod resource;
+#[cfg(feature = "serde")]
+mod serialize;
 mod settle;
 mod source;
 

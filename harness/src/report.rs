@@ -9,6 +9,11 @@ use crate::source::{Item, Style, Unit};
 /// The verdict on one resource.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Verdict {
     /// Back to the baseline (or below).
     Clean,
@@ -84,6 +89,10 @@ impl Line {
 }
 
 /// The result of a check: per resource, the verdict, the counts and what was left behind.
+///
+/// With the `serde` feature it implements `serde::Serialize` (to keep reports as CI
+/// artifacts): the figures per resource, the verdict, the grouped items, the notes and the
+/// text as `Display` prints it.
 ///
 /// `Display` prints the report as a test failure shows it:
 ///

@@ -10,6 +10,11 @@ use std::fmt;
 /// ```
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Resource {
     /// OS threads of this process (Linux: `/proc/self/task`), shown by name.
     Threads,
