@@ -1,53 +1,73 @@
 //! Is this check sharing its process with other tests?
 //!
 //! Threads and fds are process-wide. Under plain `cargo test`, libtest runs the tests of one
-//! binary on parallel threads of one process, so another test's threads can come and go during
-//! a check. Under cargo nextest each test is its own process. The harness cannot tell another
-//! test's thread from the component's, so it says when it could not rule them out.
+//! binary on parallel threads of one process, so another test's threads and fds come and go
+//! during a check: one ending hides a leak, one starting makes one up. The harness cannot tell
+//! another test's thread from the component's, and `#[serial]` does not help (libtest starts
+//! the next test's thread whenever one finishes). Such a check must not pass: it fails, says
+//! why, and points to `#[leakcheck::test]`, which runs the test in a process of its own.
+//!
+//! A check is alone in its process when it does not run on a libtest test thread (a doc
+//! test, a bench, an example, a program), when libtest runs one test at a time
+//! (`--test-threads=1`, `RUST_TEST_THREADS=1`, or one CPU), or when libtest was told to run
+//! exactly this test (`--exact <name>`: cargo nextest runs every test so, and so does the
+//! isolated child of a `#[leakcheck::test]`).
 
 use std::sync::OnceLock;
 
-/// The note to add to every report when other tests may share the process, else `None`.
-pub(crate) fn shared_process_note() -> Option<&'static str> {
-    static NOTE: OnceLock<Option<&'static str>> = OnceLock::new();
-    *NOTE.get_or_init(|| {
-        let env = |k: &str| std::env::var(k).ok();
-        let args: Vec<String> = std::env::args().collect();
-        shares_process(
-            env("NEXTEST_EXECUTION_MODE").as_deref(),
-            env("RUST_TEST_THREADS").as_deref(),
-            &args,
-            on_libtest_thread(),
-        )
-        .then_some(
-            "other tests may run in this process (libtest runs tests on parallel threads); \
-             their threads and fds could not be ruled out. Avoid it with \
-             `cargo test -- --test-threads=1` (or RUST_TEST_THREADS=1) or `cargo nextest run`; \
-             #[serial] keeps other tests idle, but libtest still starts their threads",
-        )
+/// Why the threads and fds of a check run here cannot be counted, or `None` when they can.
+pub(crate) fn shared_process() -> Option<&'static str> {
+    const WHY: &str = "other tests run on parallel threads of this process (libtest), and \
+        their threads and fds cannot be told from this check's; use #[leakcheck::test] on the \
+        test (it runs in a process of its own), or run this binary under `cargo nextest run` \
+        or with `--test-threads=1`";
+    let me = std::thread::current();
+    let args: Vec<String> = std::env::args().collect();
+    shares_process(
+        test_threads(&args),
+        &args,
+        me.name(),
+        on_libtest_thread(me.name()),
+    )
+    .then_some(WHY)
+}
+
+/// How many tests libtest runs at once in this process: its argument, else its environment
+/// variable, else one per CPU (libtest's own default). Read once.
+fn test_threads(args: &[String]) -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        let from_args = args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix("--test-threads=")
+                .or_else(|| match a.as_str() {
+                    "--test-threads" => args.get(i + 1).map(String::as_str),
+                    _ => None,
+                })
+                .and_then(|n| n.parse().ok())
+        });
+        from_args
+            .or_else(|| std::env::var("RUST_TEST_THREADS").ok()?.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     })
 }
 
-/// Pure decision, for testing: parallel libtest unless one of the ways out is in force.
+/// Pure decision, for testing.
 fn shares_process(
-    nextest_mode: Option<&str>,
-    test_threads_env: Option<&str>,
+    test_threads: usize,
     args: &[String],
+    thread_name: Option<&str>,
     on_libtest_thread: bool,
 ) -> bool {
-    if nextest_mode == Some("process-per-test") || test_threads_env == Some("1") {
+    if !on_libtest_thread || test_threads <= 1 {
         return false;
     }
-    let one_thread_arg = args.iter().enumerate().any(|(i, a)| {
-        a == "--test-threads=1"
-            || (a == "--test-threads" && args.get(i + 1).is_some_and(|n| n == "1"))
-    });
-    !one_thread_arg && on_libtest_thread
+    let only_this = crate::isolate::only_test(args).is_some_and(|only| Some(only) == thread_name);
+    !only_this
 }
 
 /// libtest runs each test on a thread named after the test, not on the process's main thread.
-fn on_libtest_thread() -> bool {
-    let named_test = std::thread::current().name().is_some_and(|n| n != "main");
+fn on_libtest_thread(name: Option<&str>) -> bool {
+    let named_test = name.is_some_and(|n| n != "main");
     let off_main = crate::probe::main_and_current_tid().is_none_or(|(main, me)| main != me);
     named_test && off_main
 }
@@ -62,28 +82,26 @@ mod tests {
 
     #[test]
     fn ways_out_of_a_shared_process() {
-        assert!(shares_process(None, None, &args(&["t"]), true));
-        assert!(!shares_process(None, None, &args(&["t"]), false));
-        assert!(!shares_process(Some("process-per-test"), None, &[], true));
-        assert!(!shares_process(None, Some("1"), &[], true));
-        assert!(shares_process(None, Some("4"), &[], true));
+        let t = Some("m::t");
+        assert!(shares_process(2, &args(&["bin"]), t, true));
+        // Not a libtest thread: a doc test, a bench, a program.
+        assert!(!shares_process(2, &args(&["bin"]), t, false));
+        // One test at a time.
+        assert!(!shares_process(1, &args(&["bin"]), t, true));
+        // Exactly this test (cargo nextest, an isolated child).
         assert!(!shares_process(
-            None,
-            None,
-            &args(&["t", "--test-threads=1"]),
+            4,
+            &args(&["bin", "--exact", "m::t", "--nocapture"]),
+            t,
             true
         ));
-        assert!(!shares_process(
-            None,
-            None,
-            &args(&["t", "--test-threads", "1"]),
-            true
-        ));
+        // Exactly another test, or a filter that is not exact.
         assert!(shares_process(
-            None,
-            None,
-            &args(&["t", "--test-threads", "2"]),
+            4,
+            &args(&["bin", "--exact", "m::u"]),
+            t,
             true
         ));
+        assert!(shares_process(4, &args(&["bin", "m::t"]), t, true));
     }
 }

@@ -40,15 +40,42 @@
 //! that filled up) is reported as bounded, not failed. Settling polls with backoff inside one
 //! budget of real time and returns at once when nothing lingers.
 //!
-//! # Other tests in the process
+//! # In a test suite: `#[leakcheck::test]`
 //!
-//! Threads and fds are process-wide. Under plain `cargo test`, the tests of one binary run on
-//! parallel threads of one process, and libtest starts the next test's thread whenever one
-//! finishes, even while a `#[serial]` test is counting. Run such binaries with
-//! `--test-threads=1` (or `RUST_TEST_THREADS=1`, e.g. in `.cargo/config.toml`'s `[env]`), or
-//! use `cargo nextest run`, which gives each test its own process. Mark such tests `#[serial]`
-//! (crate `serial_test`) too, so that checks never overlap when tests do share a process. A
-//! report says when it could not rule out other tests.
+//! Threads and fds are process-wide, and under plain `cargo test` the tests of one binary run
+//! on parallel threads of one process. One attribute makes a test's counts exact all the same:
+//!
+//! ```
+//! # #[cfg(any())] // the attribute makes a #[test]: nothing to run in a doc test
+//! #[leakcheck::test]                       // threads and fds around the body
+//! fn closes_cleanly() {
+//!     std::thread::spawn(|| ()).join().unwrap();
+//! }
+//!
+//! # #[cfg(any())]
+//! #[leakcheck::test(cycles = 20)]          // the body is one create/close cycle
+//! fn no_leak_per_cycle() { /* start and close the component */ }
+//!
+//! # #[cfg(any())]
+//! #[leakcheck::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn no_task_left() {               // a runtime of its own; its tasks are counted too
+//!     tokio::spawn(async {}).await.unwrap();
+//! }
+//! ```
+//!
+//! Under `cargo test`, such a test re-runs the test binary for itself alone (`--exact`, one
+//! test thread) and relays its output; under `cargo nextest run`, which gives every test a
+//! process, it runs in place. Arguments: `cycles`, `warmup`, `settle_ms`, `ignore_thread`
+//! and `ignore_fd` (both repeatable), `flavor` (`"current_thread"`, the default, or
+//! `"multi_thread"`) and `worker_threads` for an async test, and `timeout_ms`, the deadline
+//! of the isolated process (default 60 s, or `LEAKCHECK_TIMEOUT_MS`). A test that drives a
+//! `LeakCheck` itself uses `#[leakcheck::isolated]`: the same process of its own, with no
+//! check around it.
+//!
+//! A `Guard` or `LeakCheck` used without the attribute in a test that shares its process with
+//! other running tests never passes on counts it cannot trust: its threads and fds fail with
+//! a message that says why (with `--test-threads=1`, under cargo nextest, in a doc test, a
+//! bench or a program it is alone and counts as usual).
 //!
 //! # Platforms
 //!
@@ -59,11 +86,13 @@
 #![warn(missing_docs)]
 
 mod alloc;
+mod attribute;
 mod check;
 mod context;
 mod filter;
 mod group;
 mod guard;
+mod isolate;
 mod probe;
 mod protocol;
 mod report;
@@ -74,6 +103,41 @@ mod settle;
 mod source;
 
 pub use alloc::{CountingAlloc, HeapStats};
+
+#[doc(hidden)]
+pub mod __private {
+    //! What the attributes expand to call; not a public API.
+    pub use crate::attribute::*;
+}
+
+/// Marks a test whose body is checked for leaked threads and fds (and, for an async test, the
+/// tasks of its runtime), with exact counts under a parallel `cargo test`: see the
+/// [crate docs](crate#in-a-test-suite-leakchecktest).
+///
+/// It makes a `#[test]`, so in a doc test (compiled without `--test`) it compiles to nothing,
+/// as `#[test]` does:
+///
+/// ```
+/// #[leakcheck::test(cycles = 5)]
+/// fn joins_its_thread() {
+///     std::thread::spawn(|| ()).join().unwrap();
+/// }
+///
+/// #[leakcheck::test(flavor = "multi_thread", worker_threads = 2)]
+/// async fn awaits_its_task() {
+///     tokio::spawn(async {}).await.unwrap();
+/// }
+/// # fn main() {}
+/// ```
+#[cfg(feature = "macros")]
+pub use leakcheck_macros::test;
+
+/// Marks a test that runs in a process of its own under a parallel `cargo test`, with no
+/// check around it: for a test that drives [`LeakCheck`] or [`Guard`] itself. Takes
+/// `flavor`, `worker_threads` (async tests) and `timeout_ms`, as `#[leakcheck::test]` does.
+#[cfg(feature = "macros")]
+pub use leakcheck_macros::isolated;
+
 pub use check::LeakCheck;
 pub use guard::Guard;
 pub use report::{Leak, Report, Verdict};

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::report::{Line, Report, Verdict};
+use crate::resource::Resource;
 use crate::settle::{Settled, Settler, Target};
 use crate::source::{added, Reading, Series, Snapshot, Source, Sources};
 
@@ -166,15 +167,25 @@ impl Protocol {
         let end = self.end.as_ref().expect("finish after the last stage");
         let b0 = &self.references[0];
         let b1 = self.references.get(1);
-        let lines = self
+        let mut lines: Vec<Line> = self
             .sources
             .iter()
             .enumerate()
             .map(|(i, source)| self.judge(i, source, b0, b1, end))
             .collect();
-        let mut notes: Vec<String> = self.sources.iter().flat_map(|s| s.notes()).collect();
-        if let Some(note) = crate::context::shared_process_note() {
-            notes.push(note.to_owned());
+        let notes: Vec<String> = self.sources.iter().flat_map(|s| s.notes()).collect();
+        if let Some(why) = crate::context::shared_process() {
+            // Other tests' threads, fds and allocations were counted too: no verdict on them
+            // can stand.
+            for line in &mut lines {
+                let process_wide = matches!(
+                    line.resource,
+                    Resource::Threads | Resource::Fds | Resource::Heap
+                );
+                if process_wide && !matches!(line.verdict, Verdict::NotMeasured(_)) {
+                    line.verdict = Verdict::Failed(why.to_owned());
+                }
+            }
         }
         Report {
             cycles: self.plan.cycles,

@@ -23,7 +23,8 @@ pub enum Verdict {
     Leaking,
     /// This platform cannot see the resource; no figure is made up for it.
     NotMeasured(String),
-    /// Reading the resource failed; the message names the path and the OS error.
+    /// Reading the resource failed (the message names the path and the OS error), or its
+    /// count could not be trusted (other tests share the process: the message says so).
     Failed(String),
 }
 

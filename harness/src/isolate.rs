@@ -1,0 +1,594 @@
+//! One test in a process of its own, so that its counts are exact while libtest runs the rest
+//! of the suite on parallel threads.
+//!
+//! Threads and fds are process-wide: under plain `cargo test` every other test of the binary
+//! runs on a thread of the same process, and its threads and fds come and go in the middle of
+//! a check (a leak hidden by a neighbour's thread ending, or one made up by a neighbour's
+//! thread starting). No lock can keep them out: libtest starts the next test whenever one
+//! finishes. So a `#[leakcheck::test]` re-executes the test binary for exactly itself:
+//!
+//! ```text
+//! <test binary> --exact <module::path::name> --test-threads=1 --nocapture --include-ignored
+//!     LEAKCHECK_ISOLATED="<nonce> <module::path::name>"
+//! ```
+//!
+//! and the parent waits for it, relays its output with `print!` (so that libtest's capture
+//! applies as for any test), and passes, fails or panics as the child's test did. Where the
+//! test is already alone in its process (the child itself, or cargo nextest, which runs every
+//! test as `--exact <name>` in a process of its own) it runs in place.
+//!
+//! Traps this module handles, each seen in a trial:
+//! - `--include-ignored`: an `#[ignore]`d test re-run without it runs *zero* tests and exits 0.
+//!   The child brackets the test's run with markers on its stdout; no marker means no test ran,
+//!   and the parent fails saying so.
+//! - `#[should_panic]`: the child's libtest honours it, so the child's exit status says nothing.
+//!   The markers carry the test's own outcome and panic message, and the parent re-raises that
+//!   message, so the parent's libtest judges `should_panic(expected = ..)` on it.
+//! - a child that crashes (a signal, an exit in the middle of the test) or hangs: the parent
+//!   fails with what happened; a hung child is killed and reaped at the deadline.
+//! - the name for `--exact` is `module_path!()` without the crate's segment, plus the fn name.
+
+#[cfg(target_os = "linux")]
+use std::io::Read;
+use std::time::Duration;
+
+/// Set in the child's environment: `"<nonce> <test path>"`.
+pub(crate) const ENV: &str = "LEAKCHECK_ISOLATED";
+/// Overrides the default deadline of an isolated test, in milliseconds.
+pub(crate) const TIMEOUT_ENV: &str = "LEAKCHECK_TIMEOUT_MS";
+/// The deadline for an isolated test when neither the attribute nor the environment sets one.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// libtest's name for a test: its module path without the crate's segment, then its name.
+pub(crate) fn test_path(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, rest)) => format!("{rest}::{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Where a test runs.
+pub(crate) enum Placement {
+    /// Here, in this process; `Some` when this process is an isolated child that must report
+    /// its outcome to the parent.
+    InPlace(Option<Reporter>),
+    /// In a child process.
+    Child,
+}
+
+/// Decides where the test `path` runs. It runs in place when this process is its isolated
+/// child, when libtest was told to run exactly this test and nothing else (cargo nextest does
+/// that for every test), or when it is not on libtest's thread for it (a harness that runs
+/// tests in processes of their own, or a call from elsewhere).
+pub(crate) fn placement(path: &str) -> Placement {
+    let args: Vec<String> = std::env::args().collect();
+    let alone = only_test(&args).is_some_and(|only| only == path);
+    if alone {
+        return Placement::InPlace(Reporter::from_env(path));
+    }
+    let on_its_libtest_thread = std::thread::current().name() == Some(path);
+    if !on_its_libtest_thread || !cfg!(target_os = "linux") {
+        return Placement::InPlace(None);
+    }
+    Placement::Child
+}
+
+/// The one test libtest was told to run, if its arguments say `--exact` with one name (given
+/// once or more), and no listing.
+pub(crate) fn only_test(args: &[String]) -> Option<&str> {
+    // libtest's options that take a separate value.
+    const VALUED: &[&str] = &[
+        "--test-threads",
+        "--skip",
+        "--logfile",
+        "--format",
+        "--color",
+        "-Z",
+        "--shuffle-seed",
+    ];
+    let mut exact = false;
+    let mut filters = Vec::new();
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--exact" => exact = true,
+            "--list" => return None,
+            a if VALUED.contains(&a) => {
+                rest.next();
+            }
+            a if a.starts_with('-') => {}
+            a => filters.push(a),
+        }
+    }
+    let first = *filters.first()?;
+    (exact && filters.iter().all(|f| *f == first)).then_some(first)
+}
+
+/// Brackets the test's run on the child's stdout so that the parent can tell what the test
+/// printed from libtest's own lines, and knows how the test ended.
+pub(crate) struct Reporter {
+    nonce: String,
+}
+
+impl Reporter {
+    fn from_env(path: &str) -> Option<Reporter> {
+        let value = std::env::var(ENV).ok()?;
+        let (nonce, for_path) = value.split_once(' ')?;
+        // Inherited from an isolated ancestor by an unrelated process: not ours.
+        (for_path == path).then(|| Reporter {
+            nonce: nonce.to_owned(),
+        })
+    }
+
+    pub(crate) fn begin(&self) {
+        self.write("begin");
+    }
+
+    pub(crate) fn passed(&self) {
+        self.write("passed");
+    }
+
+    pub(crate) fn panicked(&self, message: &str) {
+        self.write(&format!("panicked {}", escape(message)));
+    }
+
+    fn write(&self, what: &str) {
+        use std::io::Write;
+        // Straight to the process's stdout, past any capture, after what the test printed.
+        let mut out = std::io::stdout().lock();
+        let _ = out.flush();
+        let _ = write!(out, "\n{} {what}\n", marker(&self.nonce));
+        let _ = out.flush();
+    }
+}
+
+fn marker(nonce: &str) -> String {
+    format!("@@leakcheck-isolated {nonce}")
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+/// How an isolated test ended, as the parent reports it.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    /// The test returned.
+    Passed,
+    /// The test panicked with this message (a leak report, an assertion...).
+    Panicked(String),
+    /// The test did not end normally: no test ran, the process crashed, exited or hung.
+    Broken(String),
+}
+
+/// What the parent got back: the test's own output (what it printed between the markers, or
+/// everything the child printed when the markers are missing) and how it ended.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) output: String,
+    pub(crate) outcome: Outcome,
+}
+
+/// How the child process ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Still running at the deadline: killed and reaped.
+    TimedOut,
+}
+
+/// Reads the child's output and exit into an outcome.
+pub(crate) fn judge(path: &str, nonce: &str, raw: &str, exit: Exit, timeout: Duration) -> Finished {
+    let mark = marker(nonce);
+    let begin = format!("\n{mark} begin\n");
+    let Some(start) = raw.find(&begin) else {
+        let why = match exit {
+            Exit::TimedOut => timed_out(path, timeout),
+            Exit::Signal(sig) => format!(
+                "leakcheck: the isolated process for `{path}` was killed by {} before the test \
+                 started",
+                signal_name(sig)
+            ),
+            Exit::Code(code) => format!(
+                "leakcheck: no test ran in the isolated process for `{path}` (it exited with \
+                 status {code}): libtest found no test of that exact name. The output of \
+                 `{} --exact {path}` is above.",
+                exe_name()
+            ),
+        };
+        return Finished {
+            output: raw.to_owned(),
+            outcome: Outcome::Broken(why),
+        };
+    };
+    let body = &raw[start + begin.len()..];
+    let end_mark = format!("\n{mark} ");
+    let (output, end) = match body.find(&end_mark) {
+        Some(i) => (&body[..i], Some(&body[i + end_mark.len()..])),
+        None => (body, None),
+    };
+    let ended = end.map(|e| e.split('\n').next().unwrap_or(""));
+    let outcome = match (ended, exit) {
+        (_, Exit::TimedOut) => Outcome::Broken(timed_out(path, timeout)),
+        (Some(_), Exit::Signal(sig)) | (None, Exit::Signal(sig)) => Outcome::Broken(format!(
+            "leakcheck: the isolated process for `{path}` crashed: killed by {}{}",
+            signal_name(sig),
+            if ended.is_some() {
+                " after the test ended"
+            } else {
+                " while the test ran"
+            }
+        )),
+        (Some("passed"), Exit::Code(_)) => Outcome::Passed,
+        (Some(e), Exit::Code(_)) if e.starts_with("panicked ") => {
+            Outcome::Panicked(unescape(&e["panicked ".len()..]))
+        }
+        (_, Exit::Code(code)) => Outcome::Broken(format!(
+            "leakcheck: the isolated process for `{path}` exited with status {code} while the \
+             test ran (a `std::process::exit` in the test?)"
+        )),
+    };
+    Finished {
+        output: output.to_owned(),
+        outcome,
+    }
+}
+
+fn timed_out(path: &str, timeout: Duration) -> String {
+    format!(
+        "leakcheck: the isolated process for `{path}` did not finish within {} ms; it was \
+         killed and reaped. Its output so far is above. If the test is only slow, raise the \
+         deadline with #[leakcheck::test(timeout_ms = ..)] or {TIMEOUT_ENV}.",
+        timeout.as_millis()
+    )
+}
+
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => return format!("signal {sig}"),
+    };
+    format!("signal {sig} ({name})")
+}
+
+fn exe_name() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "<test binary>".to_owned())
+}
+
+/// The deadline: the attribute's, else `LEAKCHECK_TIMEOUT_MS`, else [`DEFAULT_TIMEOUT`].
+pub(crate) fn timeout(from_attribute: Option<u64>) -> Duration {
+    if let Some(ms) = from_attribute {
+        return Duration::from_millis(ms);
+    }
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => DEFAULT_TIMEOUT,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => panic!(
+                "leakcheck: {TIMEOUT_ENV} must be a whole number of milliseconds (1 or more), \
+                 got {v:?}"
+            ),
+        },
+    }
+}
+
+/// Runs the test `path` in a child process and waits for it, up to `timeout`.
+#[cfg(target_os = "linux")]
+pub(crate) fn run_child(path: &str, timeout: Duration) -> Finished {
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            return Finished {
+                output: String::new(),
+                outcome: Outcome::Broken(format!(
+                    "leakcheck: cannot find this test binary to run `{path}` in a process of \
+                     its own: {e}"
+                )),
+            }
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--exact",
+        path,
+        "--test-threads=1",
+        "--nocapture",
+        "--include-ignored",
+    ])
+    .env(ENV, format!("{nonce} {path}"))
+    .stdin(std::process::Stdio::null());
+    match supervise(cmd, timeout) {
+        Ok((raw, exit)) => judge(path, &nonce, &raw, exit, timeout),
+        Err(e) => Finished {
+            output: String::new(),
+            outcome: Outcome::Broken(format!(
+                "leakcheck: cannot start the isolated process for `{path}`: {e}"
+            )),
+        },
+    }
+}
+
+/// Starts `cmd` with stdout and stderr on one pipe (so that their order is kept), collects
+/// its output, and waits for it to exit, killing and reaping it at the deadline.
+#[cfg(target_os = "linux")]
+pub(crate) fn supervise(
+    mut cmd: std::process::Command,
+    timeout: Duration,
+) -> std::io::Result<(String, Exit)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Instant;
+
+    let deadline = Instant::now() + timeout;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two fds; close-on-exec keeps them out of other children
+    // that other tests start meanwhile (the child gets its copies through dup2).
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    cmd.stdout(write.try_clone()?).stderr(write);
+    let spawned = cmd.spawn();
+    // The command holds our copies of the write end: drop it, or the reader never sees EOF.
+    drop(cmd);
+    let mut child = spawned?;
+
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, done_rx) = mpsc::channel();
+    {
+        let collected = collected.clone();
+        let mut read = std::fs::File::from(read);
+        std::thread::Builder::new()
+            .name("leakcheck-relay".into())
+            .spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n @ 1..) = read.read(&mut buf) {
+                    collected
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+                let _ = done_tx.send(());
+            })?;
+    }
+    let left = |d: Instant| d.saturating_duration_since(Instant::now());
+    let eof = done_rx.recv_timeout(left(deadline)).is_ok();
+    let exit = if eof {
+        // The output ends when the child exits: its status follows at once (or, for a child
+        // that closed its output and went on, by the deadline).
+        wait_until(&mut child, deadline)?
+    } else {
+        None
+    };
+    let exit = match exit {
+        Some(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        },
+        None => {
+            // At the deadline: kill (not yet reaped, so the pid is still ours) and reap.
+            let _ = child.kill();
+            child.wait()?;
+            // What it printed before it was killed, unless something it started holds the
+            // pipe open.
+            let _ = done_rx.recv_timeout(Duration::from_millis(500));
+            Exit::TimedOut
+        }
+    };
+    let raw = collected.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok((String::from_utf8_lossy(&raw).into_owned(), exit))
+}
+
+/// Waits for `child` to exit until `deadline`, polling with backoff; `None` at the deadline.
+#[cfg(target_os = "linux")]
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: std::time::Instant,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let mut backoff = Duration::from_micros(20);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(backoff.min(left));
+        backoff = (backoff * 2).min(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        std::iter::once("bin")
+            .chain(a.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn test_path_drops_the_crate_segment() {
+        assert_eq!(test_path("suite", "t"), "t");
+        assert_eq!(test_path("suite::a::b", "t"), "a::b::t");
+    }
+
+    #[test]
+    fn only_test_needs_exact_and_one_name() {
+        assert_eq!(only_test(&args(&["--exact", "a::t"])), Some("a::t"));
+        assert_eq!(
+            only_test(&args(&[
+                "a::t",
+                "--nocapture",
+                "--exact",
+                "--test-threads",
+                "1"
+            ])),
+            Some("a::t")
+        );
+        assert_eq!(
+            only_test(&args(&["--exact", "a::t", "--skip", "x", "a::t"])),
+            Some("a::t")
+        );
+        assert_eq!(only_test(&args(&["a::t"])), None);
+        assert_eq!(only_test(&args(&["--exact"])), None);
+        assert_eq!(only_test(&args(&["--exact", "a::t", "b::t"])), None);
+        assert_eq!(only_test(&args(&["--exact", "a::t", "--list"])), None);
+        assert_eq!(
+            only_test(&args(&["--format", "json", "--exact", "a::t"])),
+            Some("a::t")
+        );
+    }
+
+    #[test]
+    fn messages_survive_the_marker_line() {
+        let m = "line 1\nline \\2\r\n  \"q\" ×3";
+        assert_eq!(unescape(&escape(m)), m);
+        assert!(!escape(m).contains('\n'));
+    }
+
+    fn raw(nonce: &str, body: &str, end: Option<&str>) -> String {
+        let mut s = format!("running 1 test\n\n@@leakcheck-isolated {nonce} begin\n{body}");
+        if let Some(end) = end {
+            s.push_str(&format!("\n@@leakcheck-isolated {nonce} {end}\n"));
+        }
+        s.push_str("test a::t ... ok\n\ntest result: ok. 1 passed\n");
+        s
+    }
+
+    const T: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn judges_what_the_markers_say() {
+        let f = judge(
+            "a::t",
+            "n1",
+            &raw("n1", "hello", Some("passed")),
+            Exit::Code(0),
+            T,
+        );
+        assert_eq!((f.output.as_str(), f.outcome), ("hello", Outcome::Passed));
+
+        // should_panic: the child's libtest passes; the marker carries the panic.
+        let end = format!("panicked {}", escape("leak\n  threads +1"));
+        let f = judge(
+            "a::t",
+            "n1",
+            &raw("n1", "out", Some(&end)),
+            Exit::Code(0),
+            T,
+        );
+        assert_eq!(f.outcome, Outcome::Panicked("leak\n  threads +1".into()));
+
+        // Another nonce's markers are not ours.
+        let f = judge(
+            "a::t",
+            "n2",
+            &raw("n1", "x", Some("passed")),
+            Exit::Code(0),
+            T,
+        );
+        assert!(matches!(f.outcome, Outcome::Broken(ref m) if m.contains("no test ran")));
+    }
+
+    #[test]
+    fn judges_a_child_that_did_not_end_normally() {
+        let r = raw("n", "partial", None);
+        let f = judge("a::t", "n", &r, Exit::Signal(6), T);
+        // Everything after the start is relayed: there is no end to cut it at.
+        assert!(f.output.starts_with("partialtest a::t"), "{}", f.output);
+        let Outcome::Broken(m) = f.outcome else {
+            panic!()
+        };
+        assert!(m.contains("crashed") && m.contains("SIGABRT"), "{m}");
+
+        let f = judge("a::t", "n", &r, Exit::Code(0), T);
+        assert!(matches!(f.outcome, Outcome::Broken(ref m) if m.contains("exited with status 0")));
+
+        let f = judge("a::t", "n", &r, Exit::TimedOut, T);
+        assert!(
+            matches!(f.outcome, Outcome::Broken(ref m) if m.contains("did not finish within 1000 ms"))
+        );
+
+        // Zero tests ran: an `#[ignore]`d test re-run without --include-ignored looks so.
+        let f = judge("a::t", "n", "running 0 tests\n", Exit::Code(0), T);
+        assert_eq!(f.output, "running 0 tests\n");
+        assert!(matches!(f.outcome, Outcome::Broken(ref m) if m.contains("no test ran")));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_past_its_deadline_is_killed_and_reaped() {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo started; echo $$ >&2; exec sleep 60"]);
+        let started = std::time::Instant::now();
+        let (out, exit) = supervise(cmd, Duration::from_millis(300)).unwrap();
+        assert_eq!(exit, Exit::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(out.starts_with("started\n"), "{out:?}");
+        let pid: u32 = out.lines().nth(1).unwrap().trim().parse().unwrap();
+        // Reaped: no process (not even a zombie) is left under that pid as our child.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        let ours = stat.as_ref().is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                == Some(&std::process::id().to_string())
+        });
+        assert!(!ours, "child {pid} still exists: {stat:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_output_keeps_its_order_across_stdout_and_stderr() {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo 1; echo 2 >&2; echo 3; exit 3"]);
+        let (out, exit) = supervise(cmd, Duration::from_secs(20)).unwrap();
+        assert_eq!((out.as_str(), exit), ("1\n2\n3\n", Exit::Code(3)));
+    }
+}

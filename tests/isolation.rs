@@ -1,0 +1,333 @@
+//! How a `#[leakcheck::test]` behaves in the ways a user meets it: output relayed (and
+//! captured like any test's), a panic shown as a panic, a crash, an exit or a hang reported as
+//! such, `#[ignore]` with `--ignored` / `--include-ignored`, `#[should_panic]`, `--nocapture`;
+//! and a `Guard` without the attribute in a parallel run, which must never pass silently.
+//!
+//! The tests in `fixture` and `scenario` are the subjects: they are `#[ignore]`d (most of them
+//! must fail) and the tests at the bottom run this same binary on them, as `cargo test` would,
+//! with several test threads and a filter that is not `--exact`, and read its output.
+#![cfg(target_os = "linux")]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn park_forever(name: &str) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(|| loop {
+            std::thread::park();
+        })
+        .unwrap();
+}
+
+mod fixture {
+    use super::*;
+
+    #[leakcheck::test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn prints() {
+        println!("hello from the isolated child");
+        eprintln!("and from its stderr");
+    }
+
+    #[leakcheck::test(settle_ms = 50)]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn leaks_a_thread() {
+        println!("printed before the leak");
+        park_forever("fixture-leak");
+    }
+
+    #[leakcheck::test(settle_ms = 50)]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn leaks_and_panics() {
+        park_forever("fixture-leak");
+        panic!("fixture panic {}", 42);
+    }
+
+    #[leakcheck::test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn aborts() {
+        println!("about to abort");
+        std::process::abort();
+    }
+
+    #[leakcheck::test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn exits() {
+        std::process::exit(0);
+    }
+
+    #[leakcheck::test(timeout_ms = 400)]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn hangs() {
+        println!("hanging now");
+        loop {
+            std::thread::park();
+        }
+    }
+
+    #[leakcheck::test]
+    #[should_panic]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn should_panic_but_is_clean() {}
+
+    #[should_panic]
+    #[leakcheck::test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn should_panic_but_crashes() {
+        std::process::abort();
+    }
+
+    #[leakcheck::test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn returns_an_error() -> Result<(), String> {
+        Err("fixture error value".into())
+    }
+
+    mod deeper {
+        #[leakcheck::test(settle_ms = 50)]
+        #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+        async fn async_leak_in_a_module() {
+            tokio::spawn(std::future::pending::<()>());
+        }
+    }
+}
+
+/// The scenario of a new user: a `Guard` test that leaks a named thread, `#[serial]`, beside
+/// two ordinary tests that spawn and join threads; and the same leak under the attribute.
+mod scenario {
+    use super::*;
+
+    #[test]
+    #[serial_test::serial]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn guard_leaks_a_named_thread() {
+        let _guard = leakcheck::LeakCheck::new()
+            .settle(Duration::from_millis(50))
+            .guard();
+        park_forever("guard-leak");
+    }
+
+    #[test]
+    #[serial_test::serial]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn clean_guard() {
+        let _guard = leakcheck::Guard::new();
+        std::thread::spawn(|| ()).join().unwrap();
+    }
+
+    #[leakcheck::test(settle_ms = 50)]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn attribute_leaks_a_named_thread() {
+        park_forever("attr-leak");
+    }
+
+    fn spawn_and_join() {
+        for _ in 0..300 {
+            std::thread::spawn(|| ()).join().unwrap();
+        }
+    }
+
+    #[test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn spawns_and_joins_a() {
+        spawn_and_join();
+    }
+
+    #[test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn spawns_and_joins_b() {
+        spawn_and_join();
+    }
+}
+
+// ---- the tests ----------------------------------------------------------------------------
+
+/// Runs this binary as `cargo test` would, on the tests `args` select; its exit and output.
+fn run(args: &[&str]) -> (bool, String) {
+    let threads = match args.iter().any(|a| a.starts_with("--test-threads")) {
+        true => None,
+        false => Some("--test-threads=4"),
+    };
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .args(threads)
+        // The subject runs as a plain parallel `cargo test`, whatever runs this test.
+        .env_remove("RUST_TEST_THREADS")
+        .env_remove("NEXTEST_EXECUTION_MODE")
+        .env_remove("LEAKCHECK_ISOLATED")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn fixture(name: &str, extra: &[&str]) -> (bool, String) {
+    let filter = format!("fixture::{name}");
+    let mut args = vec![filter.as_str(), "--ignored"];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn output_is_captured_like_any_test_unless_nocapture() {
+    let (ok, out) = fixture("prints", &[]);
+    assert!(ok && out.contains("test result: ok. 1 passed"), "{out}");
+    assert!(!out.contains("hello from the isolated child"), "{out}");
+
+    let (ok, out) = fixture("prints", &["--nocapture"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("hello from the isolated child\nand from its stderr\n"),
+        "{out}"
+    );
+    // libtest's own lines from the child are not relayed: one "running" line, the parent's.
+    assert_eq!(out.matches("running 1 test").count(), 1, "{out}");
+    assert!(!out.contains("@@leakcheck-isolated"), "{out}");
+}
+
+#[test]
+fn include_ignored_runs_the_ignored_test_too() {
+    let (ok, out) = run(&["fixture::prints", "--include-ignored"]);
+    assert!(ok && out.contains("test result: ok. 1 passed"), "{out}");
+    // And without either flag, an ignored test is not run at all.
+    let (ok, out) = run(&["fixture::prints"]);
+    assert!(ok && out.contains("0 passed; 0 failed; 1 ignored"), "{out}");
+}
+
+#[test]
+fn a_leak_fails_with_the_report_and_the_test_output() {
+    let (ok, out) = fixture("leaks_a_thread", &[]);
+    assert!(
+        !ok && out.contains("test result: FAILED. 0 passed; 1 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("---- fixture::leaks_a_thread stdout ----"),
+        "{out}"
+    );
+    assert!(out.contains("printed before the leak"), "{out}");
+    assert!(out.contains("leakcheck: leak after 1 cycle"), "{out}");
+    assert!(out.contains("threads  +1  \"fixture-leak\" ×1"), "{out}");
+}
+
+#[test]
+fn a_leaked_task_in_a_module_is_found_by_its_full_path() {
+    let (ok, out) = fixture("deeper::async_leak_in_a_module", &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("test fixture::deeper::async_leak_in_a_module ... FAILED"),
+        "{out}"
+    );
+    assert!(out.contains("tasks    +1"), "{out}");
+}
+
+#[test]
+fn a_panicking_body_shows_its_panic_not_a_leak() {
+    let (ok, out) = fixture("leaks_and_panics", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("fixture panic 42"), "{out}");
+    assert!(!out.contains("leakcheck: leak"), "{out}");
+}
+
+#[test]
+fn an_error_returned_by_the_test_fails_it() {
+    let (ok, out) = fixture("returns_an_error", &[]);
+    assert!(
+        !ok && out.contains("Error: \"fixture error value\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_crash_is_reported_as_a_crash() {
+    let (ok, out) = fixture("aborts", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("about to abort"), "{out}");
+    assert!(
+        out.contains("crashed: killed by signal 6 (SIGABRT) while the test ran"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_exit_in_the_middle_of_the_test_is_reported() {
+    let (ok, out) = fixture("exits", &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("exited with status 0 while the test ran"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_hung_test_is_killed_at_its_deadline() {
+    let started = Instant::now();
+    let (ok, out) = fixture("hangs", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("hanging now"), "{out}");
+    assert!(
+        out.contains("did not finish within 400 ms; it was killed and reaped"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{out}");
+}
+
+#[test]
+fn should_panic_is_judged_on_the_test_not_on_the_child_process() {
+    // A clean test that should panic fails (the child's libtest passed it: a panic was
+    // expected, and came from nowhere); so does one that crashes instead of panicking.
+    for name in ["should_panic_but_is_clean", "should_panic_but_crashes"] {
+        let (ok, out) = fixture(name, &[]);
+        assert!(!ok, "{out}");
+        assert!(out.contains("did not panic as expected"), "{out}");
+    }
+}
+
+#[test]
+fn a_guard_in_a_parallel_run_never_passes_on_counts_it_cannot_trust() {
+    // Repeated: the leak passed 5 of 6 runs before, hidden by the neighbours' threads.
+    for _ in 0..6 {
+        let (ok, out) = run(&["scenario::", "--ignored"]);
+        assert!(!ok, "{out}");
+        for failed in [
+            "guard_leaks_a_named_thread",
+            "clean_guard",
+            "attribute_leaks_a_named_thread",
+        ] {
+            assert!(
+                out.contains(&format!("test scenario::{failed} ... FAILED")),
+                "{failed}: {out}"
+            );
+        }
+        assert!(
+            out.contains("test result: FAILED. 2 passed; 3 failed"),
+            "{out}"
+        );
+        // The guards say why, and what to do.
+        assert_eq!(
+            out.matches("could not be read: other tests run on parallel threads")
+                .count(),
+            4, // threads and fds, for each of the two guards
+            "{out}"
+        );
+        assert!(out.contains("use #[leakcheck::test] on the test"), "{out}");
+        // The attribute counts exactly, beside the same neighbours.
+        assert!(out.contains("threads  +1  \"attr-leak\" ×1"), "{out}");
+    }
+    // One test at a time: the guard is exact, and catches the leak.
+    let (ok, out) = run(&[
+        "scenario::guard_leaks_a_named_thread",
+        "--ignored",
+        "--test-threads=1",
+    ]);
+    assert!(
+        !ok && out.contains("threads  +1  \"guard-leak\" ×1"),
+        "{out}"
+    );
+}
