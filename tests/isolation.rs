@@ -313,7 +313,7 @@ fn a_guard_in_a_parallel_run_never_passes_on_counts_it_cannot_trust() {
         assert_eq!(
             out.matches("could not be read: other tests run on parallel threads")
                 .count(),
-            4, // threads and fds, for each of the two guards
+            6, // threads, fds and children, for each of the two guards
             "{out}"
         );
         assert!(out.contains("use #[leakcheck::test] on the test"), "{out}");

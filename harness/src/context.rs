@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 /// Why the threads and fds of a check run here cannot be counted, or `None` when they can.
 pub(crate) fn shared_process() -> Option<&'static str> {
     const WHY: &str = "other tests run on parallel threads of this process (libtest), and \
-        their threads and fds cannot be told from this check's; use #[leakcheck::test] on the \
+        their threads, fds, child processes and allocations cannot be told from this check's; use #[leakcheck::test] on the \
         test (it runs in a process of its own), or run this binary under `cargo nextest run` \
         or with `--test-threads=1`";
     let me = std::thread::current();

@@ -175,13 +175,10 @@ impl Protocol {
             .collect();
         let notes: Vec<String> = self.sources.iter().flat_map(|s| s.notes()).collect();
         if let Some(why) = crate::context::shared_process() {
-            // Other tests' threads, fds and allocations were counted too: no verdict on them
-            // can stand.
+            // Other tests' threads, fds, children and allocations were counted too: no
+            // verdict on them can stand. (Tasks are counted per runtime.)
             for line in &mut lines {
-                let process_wide = matches!(
-                    line.resource,
-                    Resource::Threads | Resource::Fds | Resource::Heap
-                );
+                let process_wide = line.resource != Resource::Tasks;
                 if process_wide && !matches!(line.verdict, Verdict::NotMeasured(_)) {
                     line.verdict = Verdict::Failed(why.to_owned());
                 }
