@@ -176,9 +176,13 @@ impl Protocol {
         let notes: Vec<String> = self.sources.iter().flat_map(|s| s.notes()).collect();
         if let Some(why) = crate::context::shared_process() {
             // Other tests' threads, fds, children and allocations were counted too: no
-            // verdict on them can stand. (Tasks are counted per runtime.)
+            // verdict on them can stand. (Tasks are counted per runtime; a probe counts what
+            // its owner chose.)
             for line in &mut lines {
-                let process_wide = line.resource != Resource::Tasks;
+                let process_wide = matches!(
+                    line.resource,
+                    Resource::Threads | Resource::Fds | Resource::Children | Resource::Heap
+                );
                 if process_wide && !matches!(line.verdict, Verdict::NotMeasured(_)) {
                     line.verdict = Verdict::Failed(why.to_owned());
                 }
