@@ -1,8 +1,14 @@
-//! `watcher DIR [--once] [--poll SECS] [--workers N] [--pattern GLOB] -- CMD [ARGS...]`
+//! `watcher DIR [--once] [--poll SECS] [--workers N] [--pattern GLOB] [--debounce DURATION]
+//! [--max-file-size SIZE] [--retries N] [--shutdown-timeout DURATION] [--no-fsync]
+//! -- CMD [ARGS...]`
 //!
 //! Runs `CMD ARGS... FILE` for each file dropped into DIR: exit status 0 moves the file to
 //! `processed/`, anything else to `failed/` (with the tail of the command's stderr in the
 //! status). Ctrl-C or SIGTERM closes gracefully and prints the shutdown report.
+//!
+//! Every option maps to one [`watcher::Builder`] setting and is checked by it: a value out of
+//! range exits with status 2 and a message that names the option, the value and the allowed
+//! range, the same words the builder uses.
 //!
 //! Exit codes: 0 all processed, 1 some failed (or, with `--once`, left unprocessed), 2 usage or
 //! configuration error.
@@ -13,7 +19,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
-use watcher::{Mode, ProcessError, Processor, Watcher};
+use watcher::{ConfigError, Mode, ProcessError, Processor, Watcher};
 
 /// Bytes of the command's stderr kept in a failed file's status.
 const STDERR_TAIL: usize = 2048;
@@ -39,6 +45,27 @@ struct Args {
     /// Glob matched against file names (default `*`).
     #[arg(long, value_name = "GLOB")]
     pattern: Option<String>,
+    /// How long a file's size must stay unchanged before it is processed: `250ms`, `2s`, or
+    /// seconds as a number (default 100ms; 10ms ..= 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    debounce: Option<Duration>,
+    /// Files larger than this fail without being read: bytes, or with a K, M or G suffix
+    /// (powers of 1024; default 5M; 1 ..= 1G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_file_size: Option<u64>,
+    /// How many times a file whose processing failed with a retryable error is tried again
+    /// (default 3; 0 ..= 100). A command's non-zero exit is permanent: never retried.
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// How long a graceful stop (Ctrl-C, SIGTERM, the end of `--once`) may take before the
+    /// commands still running are killed and their files handed back (default 5s; 1ms ..= 10m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    shutdown_timeout: Option<Duration>,
+    /// Trade durability for speed: no fsync of the ledger, status files and moves. A crash of
+    /// the process stays safe; a power loss or kernel crash may forget that recent files were
+    /// processed (they then run again) or lose their status files.
+    #[arg(long)]
+    no_fsync: bool,
     /// The command (and its arguments) to run; the file's path is appended.
     #[arg(last = true, required = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -97,6 +124,61 @@ fn main() -> ExitCode {
     rt.block_on(run(args))
 }
 
+/// A duration: `humantime` (`250ms`, `2s`, `1m 30s`) or a number of seconds (`0.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s} is not a valid number of seconds"));
+    }
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (examples: 250ms, 2s, 1m, or 0.5 for seconds)"))
+}
+
+/// A size in bytes: a number, or a number with a K, M or G suffix (powers of 1024; `KiB`,
+/// `MB` and the like are read the same way).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 512K, 16M, 1G)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("unknown unit {unit:?} (use K, M or G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s} is too large"))
+}
+
+/// The command-line option that sets the builder field `field`.
+fn flag_of(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "workers" => "--workers",
+        "poll" => "--poll",
+        "debounce" => "--debounce",
+        "max_file_size" => "--max-file-size",
+        "retries" => "--retries",
+        "shutdown_timeout" => "--shutdown-timeout",
+        _ => return None,
+    })
+}
+
+/// A configuration error in the words of the builder, prefixed with the option that set it.
+fn config_error(e: &ConfigError) -> String {
+    match e {
+        ConfigError::OutOfRange { field, .. } => match flag_of(field) {
+            Some(flag) => format!("watcher: {flag}: {e}"),
+            None => format!("watcher: {e}"),
+        },
+        ConfigError::InvalidPattern { .. } => format!("watcher: --pattern: {e}"),
+        _ => format!("watcher: {e}"),
+    }
+}
+
 async fn run(args: Args) -> ExitCode {
     let mut cmd = args.cmd.into_iter();
     let program = cmd.next().unwrap_or_default();
@@ -110,13 +192,28 @@ async fn run(args: Args) -> ExitCode {
     if let Some(p) = args.pattern {
         b = b.pattern(p);
     }
+    if let Some(d) = args.debounce {
+        b = b.debounce(d);
+    }
+    if let Some(n) = args.max_file_size {
+        b = b.max_file_size(n);
+    }
+    if let Some(n) = args.retries {
+        b = b.retries(n);
+    }
+    if let Some(d) = args.shutdown_timeout {
+        b = b.shutdown_timeout(d);
+    }
+    if args.no_fsync {
+        b = b.fsync(false);
+    }
     if args.once {
         b = b.mode(Mode::Once);
     } else if let Some(secs) = args.poll {
         match Duration::try_from_secs_f64(secs) {
             Ok(d) => b = b.mode(Mode::Poll(d)),
             Err(_) => {
-                eprintln!("watcher: --poll {secs} is not a valid number of seconds");
+                eprintln!("watcher: --poll: {secs} is not a valid number of seconds");
                 return ExitCode::from(2);
             }
         }
@@ -124,7 +221,7 @@ async fn run(args: Args) -> ExitCode {
     let config = match b.build() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("watcher: {e}");
+            eprintln!("{}", config_error(&e));
             return ExitCode::from(2);
         }
     };

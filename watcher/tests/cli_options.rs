@@ -1,0 +1,136 @@
+//! The CLI's options that map to builder settings: each bad value exits with status 2 and a
+//! message naming the option; good values reach the watcher.
+mod common;
+
+use std::process::Command;
+
+use common::{status, write};
+use watcher::Outcome;
+
+const BIN: &str = env!("CARGO_BIN_EXE_watcher");
+
+/// Runs the CLI on `dir` with `args` and `-- true`: (exit code, stderr).
+fn run(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg(dir)
+        .args(args)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_bad_value_exits_2_naming_its_option() {
+    let dir = tempfile::tempdir().unwrap();
+    // (option, value, what the message must also say). Out-of-range values carry the
+    // builder's own words: field, value and allowed range.
+    let cases: &[(&str, &str, &str)] = &[
+        ("--debounce", "soon", "invalid value"),
+        (
+            "--debounce",
+            "1ms",
+            "debounce = 1ms is out of range (allowed: 10ms ..= 5s)",
+        ),
+        (
+            "--debounce",
+            "6s",
+            "debounce = 6s is out of range (allowed: 10ms ..= 5s)",
+        ),
+        ("--debounce", "-1", "invalid value"),
+        ("--max-file-size", "big", "invalid value"),
+        ("--max-file-size", "12X", "invalid value"),
+        (
+            "--max-file-size",
+            "0",
+            "max_file_size = 0 bytes is out of range (allowed: 1 bytes ..= 1073741824 bytes)",
+        ),
+        (
+            "--max-file-size",
+            "2G",
+            "max_file_size = 2147483648 bytes is out of range",
+        ),
+        ("--retries", "-1", "invalid value"),
+        ("--retries", "many", "invalid value"),
+        (
+            "--retries",
+            "101",
+            "retries = 101 is out of range (allowed: 0 ..= 100)",
+        ),
+        ("--shutdown-timeout", "never", "invalid value"),
+        (
+            "--shutdown-timeout",
+            "0s",
+            "shutdown_timeout = 0s is out of range (allowed: 1ms ..= 10m)",
+        ),
+        (
+            "--shutdown-timeout",
+            "11m",
+            "shutdown_timeout = 11m is out of range",
+        ),
+        ("--workers", "0", "workers = 0 is out of range"),
+        ("--no-fsync", "--no-fsync", "cannot be used multiple times"),
+    ];
+    for (flag, value, says) in cases {
+        let arg = format!("{flag}={value}");
+        let args: Vec<&str> = if flag == value {
+            vec![flag, value]
+        } else {
+            vec![&arg]
+        };
+        let (code, err) = run(dir.path(), &args);
+        assert_eq!(code, Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag),
+            "{flag} {value}: the message names no option: {err}"
+        );
+        assert!(
+            err.contains(says),
+            "{flag} {value}: expected {says:?} in: {err}"
+        );
+    }
+    // Nothing was started on the directory for any of them.
+    assert!(!dir.path().join("processed").exists());
+}
+
+#[test]
+fn max_file_size_accepts_units_and_reaches_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "small.txt", &[b'x'; 1024]);
+    write(dir.path(), "large.txt", &[b'x'; 1025]);
+    let (code, err) = run(dir.path(), &["--once", "--max-file-size", "1K"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(status(dir.path(), "small.txt").outcome, Outcome::Processed);
+    let s = status(dir.path(), "large.txt");
+    assert_eq!(s.outcome, Outcome::Failed);
+    assert_eq!(
+        s.error.as_deref(),
+        Some("file too large: 1025 bytes exceeds max_file_size of 1024 bytes")
+    );
+}
+
+#[test]
+fn good_values_of_every_option_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    let (code, err) = run(
+        dir.path(),
+        &[
+            "--once",
+            "--debounce",
+            "20ms",
+            "--retries",
+            "0",
+            "--shutdown-timeout",
+            "1.5",
+            "--no-fsync",
+            "--max-file-size",
+            "4096",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(status(dir.path(), "a.txt").outcome, Outcome::Processed);
+}
