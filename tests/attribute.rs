@@ -79,6 +79,11 @@ mod controls {
         });
     }
 
+    /// `heap` with no `CountingAlloc` installed in this binary: a misconfiguration, not a pass.
+    #[leakcheck::test(heap)]
+    #[should_panic(expected = "#[leakcheck::test(heap)] could not count the heap")]
+    fn heap_without_the_counting_allocator() {}
+
     mod nested {
         use super::*;
 

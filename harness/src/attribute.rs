@@ -49,6 +49,8 @@ pub struct Check {
     pub ignore_thread: &'static [&'static str],
     /// `ignore_fd`, in order.
     pub ignore_fd: &'static [&'static str],
+    /// `heap`: also count live heap blocks (needs `CountingAlloc` as the global allocator).
+    pub heap: bool,
 }
 
 impl Check {
@@ -69,7 +71,24 @@ impl Check {
         for glob in self.ignore_fd {
             check = check.ignore_fd(glob);
         }
+        if self.heap {
+            check = check.heap();
+        }
         check
+    }
+
+    /// Judges a check made from these arguments: a heap that was asked for and could not be
+    /// counted fails the test (with the report's word on how to install the allocator).
+    #[track_caller]
+    fn judge(&self, result: Result<crate::Report, crate::Leak>) {
+        if let (true, Ok(report)) = (self.heap, &result) {
+            if let Some(crate::Verdict::NotMeasured(why)) = report.verdict(crate::Resource::Heap) {
+                panic!(
+                    "leakcheck: #[leakcheck::test(heap)] could not count the heap: {why}\n{report}"
+                );
+            }
+        }
+        judge(result)
     }
 }
 
@@ -110,7 +129,7 @@ pub fn run<R: TestReturn>(test: Test, check: Option<Check>, body: fn() -> R) {
         let body = || body().into_test_result();
         match check {
             None => body(),
-            Some(check) => judge(check.leak_check().run(body)),
+            Some(check) => check.judge(check.leak_check().run(body)),
         }
     })
 }
@@ -147,7 +166,8 @@ where
                     None => body().await,
                     Some(check) => {
                         let handle = tokio::runtime::Handle::current();
-                        judge(check.leak_check().tasks(&handle).run_async(body).await)
+                        let result = check.leak_check().tasks(&handle).run_async(body).await;
+                        check.judge(result)
                     }
                 }
             })

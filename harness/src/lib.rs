@@ -66,7 +66,8 @@
 //! Under `cargo test`, such a test re-runs the test binary for itself alone (`--exact`, one
 //! test thread) and relays its output; under `cargo nextest run`, which gives every test a
 //! process, it runs in place. Arguments: `cycles`, `warmup`, `settle_ms`, `ignore_thread`
-//! and `ignore_fd` (both repeatable), `flavor` (`"current_thread"`, the default, or
+//! and `ignore_fd` (both repeatable), `heap` (live heap blocks too; install
+//! [`CountingAlloc`] as the test crate's `#[global_allocator]`), `flavor` (`"current_thread"`, the default, or
 //! `"multi_thread"`) and `worker_threads` for an async test, and `timeout_ms`, the deadline
 //! of the isolated process (default 60 s, or `LEAKCHECK_TIMEOUT_MS`). A test that drives a
 //! `LeakCheck` itself uses `#[leakcheck::isolated]`: the same process of its own, with no

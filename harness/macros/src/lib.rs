@@ -50,8 +50,8 @@ impl Kind {
     fn allowed(self) -> &'static str {
         match self {
             Kind::Checked => {
-                "cycles, warmup, settle_ms, ignore_thread, ignore_fd, flavor, worker_threads, \
-                 timeout_ms"
+                "cycles, warmup, settle_ms, ignore_thread, ignore_fd, heap, flavor, \
+                 worker_threads, timeout_ms"
             }
             Kind::Isolated => "flavor, worker_threads, timeout_ms",
         }
@@ -66,6 +66,7 @@ struct Args {
     timeout_ms: Option<u64>,
     ignore_thread: Vec<String>,
     ignore_fd: Vec<String>,
+    heap: bool,
     flavor: Option<(Flavor, Span)>,
     worker_threads: Option<(u64, Span)>,
 }
@@ -130,6 +131,14 @@ fn glob(name: &str, value: &Expr, example: &str) -> syn::Result<String> {
     Ok(text)
 }
 
+fn once(set: bool, meta: &Meta, name: &str) -> syn::Result<()> {
+    if set {
+        err(meta.span(), format!("`{name}` is given twice"))
+    } else {
+        Ok(())
+    }
+}
+
 fn parse_args(kind: Kind, tokens: TokenStream2) -> syn::Result<Args> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens)?;
     let mut args = Args::default();
@@ -150,6 +159,18 @@ fn parse_args(kind: Kind, tokens: TokenStream2) -> syn::Result<Args> {
                 ),
             );
         }
+        if name == "heap" {
+            if !matches!(meta, Meta::Path(_)) {
+                return err(
+                    meta.span(),
+                    "`heap` is a flag: write `heap` (it counts live heap blocks; install \
+                     leakcheck::CountingAlloc as the test crate's #[global_allocator])",
+                );
+            }
+            once(args.heap, &meta, &name)?;
+            args.heap = true;
+            continue;
+        }
         let value = match &meta {
             Meta::NameValue(nv) => &nv.value,
             _ => {
@@ -159,13 +180,7 @@ fn parse_args(kind: Kind, tokens: TokenStream2) -> syn::Result<Args> {
                 )
             }
         };
-        let once = |set: bool| {
-            if set {
-                err(meta.span(), format!("`{name}` is given twice"))
-            } else {
-                Ok(())
-            }
-        };
+        let once = |set: bool| once(set, &meta, &name);
         match name.as_str() {
             "cycles" => {
                 once(args.cycles.is_some())?;
@@ -325,7 +340,7 @@ fn expand(kind: Kind, args: TokenStream2, item: TokenStream2) -> syn::Result<Tok
             };
             let (cycles, warmup, settle_ms) =
                 (opt(args.cycles), opt(args.warmup), opt(args.settle_ms));
-            let (threads, fds) = (&args.ignore_thread, &args.ignore_fd);
+            let (threads, fds, heap) = (&args.ignore_thread, &args.ignore_fd, args.heap);
             quote! {
                 ::core::option::Option::Some(#private::Check {
                     cycles: #cycles,
@@ -333,6 +348,7 @@ fn expand(kind: Kind, args: TokenStream2, item: TokenStream2) -> syn::Result<Tok
                     settle_ms: #settle_ms,
                     ignore_thread: &[#(#threads),*],
                     ignore_fd: &[#(#fds),*],
+                    heap: #heap,
                 })
             }
         }

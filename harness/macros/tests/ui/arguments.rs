@@ -34,4 +34,10 @@ fn zero_timeout() {}
 #[leakcheck_macros::isolated(cycles = 3)]
 fn isolated_takes_no_check_arguments() {}
 
+#[leakcheck_macros::test(heap = true)]
+fn heap_is_a_flag() {}
+
+#[leakcheck_macros::isolated(heap)]
+fn isolated_does_not_count() {}
+
 fn main() {}
