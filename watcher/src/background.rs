@@ -1,7 +1,6 @@
 //! The two background routines: "cleanup" (prunes old ledger entries) and "file-state"
-//! (prunes debounce state). Each is one tokio task in the Background stage.
+//! (prunes intake's debounce state). Each is one tokio task in the Background stage.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,44 +8,76 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use watcher_shutdown::Stage;
 
-use crate::engine::{lock, Shared};
+use crate::intake::FileState;
+use crate::ledger::Ledger;
+use crate::metrics::Counters;
+use crate::progress::Progress;
+use crate::tasks::Tasks;
 
-pub(crate) fn start(shared: &Arc<Shared>) {
-    let cfg = &shared.cfg;
-    let (cleanup_every, state_every) = (cfg.cleanup_every, cfg.file_state_cleanup_every);
-    if cfg.leaky_background {
-        // TEST FIXTURE (see `Builder::leaky_background_routines_for_tests`): the classic bug.
-        // Untracked, no permit, no token: these loop until the runtime itself goes away.
-        let s = shared.clone();
-        shared.tasks.rt.spawn(async move {
+/// What the two routines use, and how often they run.
+pub(crate) struct Routines {
+    pub ledger: Arc<Ledger>,
+    /// Ledger entries older than this are pruned.
+    pub cleanup_after: Duration,
+    pub cleanup_every: Duration,
+    pub file_state: FileState,
+    pub file_state_every: Duration,
+    pub counters: Arc<Counters>,
+    pub progress: Arc<Progress>,
+}
+
+impl Routines {
+    /// Spawns both routines as tracked tasks of the Background stage.
+    pub fn start(self, tasks: &Tasks) {
+        let (cleanup_every, file_state_every) = (self.cleanup_every, self.file_state_every);
+        let this = Arc::new(self);
+        let r = this.clone();
+        tasks.spawn(Stage::Background, "cleanup", move |_, token| {
+            every(cleanup_every, token, move || r.cleanup_once())
+        });
+        let r = this;
+        tasks.spawn(Stage::Background, "file-state", move |_, token| {
+            every(file_state_every, token, move || r.file_state_once())
+        });
+    }
+
+    /// TEST FIXTURE (see `Builder::leaky_background_routines_for_tests`): the classic bug.
+    /// Spawned untracked, with no permit and no token, the routines loop until the runtime
+    /// itself goes away; every create/close cycle leaks two tasks.
+    pub fn start_leaky(self, tasks: &Tasks) {
+        let (cleanup_every, file_state_every) = (self.cleanup_every, self.file_state_every);
+        let this = Arc::new(self);
+        let r = this.clone();
+        tasks.spawn_untracked(async move {
             let mut iv = tokio::time::interval(cleanup_every);
             loop {
                 iv.tick().await;
-                cleanup_once(&s);
+                r.cleanup_once();
             }
         });
-        let s = shared.clone();
-        shared.tasks.rt.spawn(async move {
-            let mut iv = tokio::time::interval(state_every);
+        let r = this;
+        tasks.spawn_untracked(async move {
+            let mut iv = tokio::time::interval(file_state_every);
             loop {
                 iv.tick().await;
-                file_state_once(&s);
+                r.file_state_once();
             }
         });
-        return;
     }
-    let s = shared.clone();
-    shared
-        .tasks
-        .spawn(Stage::Background, "cleanup", move |_, token| {
-            every(cleanup_every, token, move || cleanup_once(&s))
-        });
-    let s = shared.clone();
-    shared
-        .tasks
-        .spawn(Stage::Background, "file-state", move |_, token| {
-            every(state_every, token, move || file_state_once(&s))
-        });
+
+    fn cleanup_once(&self) {
+        if let Err(e) = self.ledger.prune(self.cleanup_after) {
+            eprintln!("watcher: ledger cleanup failed: {e}");
+        }
+        self.counters.cleanup_ran();
+        self.progress.changed();
+    }
+
+    fn file_state_once(&self) {
+        self.file_state.prune();
+        self.counters.file_state_ran();
+        self.progress.changed();
+    }
 }
 
 async fn every(period: Duration, token: CancellationToken, mut f: impl FnMut() + Send + 'static) {
@@ -59,18 +90,4 @@ async fn every(period: Duration, token: CancellationToken, mut f: impl FnMut() +
             _ = iv.tick() => f(),
         }
     }
-}
-
-fn cleanup_once(shared: &Shared) {
-    if let Err(e) = shared.ledger.prune(shared.cfg.cleanup_after) {
-        eprintln!("watcher: ledger cleanup failed: {e}");
-    }
-    shared.counters.cleanup_runs.fetch_add(1, Relaxed);
-    shared.progress.notify_waiters();
-}
-
-fn file_state_once(shared: &Shared) {
-    lock(&shared.debouncer).prune();
-    shared.counters.file_state_runs.fetch_add(1, Relaxed);
-    shared.progress.notify_waiters();
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::ledger::at;
+use crate::files::at;
 
 /// File name of the lock file in the watched directory.
 pub const LOCK_FILE: &str = ".watcher.lock";

@@ -12,9 +12,10 @@
 //! also compacted once it holds [`COMPACT_EVERY`] records, by the cleanup routine, and at close,
 //! so a burst of many files costs one append per step rather than one full rewrite. A
 //! compaction with nothing new writes nothing: starting or closing an idle watcher, and the
-//! cleanup routine's ticks, write no record and no snapshot. Opening the ledger also opens (or creates) the
-//! journal, so that one this watcher cannot write fails the start, then closes it; the first
-//! append opens it again and [`Ledger::close`] closes it: an idle watcher holds no fd for it.
+//! cleanup routine's ticks, write no record and no snapshot. Opening the ledger also opens (or
+//! creates) the journal, so that one this watcher cannot write fails the start, then closes it;
+//! the first append opens it again and [`Ledger::close`] closes it: an idle watcher holds no fd
+//! for it.
 //!
 //! Per file, a worker records `in_flight` before reading the file and `done` after the file
 //! was moved out of the inbox (see [`crate::status`] for the order of the steps between).
@@ -28,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::{at, sync_dir, write_atomic};
 use crate::status::Outcome;
 
 /// File name of the ledger snapshot in the watched directory.
@@ -359,77 +361,6 @@ fn apply(entries: &mut BTreeMap<String, Entry>, rec: Record) {
             entries.remove(&rec.name);
         }
     }
-}
-
-/// Writes `dir/name` atomically: a temp file `dir/.watcher-tmp-<name>.tmp`, fsync, rename,
-/// fsync of the directory.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
-    let tmp = dir.join(format!(".watcher-tmp-{name}.tmp"));
-    {
-        let mut f = File::create(&tmp).map_err(at("create", &tmp))?;
-        f.write_all(bytes).map_err(at("write", &tmp))?;
-        if fsync {
-            f.sync_all().map_err(at("sync", &tmp))?;
-        }
-    }
-    let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest).map_err(|e| {
-        let what = format!("rename {} to", tmp.display());
-        io::Error::new(e.kind(), PathError::new(what, &dest, e))
-    })?;
-    if fsync {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// fsyncs a directory, making renames in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(at("sync directory", dir))
-}
-
-/// An I/O error with the operation and the path it concerned (`"{op} {path}: {source}"`).
-/// Wrapped in an [`io::Error`] of the same kind, so callers still match on the kind.
-#[derive(Debug)]
-pub(crate) struct PathError {
-    op: String,
-    path: PathBuf,
-    source: io::Error,
-}
-
-impl PathError {
-    pub fn new(op: impl Into<String>, path: &Path, source: io::Error) -> Self {
-        PathError {
-            op: op.into(),
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
-
-impl std::fmt::Display for PathError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot {} {}: {}",
-            self.op,
-            self.path.display(),
-            self.source
-        )
-    }
-}
-
-impl std::error::Error for PathError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// `map_err` adapter: names `op` and `path` in an I/O error, keeping its kind.
-pub(crate) fn at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
-    move |e| io::Error::new(e.kind(), PathError::new(op, path, e))
 }
 
 #[cfg(test)]

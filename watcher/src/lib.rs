@@ -36,26 +36,34 @@ pub mod config;
 mod debounce;
 mod dirlock;
 mod engine;
+mod error;
+mod events;
+mod files;
 mod intake;
 pub mod ledger;
 pub mod metrics;
+mod mutex;
 pub mod processor;
+mod progress;
+mod queue;
 mod recovery;
 // The shared service reads inotify directly: Linux only. Elsewhere every watcher has its own
 // notify instance.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod service;
-mod shutdown;
+mod shutdown_report;
 pub mod status;
+mod tasks;
 mod worker;
 
 pub use config::{Builder, Config, ConfigError, Mode};
 pub use dirlock::LOCK_FILE;
-pub use engine::{StartError, Watcher};
+pub use engine::Watcher;
+pub use error::StartError;
 pub use metrics::{Histogram, Metrics};
 pub use processor::{ErrorKind, ProcessError, Processor};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use service::WatchService;
-pub use shutdown::ShutdownReport;
+pub use shutdown_report::ShutdownReport;
 pub use status::{Outcome, Status};
 pub use watcher_shutdown::{Stage, TaskInfo};

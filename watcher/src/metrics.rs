@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::status::Outcome;
+
 /// Upper bounds of the latency histogram buckets (the last bucket is unbounded).
 pub const LATENCY_BOUNDS: [Duration; 12] = [
     Duration::from_millis(1),
@@ -84,22 +86,55 @@ impl Histogram {
     }
 }
 
+/// The counters of the workers and the background routines (the queue keeps its own: see
+/// [`crate::queue`]). Each is changed by one method, named after the event it counts.
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub queued: AtomicU64,
-    pub processed: AtomicU64,
-    pub failed: AtomicU64,
-    pub retried: AtomicU64,
-    pub backpressure_waits: AtomicU64,
-    pub queue_depth: AtomicI64,
-    pub active_workers: AtomicI64,
-    pub cleanup_runs: AtomicU64,
-    pub file_state_runs: AtomicU64,
+    processed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    active_workers: AtomicI64,
+    cleanup_runs: AtomicU64,
+    file_state_runs: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
 }
 
 impl Counters {
-    pub fn record_latency(&self, d: Duration) {
+    /// A worker took a file.
+    pub fn worker_busy(&self) {
+        self.active_workers.fetch_add(1, Relaxed);
+    }
+
+    /// A worker is done with its file.
+    pub fn worker_idle(&self) {
+        self.active_workers.fetch_sub(1, Relaxed);
+    }
+
+    /// A file was committed with `outcome`, `latency` after it was recorded in flight.
+    pub fn committed(&self, outcome: Outcome, latency: Duration) {
+        match outcome {
+            Outcome::Processed => self.processed.fetch_add(1, Relaxed),
+            Outcome::Failed => self.failed.fetch_add(1, Relaxed),
+        };
+        self.record_latency(latency);
+    }
+
+    /// A processor call is about to be retried.
+    pub fn retried(&self) {
+        self.retried.fetch_add(1, Relaxed);
+    }
+
+    /// The ledger cleanup routine ran.
+    pub fn cleanup_ran(&self) {
+        self.cleanup_runs.fetch_add(1, Relaxed);
+    }
+
+    /// The debounce-state cleanup routine ran.
+    pub fn file_state_ran(&self) {
+        self.file_state_runs.fetch_add(1, Relaxed);
+    }
+
+    fn record_latency(&self, d: Duration) {
         let i = LATENCY_BOUNDS
             .iter()
             .position(|b| d <= *b)
@@ -107,20 +142,20 @@ impl Counters {
         self.latency[i].fetch_add(1, Relaxed);
     }
 
+    /// A snapshot of these counters; the queue's fields are left at zero (see
+    /// [`crate::queue::WorkQueue::fill_metrics`]).
     pub fn snapshot(&self) -> Metrics {
         Metrics {
-            queued: self.queued.load(Relaxed),
             processed: self.processed.load(Relaxed),
             failed: self.failed.load(Relaxed),
             retried: self.retried.load(Relaxed),
-            backpressure_waits: self.backpressure_waits.load(Relaxed),
-            queue_depth: self.queue_depth.load(Relaxed).max(0) as u64,
             active_workers: self.active_workers.load(Relaxed).max(0) as u64,
             latency: Histogram {
                 counts: self.latency.iter().map(|c| c.load(Relaxed)).collect(),
             },
             cleanup_runs: self.cleanup_runs.load(Relaxed),
             file_state_runs: self.file_state_runs.load(Relaxed),
+            ..Metrics::default()
         }
     }
 }

@@ -3,9 +3,12 @@
 use std::collections::HashSet;
 use std::io;
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::config::Config;
-use crate::ledger::{at, sync_dir, EntryState, Ledger};
+use crate::files::{at, sync_dir};
+use crate::ledger::{EntryState, Ledger};
+use crate::mutex::lock;
 use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 
 /// For each in-flight entry (name, run):
@@ -15,7 +18,7 @@ use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 /// - no status, file gone → forget it.
 ///
 /// Also removes temp files a crash left behind.
-pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<HashSet<String>> {
+pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> {
     let dir = &cfg.dir;
     for sub in [
         Path::new(""),
@@ -48,7 +51,24 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<HashSet<Strin
             (None, false) => ledger.forget(&name)?,
         }
     }
-    Ok(interrupted)
+    Ok(Interrupted(Mutex::new(interrupted)))
+}
+
+/// The names whose earlier run was interrupted (found in flight at start, file still in the
+/// inbox): their next run is marked `interrupted: true` in its status.
+pub(crate) struct Interrupted(Mutex<HashSet<String>>);
+
+impl Interrupted {
+    /// A run of `name` starts: whether an earlier one was interrupted (then forgotten here).
+    pub fn take(&self, name: &str) -> bool {
+        lock(&self.0).remove(name)
+    }
+
+    /// The run of `name` that [`Interrupted::take`] started was abandoned (handed back at close):
+    /// the next run is still the one after an interruption.
+    pub fn put_back(&self, name: &str) {
+        lock(&self.0).insert(name.to_string());
+    }
 }
 
 /// The status written by run `run` of `name`, if any: its outcome and destination name.

@@ -98,7 +98,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::lock;
+use crate::mutex::lock;
 
 /// What a subscribed directory is watched for: what intake acts on.
 const MASK: WatchMask = WatchMask::CREATE
@@ -268,7 +268,7 @@ impl WatchService {
         table.routes.insert(id, route);
         table.dirs.insert(dir.to_path_buf(), wd);
         Ok(Subscription {
-            unwatch: Arc::new(Unwatch {
+            unsubscribe: Arc::new(Unsubscribe {
                 service: self.clone(),
                 dir: dir.to_path_buf(),
                 done: AtomicBool::new(false),
@@ -373,13 +373,13 @@ fn route(table: &Mutex<Table>, ev: io::Result<EventOwned>) {
 }
 
 /// Removes one subscription (its route and its kernel watch), once.
-pub(crate) struct Unwatch {
+pub(crate) struct Unsubscribe {
     service: WatchService,
     dir: PathBuf,
     done: AtomicBool,
 }
 
-impl Unwatch {
+impl Unsubscribe {
     /// Unsubscribes, the first time it is called, and returns the time `inotify_rm_watch`
     /// took; later calls return `None`.
     pub fn run(&self) -> Option<Duration> {
@@ -392,7 +392,7 @@ impl Unwatch {
 
 /// A watcher's subscription to a [`WatchService`]: its events, until unsubscribed.
 pub(crate) struct Subscription {
-    unwatch: Arc<Unwatch>,
+    unsubscribe: Arc<Unsubscribe>,
     rx: mpsc::Receiver<Event>,
     rescan: Arc<Notify>,
 }
@@ -412,22 +412,22 @@ impl Subscription {
 
     /// A handle that unsubscribes (for a drop of the watcher, which cannot reach this task's
     /// subscription in time).
-    pub fn unwatch_handle(&self) -> Arc<Unwatch> {
-        self.unwatch.clone()
+    pub fn unsubscribe_handle(&self) -> Arc<Unsubscribe> {
+        self.unsubscribe.clone()
     }
 
     /// Unsubscribes (removing the kernel watch), if that is not done yet, then waits until
     /// the channel is closed: no sender is left anywhere, so nothing of this subscription
     /// remains in the service.
     pub async fn close(mut self) {
-        let _ = self.unwatch.run();
+        let _ = self.unsubscribe.run();
         while self.rx.recv().await.is_some() {}
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = self.unwatch.run();
+        let _ = self.unsubscribe.run();
     }
 }
 
@@ -500,7 +500,7 @@ mod tests {
         let (_tb, b) = canonical_tempdir();
         let mut sa = subscribe(&service, &a);
         let mut sb = subscribe(&service, &b);
-        sa.unwatch_handle().run();
+        sa.unsubscribe_handle().run();
         std::fs::write(a.join("late"), b"1").unwrap();
         std::fs::write(b.join("y"), b"1").unwrap();
         assert_eq!(next_paths(&mut sb).await.unwrap(), vec![b.join("y")]);

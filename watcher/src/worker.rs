@@ -3,51 +3,96 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{lock, Shared};
-use crate::ledger::{sync_dir, write_atomic};
+use crate::config::Config;
+use crate::files::{sync_dir, write_atomic};
+use crate::ledger::Ledger;
+use crate::metrics::Counters;
 use crate::processor::{catch_unwind, ErrorKind};
+use crate::progress::Progress;
+use crate::queue::WorkQueue;
+use crate::recovery::Interrupted;
 use crate::status::{bound_message, rfc3339, status_path, Outcome, Status, STATUS_SUFFIX};
 
-/// The worker task: runs until its token is cancelled (it finishes its current file first) or
-/// the queue is closed and empty.
-pub(crate) async fn run(shared: Arc<Shared>, task_id: u64, cancel: CancellationToken) {
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            p = async { shared.queue_rx.lock().await.recv().await } => p,
-        };
-        let Some(path) = next else { break };
-        let c = &shared.counters;
-        c.queue_depth.fetch_sub(1, Relaxed);
-        c.active_workers.fetch_add(1, Relaxed);
-        lock(&shared.in_progress).insert(task_id, path.clone());
-        shared.progress.notify_waiters();
-        let name = file_name(&path);
-        let moved_out = match process_file(&shared, &path, &name, &cancel).await {
-            Ok(moved_out) => moved_out,
-            Err(Abandoned) => {
-                shared.hand_back(path.clone());
-                false
-            }
-        };
-        lock(&shared.in_progress).remove(&task_id);
-        shared.unclaim(&name);
-        // While the name was claimed, intake ignored it: a new file dropped under the same name
-        // in that window would wait for the next start. Have intake look again.
-        if moved_out && std::fs::symlink_metadata(&path).is_ok() {
-            shared.rescan.notify_one();
+/// What every worker of one watcher uses: cloned into each worker task.
+#[derive(Clone)]
+pub(crate) struct Crew {
+    cfg: Arc<Config>,
+    queue: Arc<WorkQueue>,
+    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
+    progress: Arc<Progress>,
+    interrupted: Arc<Interrupted>,
+    runs: Arc<RunIds>,
+}
+
+impl Crew {
+    /// The workers of one watcher: they take files from `queue` and commit them.
+    pub fn new(
+        cfg: Arc<Config>,
+        queue: Arc<WorkQueue>,
+        ledger: Arc<Ledger>,
+        counters: Arc<Counters>,
+        progress: Arc<Progress>,
+        interrupted: Interrupted,
+    ) -> Self {
+        Crew {
+            cfg,
+            queue,
+            ledger,
+            counters,
+            progress,
+            interrupted: Arc::new(interrupted),
+            runs: Arc::new(RunIds::starting_now()),
         }
-        c.active_workers.fetch_sub(1, Relaxed);
-        shared.progress.notify_waiters();
     }
-    shared.worker_exited();
+
+    /// The worker task `task_id`: runs until its token is cancelled (it finishes its current
+    /// file first) or the queue is closed and empty.
+    pub async fn run(self, task_id: u64, cancel: CancellationToken) {
+        while let Some(path) = self.queue.take(task_id, &cancel).await {
+            self.counters.worker_busy();
+            self.progress.changed();
+            let name = file_name(&path);
+            let moved_out = match process_file(&self, &path, &name, &cancel).await {
+                Ok(moved_out) => moved_out,
+                Err(Abandoned) => {
+                    self.queue.hand_back(path.clone());
+                    false
+                }
+            };
+            self.queue.done(task_id, &name);
+            if moved_out && std::fs::symlink_metadata(&path).is_ok() {
+                // Dropped again while claimed: intake ignored it then.
+                self.queue.request_rescan();
+            }
+            self.counters.worker_idle();
+            self.progress.changed();
+        }
+        self.progress.worker_exited();
+    }
+}
+
+/// Run ids, unique across restarts: the start time in µs, plus a sequence number.
+struct RunIds(AtomicU64);
+
+impl RunIds {
+    fn starting_now() -> Self {
+        let base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        RunIds(AtomicU64::new(base))
+    }
+
+    fn next(&self) -> u64 {
+        self.0.fetch_add(1, Relaxed)
+    }
 }
 
 fn file_name(p: &Path) -> String {
@@ -77,7 +122,7 @@ impl Decision {
 
 /// Processes and commits one file; `Ok(true)` when it was moved out of the inbox.
 async fn process_file(
-    shared: &Shared,
+    crew: &Crew,
     path: &Path,
     name: &str,
     cancel: &CancellationToken,
@@ -85,34 +130,29 @@ async fn process_file(
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(false); // vanished since it was queued
     }
-    let run = shared.next_run();
+    let run = crew.runs.next();
     let started = SystemTime::now();
     let t0 = Instant::now();
-    if let Err(e) = shared.ledger.mark_in_flight(name, run) {
+    if let Err(e) = crew.ledger.mark_in_flight(name, run) {
         eprintln!("watcher: cannot record {name} in the ledger: {e}; leaving it in place");
         return Err(Abandoned);
     }
-    let interrupted = lock(&shared.interrupted).remove(name);
-    let decision = match decide(shared, path, cancel).await {
+    let interrupted = crew.interrupted.take(name);
+    let decision = match decide(crew, path, cancel).await {
         Ok(d) => d,
         Err(Abandoned) => {
             // Handed back on purpose, not interrupted: the next run starts afresh.
-            let _ = shared.ledger.forget(name);
+            let _ = crew.ledger.forget(name);
             if interrupted {
-                lock(&shared.interrupted).insert(name.to_string());
+                crew.interrupted.put_back(name);
             }
             return Err(Abandoned);
         }
     };
     let outcome = decision.outcome;
-    match commit(shared, path, name, run, decision, interrupted, started) {
+    match commit(crew, path, name, run, decision, interrupted, started) {
         Ok(()) => {
-            let c = &shared.counters;
-            match outcome {
-                Outcome::Processed => c.processed.fetch_add(1, Relaxed),
-                Outcome::Failed => c.failed.fetch_add(1, Relaxed),
-            };
-            c.record_latency(t0.elapsed());
+            crew.counters.committed(outcome, t0.elapsed());
             Ok(true)
         }
         Err(e) => {
@@ -125,11 +165,11 @@ async fn process_file(
 
 /// Checks, reads and processes the file, with retries.
 async fn decide(
-    shared: &Shared,
+    crew: &Crew,
     path: &Path,
     cancel: &CancellationToken,
 ) -> Result<Decision, Abandoned> {
-    let cfg = &shared.cfg;
+    let cfg = &crew.cfg;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) => return Ok(Decision::failed(0, format!("cannot stat file: {e}"))),
@@ -188,7 +228,7 @@ async fn decide(
                 format!("gave up after {attempts} attempts: {}", err.message),
             ));
         }
-        shared.counters.retried.fetch_add(1, Relaxed);
+        crew.counters.retried();
         let backoff = backoff(cfg.retry_backoff, attempts);
         tokio::select! {
             biased;
@@ -228,7 +268,7 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
 
 /// Status (atomic) → move → ledger `done`. See [`crate::status`] for why this order.
 fn commit(
-    shared: &Shared,
+    crew: &Crew,
     path: &Path,
     name: &str,
     run: u64,
@@ -236,18 +276,9 @@ fn commit(
     interrupted: bool,
     started: SystemTime,
 ) -> std::io::Result<()> {
-    let cfg = &shared.cfg;
+    let cfg = &crew.cfg;
     let dest_dir = cfg.dir.join(d.outcome.dir_name());
-    #[cfg_attr(watcher_bug = "duplicate_overwrites", allow(unused_mut))]
-    let mut dest_name = name.to_string();
-    // `watcher_bug = "duplicate_overwrites"`: a bug planted for tests/watcher_props.rs to find
-    // and shrink (never set otherwise): a name dropped again overwrites the earlier file.
-    #[cfg(not(watcher_bug = "duplicate_overwrites"))]
-    if std::fs::symlink_metadata(dest_dir.join(&dest_name)).is_ok()
-        || std::fs::symlink_metadata(status_path(&dest_dir.join(&dest_name))).is_ok()
-    {
-        dest_name = format!("{name}.{run}");
-    }
+    let dest_name = free_name(&dest_dir, name, run);
     let status = Status {
         file: name.to_string(),
         moved_to: dest_name.clone(),
@@ -272,7 +303,25 @@ fn commit(
         sync_dir(&dest_dir)?;
         sync_dir(&cfg.dir)?;
     }
-    shared.ledger.mark_done(name, run, d.outcome)
+    crew.ledger.mark_done(name, run, d.outcome)
+}
+
+/// The name `name` gets in `dest_dir`: its own, or `NAME.<run>` when an earlier file (or its
+/// status) has it already.
+fn free_name(dest_dir: &Path, name: &str, run: u64) -> String {
+    // PLANTED BUG, for tests only: built with `--cfg watcher_bug="duplicate_overwrites"`, a name
+    // dropped again overwrites the earlier file, for tests/watcher_props.rs to find and shrink.
+    // Never set otherwise; a `cfg!` rather than a `#[cfg]` so that both paths always compile.
+    if cfg!(watcher_bug = "duplicate_overwrites") {
+        return name.to_string();
+    }
+    let taken = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    let dest = dest_dir.join(name);
+    if taken(&dest) || taken(&status_path(&dest)) {
+        format!("{name}.{run}")
+    } else {
+        name.to_string()
+    }
 }
 
 #[cfg(test)]
