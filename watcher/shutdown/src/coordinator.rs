@@ -5,7 +5,7 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::state::{Joining, Shared, ORDER};
+use crate::state::{Joining, StateLock, ORDER};
 use crate::sync::Arc;
 use crate::{CloseHooks, CloseReport, Permit, Refused, Stage, TaskInfo};
 
@@ -35,7 +35,7 @@ use crate::{CloseHooks, CloseReport, Permit, Refused, Stage, TaskInfo};
 /// ```
 #[derive(Clone)]
 pub struct Coordinator {
-    shared: Arc<Shared>,
+    state: Arc<StateLock>,
 }
 
 impl Default for Coordinator {
@@ -48,7 +48,7 @@ impl Coordinator {
     /// A coordinator with every stage open and no task.
     pub fn new() -> Self {
         Coordinator {
-            shared: Arc::new(Shared::new()),
+            state: Arc::new(StateLock::new()),
         }
     }
 
@@ -58,7 +58,7 @@ impl Coordinator {
     /// waited for by close, never missed.
     pub fn register(&self, stage: Stage, name: impl Into<String>) -> Result<Permit, Refused> {
         let name = name.into();
-        let mut state = self.shared.lock();
+        let mut state = self.state.lock();
         if state.closed[stage.index()] && !cfg!(coordinator_bug = "register_ignores_closed") {
             return Err(Refused(stage));
         }
@@ -71,19 +71,19 @@ impl Coordinator {
         state.live[stage.index()].insert(info.id, info.clone());
         drop(state);
         Ok(Permit {
-            shared: self.shared.clone(),
+            state: self.state.clone(),
             info,
         })
     }
 
     /// Number of registered (live) tasks in `stage`.
     pub fn live(&self, stage: Stage) -> usize {
-        self.shared.lock().live[stage.index()].len()
+        self.state.lock().live[stage.index()].len()
     }
 
     /// True once a close (or cancel_all) has begun.
     pub fn is_closing(&self) -> bool {
-        self.shared.lock().closing
+        self.state.lock().closing
     }
 
     /// Staged close, run once: for each stage in order, refuse new registrations, `hooks.stop`,
@@ -107,7 +107,7 @@ impl Coordinator {
     /// itself until the budget runs out.
     pub async fn close<H: CloseHooks>(&self, hooks: &H) -> CloseReport {
         let turn = WaitTurn {
-            shared: &self.shared,
+            state: &self.state,
             waiter: None,
         };
         match turn.await {
@@ -126,14 +126,14 @@ impl Coordinator {
             &Stage::ALL[..]
         };
         {
-            let mut state = self.shared.lock();
+            let mut state = self.state.lock();
             state.closing = true;
             for stage in stages {
                 state.closed[stage.index()] = true;
             }
             #[cfg(coordinator_bug = "cancel_all_cycle")]
             {
-                state.cycle = Some(self.shared.clone()); // deliberate bug: the state owns itself
+                state.cycle = Some(self.state.clone()); // deliberate bug: the state owns itself
             }
         }
         for &stage in stages {
@@ -144,20 +144,20 @@ impl Coordinator {
     /// Runs the stages; only the elected leader calls it.
     async fn lead<H: CloseHooks>(&self, hooks: &H) -> CloseReport {
         let mut handover = Handover {
-            shared: &self.shared,
+            state: &self.state,
             done: false,
         };
         let mut budget = pin!(hooks.expired());
-        self.shared.lock().chain = hooks.stopper();
+        self.state.lock().chain = hooks.stopper();
         if cfg!(coordinator_bug = "stop_all_first") {
             // deliberate bug: one "cancel everything" up front instead of stage by stage
-            self.shared.lock().closed = [true; 3];
+            self.state.lock().closed = [true; 3];
             Stage::ALL.iter().for_each(|&stage| hooks.stop(stage));
         }
         loop {
             // Where the close stands: a stopper may have moved it on since the last look.
             let (done, stage, exhausted, stop) = {
-                let mut state = self.shared.lock();
+                let mut state = self.state.lock();
                 let done = state.progress.stages.len();
                 let Some(&stage) = ORDER.get(done) else {
                     break;
@@ -177,7 +177,7 @@ impl Coordinator {
             };
             if stop {
                 hooks.stop(stage);
-                let mut state = self.shared.lock();
+                let mut state = self.state.lock();
                 if let Some(j) = state.joining.as_mut().filter(|j| j.stage == stage) {
                     j.stopped = true;
                 }
@@ -189,13 +189,13 @@ impl Coordinator {
                 // No more chaining. The caller no longer waits for tasks, but a chained stop
                 // of this stage that is still running returns first: only then are the
                 // stage's tasks aborted and the next stage stopped.
-                self.shared.lock().progress.budget_exhausted = true;
+                self.state.lock().progress.budget_exhausted = true;
                 if !cfg!(coordinator_bug = "abort_during_chained_stop") {
                     poll_fn(|cx| self.poll_stop_returned(stage, cx)).await;
                 }
             }
             let (aborted, since) = {
-                let mut state = self.shared.lock();
+                let mut state = self.state.lock();
                 if state.progress.stages.len() > done {
                     continue; // joined and recorded by the task that emptied it
                 }
@@ -215,12 +215,12 @@ impl Coordinator {
             }
             // Recorded after the aborts: a stage's time includes them, and a hook that panics
             // leaves the stage to the next caller.
-            let mut state = self.shared.lock();
+            let mut state = self.state.lock();
             state.progress.stages.push((stage, since.elapsed()));
             state.progress.aborted.extend(aborted);
         }
         let (report, followers) = {
-            let mut state = self.shared.lock();
+            let mut state = self.state.lock();
             let report = state.progress.clone();
             state.report = Some(report.clone());
             state.leader = false;
@@ -234,7 +234,7 @@ impl Coordinator {
 
     /// Ready once no chained stop of `stage` is running.
     fn poll_stop_returned(&self, stage: Stage, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.shared.lock();
+        let mut state = self.state.lock();
         if matches!(state.joining, Some(j) if j.stage == stage && !j.stopped) {
             // Under the same lock as the check: the stop's return finds the waker.
             state.join_waker = Some(cx.waker().clone());
@@ -254,7 +254,7 @@ impl Coordinator {
         cx: &mut Context<'_>,
     ) -> Poll<bool> {
         {
-            let mut state = self.shared.lock();
+            let mut state = self.state.lock();
             let stopped = matches!(state.joining, Some(j) if j.stage == stage && j.stopped);
             if state.progress.stages.len() > done
                 || (stopped && state.live[stage.index()].is_empty())
@@ -265,7 +265,7 @@ impl Coordinator {
             if cfg!(coordinator_bug = "lost_wakeup") {
                 // deliberate bug: the last permit can drop between the check and the store
                 drop(state);
-                state = self.shared.lock();
+                state = self.state.lock();
             }
             // Stored under the same lock as the check: a permit dropped after the check
             // finds the waker and wakes it.
@@ -275,7 +275,7 @@ impl Coordinator {
             }
         }
         if budget.poll(cx).is_ready() {
-            self.shared.lock().join_waker = None;
+            self.state.lock().join_waker = None;
             return Poll::Ready(false);
         }
         Poll::Pending
@@ -284,7 +284,7 @@ impl Coordinator {
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.shared.lock();
+        let state = self.state.lock();
         f.debug_struct("Coordinator")
             .field("closing", &state.closing)
             .field("closed", &state.closed)
@@ -303,7 +303,7 @@ enum Turn {
 /// Elects the leader, or waits until the report is published (or the leader gives up, and
 /// this caller may lead instead).
 struct WaitTurn<'a> {
-    shared: &'a Shared,
+    state: &'a StateLock,
     /// Our slot in `followers`, once we have waited.
     waiter: Option<u64>,
 }
@@ -313,14 +313,14 @@ impl Future for WaitTurn<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Turn> {
         let this = self.get_mut();
-        let mut state = this.shared.lock();
+        let mut state = this.state.lock();
         let turn = if let Some(report) = &state.report {
             Turn::Report(report.clone())
         } else if !state.leader {
             if cfg!(coordinator_bug = "racy_leader") {
                 // deliberate bug: two callers can both see "no leader" before either sets it
                 drop(state);
-                state = this.shared.lock();
+                state = this.state.lock();
             }
             state.leader = true;
             state.closing = true;
@@ -350,7 +350,7 @@ impl Future for WaitTurn<'_> {
 impl Drop for WaitTurn<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.waiter {
-            self.shared.lock().followers.remove(&id);
+            self.state.lock().followers.remove(&id);
         }
     }
 }
@@ -358,7 +358,7 @@ impl Drop for WaitTurn<'_> {
 /// Hands leadership over if the leading close future is dropped (or a hook panics) before
 /// the report is published, so that the waiting callers do not wait forever.
 struct Handover<'a> {
-    shared: &'a Shared,
+    state: &'a StateLock,
     done: bool,
 }
 
@@ -368,7 +368,7 @@ impl Drop for Handover<'_> {
             return;
         }
         let followers = {
-            let mut state = self.shared.lock();
+            let mut state = self.state.lock();
             state.leader = false;
             state.join_waker = None;
             state.chain = None;

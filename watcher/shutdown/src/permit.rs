@@ -1,6 +1,6 @@
 //! The handle a registered task holds while it runs.
 
-use crate::state::{Next, Shared};
+use crate::state::{Next, StateLock};
 use crate::sync::Arc;
 use crate::TaskInfo;
 
@@ -22,7 +22,7 @@ use crate::TaskInfo;
 /// ```
 #[must_use = "the task is deregistered as soon as its permit is dropped"]
 pub struct Permit {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Arc<StateLock>,
     pub(crate) info: TaskInfo,
 }
 
@@ -37,13 +37,13 @@ impl Drop for Permit {
     fn drop(&mut self) {
         // Each step runs after the lock is released: the leader re-locks as soon as it runs,
         // and a stopper may drop permits itself.
-        let mut next = self.shared.lock().deregister(&self.info);
+        let mut next = self.state.lock().deregister(&self.info);
         while let Some(step) = next.take() {
             match step {
                 Next::Wake(waker) => waker.wake(),
                 Next::Stop(stopper, stage) => {
                     stopper(stage);
-                    next = self.shared.lock().chained_stop_returned(stage);
+                    next = self.state.lock().chained_stop_returned(stage);
                 }
             }
         }

@@ -39,9 +39,10 @@ pub(crate) enum Next {
     Stop(Stopper, Stage),
 }
 
-/// Shared by every [`Coordinator`](crate::Coordinator) clone and every
-/// [`Permit`](crate::Permit). Holds no reference to itself: nothing here keeps the `Arc` alive.
-pub(crate) struct Shared {
+/// The [`State`] behind its one lock, shared by every [`Coordinator`](crate::Coordinator)
+/// clone and every [`Permit`](crate::Permit). Holds no reference to itself: nothing here keeps
+/// the `Arc` alive.
+pub(crate) struct StateLock {
     state: Mutex<State>,
 }
 
@@ -70,12 +71,12 @@ pub(crate) struct State {
     pub(crate) next_waiter: u64,
     /// Deliberate bug for the loom models: a reference cycle.
     #[cfg(coordinator_bug = "cancel_all_cycle")]
-    pub(crate) cycle: Option<crate::sync::Arc<Shared>>,
+    pub(crate) cycle: Option<crate::sync::Arc<StateLock>>,
 }
 
-impl Shared {
+impl StateLock {
     pub(crate) fn new() -> Self {
-        Shared {
+        StateLock {
             state: Mutex::new(State {
                 next_id: 0,
                 closing: false,
