@@ -30,6 +30,11 @@ cargo bench --workspace -- --test
 step "cargo run --release --example demo"
 cargo run --release --example demo
 
+# The CLI's throughput script (benches/cli_throughput.sh) on 40 files, once: checks that the
+# script and the release CLI work; its figures mean nothing here.
+step "benches/cli_throughput.sh --smoke"
+bash benches/cli_throughput.sh --smoke
+
 if [ -f ci/loom.sh ]; then
   step "loom models"
   bash ci/loom.sh
