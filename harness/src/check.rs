@@ -58,6 +58,7 @@ impl LeakCheck {
     /// # Panics
     /// If `LEAKCHECK_SETTLE_MS` is set but is not a whole number of milliseconds.
     pub fn new() -> Self {
+        crate::origin::keep_linked();
         LeakCheck {
             cycles: 1,
             warmup: None,

@@ -38,7 +38,7 @@ pub(crate) fn sorted(counts: HashMap<String, usize>) -> Vec<Item> {
 }
 
 /// `socket:[81234]` → `socket:[…]`; other targets unchanged.
-fn without_inode(target: String) -> String {
+pub(crate) fn without_inode(target: String) -> String {
     match target.split_once(":[") {
         Some((kind, rest))
             if rest.ends_with(']')

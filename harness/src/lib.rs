@@ -94,6 +94,7 @@ mod filter;
 mod group;
 mod guard;
 mod isolate;
+mod origin;
 mod probe;
 mod protocol;
 mod report;
@@ -141,5 +142,7 @@ pub use leakcheck_macros::isolated;
 
 pub use check::LeakCheck;
 pub use guard::Guard;
+#[cfg(all(feature = "tokio", tokio_unstable))]
+pub use origin::{instrument, instrument_with};
 pub use report::{Leak, Report, Verdict};
 pub use resource::Resource;

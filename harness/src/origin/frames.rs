@@ -1,0 +1,366 @@
+//! Picking the frames that say who created a thread, out of the raw backtrace of its creation.
+//!
+//! A creation's backtrace runs from the hook, through std's thread builder (or tokio's pool, or a
+//! library's own thread), out to the code that asked for it. What a reader needs is the user's
+//! own `file:line` (the innermost frame of code that is neither std, nor a dependency, nor the
+//! harness), and, where a library created the thread on the user's behalf, the innermost
+//! frame of that library: `notify::inotify::EventLoop::run` created notify's thread; the
+//! outermost (`recommended_watcher`) only led to it. tokio's frames are skipped as internals:
+//! a tokio worker or blocking thread is named by the user code that started the runtime or
+//! the blocking call.
+
+use std::fmt;
+
+/// One resolved frame (an inlined call is a frame of its own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// Demangled, without the hash: `notify::inotify::EventLoop::run`.
+    pub(crate) name: Option<String>,
+    pub(crate) file: Option<String>,
+    pub(crate) line: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// std, core, alloc, the C library, the hook: how threads get made.
+    Plumbing,
+    /// Dependencies whose frames never explain a leak: tokio's internals, the harness itself.
+    Internal,
+    /// A dependency (from a registry or a git checkout).
+    Library,
+    /// The user's own code.
+    User,
+}
+
+/// Where a thread came from, in the words of a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Site {
+    /// The innermost frame of the user's code: `tests/leaks.rs:42`.
+    pub(crate) user: Option<Frame>,
+    /// The innermost library frame inside the user's call, if a library made the thread.
+    pub(crate) library: Option<Frame>,
+}
+
+impl Site {
+    /// Picks the frames to show from a creation's frames, innermost first.
+    pub(crate) fn pick(frames: &[Frame]) -> Site {
+        let user_at = frames.iter().position(|f| kind(f) == Kind::User);
+        let inner = &frames[..user_at.unwrap_or(frames.len())];
+        Site {
+            user: user_at.map(|i| frames[i].clone()),
+            library: inner.iter().find(|f| kind(f) == Kind::Library).cloned(),
+        }
+    }
+}
+
+impl fmt::Display for Site {
+    /// `spawned at tests/leaks.rs:42`, `spawned at src/lib.rs:9 via
+    /// notify::inotify::EventLoop::run (inotify.rs:125)`, or without a frame of the user's
+    /// code: `spawned by notify::inotify::EventLoop::run (inotify.rs:125)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.user, &self.library) {
+            (Some(user), lib) => {
+                write!(f, "spawned at {}", Location(user))?;
+                if let Some(lib) = lib {
+                    write!(f, " via {}", Call(lib))?;
+                }
+                Ok(())
+            }
+            (None, Some(lib)) => write!(f, "spawned by {}", Call(lib)),
+            (None, None) => write!(f, "spawn site not in the debug info"),
+        }
+    }
+}
+
+/// `file:line`, or the function name where the file is unknown.
+struct Location<'a>(&'a Frame);
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.0.file, self.0.line, &self.0.name) {
+            (Some(file), Some(line), _) => write!(f, "{file}:{line}"),
+            (Some(file), None, _) => write!(f, "{file}"),
+            (None, _, Some(name)) => write!(f, "{}", function(name)),
+            (None, _, None) => write!(f, "<unknown>"),
+        }
+    }
+}
+
+/// `notify::inotify::EventLoop::run (inotify.rs:125)`.
+struct Call<'a>(&'a Frame);
+
+impl fmt::Display for Call<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let frame = self.0;
+        match &frame.name {
+            Some(name) => write!(f, "{}", function(name))?,
+            None => write!(f, "<unknown>")?,
+        }
+        if let (Some(file), Some(line)) = (&frame.file, frame.line) {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            write!(f, " ({base}:{line})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A function's path without closure suffixes: `a::b::{{closure}}` (or `{closure#0}`) → `a::b`.
+fn function(name: &str) -> &str {
+    let mut name = name;
+    loop {
+        if let Some(stripped) = name.strip_suffix("::{{closure}}") {
+            name = stripped;
+        } else if let Some((head, tail)) = name.rsplit_once("::{closure#") {
+            if !tail.ends_with('}') {
+                return name;
+            }
+            name = head;
+        } else {
+            return name;
+        }
+    }
+}
+
+/// The crate a symbol belongs to: its first path segment, looking through `<T as Trait>`.
+fn crate_of(name: &str) -> &str {
+    let name = name.trim_start_matches(['<', '&', '_', '*']);
+    let name = name.strip_prefix("mut ").unwrap_or(name);
+    let name = name.strip_prefix("dyn ").unwrap_or(name);
+    let end = name
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(name.len());
+    &name[..end]
+}
+
+fn kind(frame: &Frame) -> Kind {
+    let file = frame.file.as_deref().unwrap_or("");
+    let name = frame.name.as_deref().unwrap_or("");
+    let krate = crate_of(name);
+    if matches!(
+        krate,
+        "std" | "core" | "alloc" | "test" | "pthread_create" | "backtrace"
+    ) || file.starts_with("/rustc/")
+        || file.contains("/library/std/src/")
+        || file.contains("/library/core/src/")
+        || file.contains("/library/alloc/src/")
+    {
+        return Kind::Plumbing;
+    }
+    // The harness's own tests are user code to themselves.
+    if krate == "tokio" || (krate == "leakcheck" && !name.contains("::tests::")) {
+        return Kind::Internal;
+    }
+    if !file.ends_with(".rs") {
+        // No debug info, or C: libc (`start_thread` in `pthread_create.c`, `clone3`) or a
+        // stripped library. Only a frame of Rust source can be pointed at.
+        return Kind::Plumbing;
+    }
+    if is_dependency_path(file) {
+        return Kind::Library;
+    }
+    Kind::User
+}
+
+/// Sources of dependencies: cargo's registry and git checkouts, and vendored crates.
+fn is_dependency_path(file: &str) -> bool {
+    file.contains("/registry/src/") || file.contains("/git/checkouts/") || file.contains("/vendor/")
+}
+
+/// The directory paths in a report are relative to: the workspace root (the nearest directory
+/// above the working directory that holds a `Cargo.lock`), as `file!()` and tokio's spawn
+/// sites give them; else the working directory.
+pub(crate) fn source_root() -> Option<&'static str> {
+    static ROOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let cwd = std::env::current_dir().ok()?;
+        let root = cwd
+            .ancestors()
+            .find(|dir| dir.join("Cargo.lock").is_file())
+            .unwrap_or(&cwd);
+        root.to_str().map(str::to_owned)
+    })
+    .as_deref()
+}
+
+/// A path as a reader wants it: relative to `root` where it lies below it, and from the
+/// crate's directory for a dependency (`notify-8.2.0/src/inotify.rs`).
+pub(crate) fn short_path(path: &str, root: Option<&str>) -> String {
+    if let Some(rest) = root.and_then(|root| path.strip_prefix(root)) {
+        if let Some(rest) = rest.strip_prefix('/') {
+            return rest.to_owned();
+        }
+    }
+    for marker in ["/registry/src/", "/git/checkouts/"] {
+        if let Some((_, rest)) = path.split_once(marker) {
+            // Skip the index (or repository) directory: `index.crates.io-…/notify-8.2.0/…`.
+            if let Some((_, krate)) = rest.split_once('/') {
+                return krate.to_owned();
+            }
+        }
+    }
+    path.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(name: &str, file: &str, line: u32) -> Frame {
+        Frame {
+            name: Some(name.to_owned()),
+            file: (!file.is_empty()).then(|| file.to_owned()),
+            line: (line > 0).then_some(line),
+        }
+    }
+
+    fn std_spawn_frames() -> Vec<Frame> {
+        vec![
+            frame(
+                "backtrace::backtrace::trace_unsynchronized",
+                "/h/.cargo/registry/src/i/backtrace-0.3.77/src/backtrace/mod.rs",
+                66,
+            ),
+            frame("pthread_create", "harness/src/origin/spawn_hook.rs", 120),
+            frame(
+                "std::sys::pal::unix::thread::Thread::new",
+                "/rustc/abc/library/std/src/sys/pal/unix/thread.rs",
+                84,
+            ),
+            frame(
+                "std::thread::Builder::spawn_unchecked_",
+                "/rustc/abc/library/std/src/thread/mod.rs",
+                577,
+            ),
+            frame(
+                "std::thread::spawn",
+                "/rustc/abc/library/std/src/thread/mod.rs",
+                690,
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_thread_spawned_by_the_user_names_the_users_line() {
+        let mut frames = std_spawn_frames();
+        frames.push(frame("origins::spawn_one", "tests/origins.rs", 42));
+        frames.push(frame("origins::main", "tests/origins.rs", 10));
+        frames.push(frame(
+            "std::rt::lang_start",
+            "/rustc/abc/library/std/src/rt.rs",
+            1,
+        ));
+        let site = Site::pick(&frames);
+        assert_eq!(site.to_string(), "spawned at tests/origins.rs:42");
+    }
+
+    #[test]
+    fn a_thread_made_by_a_library_names_its_innermost_frame() {
+        let mut frames = std_spawn_frames();
+        let reg = "/root/.cargo/registry/src/index.crates.io-1949/notify-8.2.0/src";
+        frames.push(frame(
+            "notify::inotify::EventLoop::run",
+            &format!("{reg}/inotify.rs"),
+            125,
+        ));
+        frames.push(frame(
+            "notify::inotify::INotifyWatcher::from_event_handler",
+            &format!("{reg}/inotify.rs"),
+            560,
+        ));
+        frames.push(frame(
+            "<notify::inotify::INotifyWatcher as notify::Watcher>::new",
+            &format!("{reg}/inotify.rs"),
+            600,
+        ));
+        frames.push(frame(
+            "notify::recommended_watcher",
+            &format!("{reg}/lib.rs"),
+            400,
+        ));
+        frames.push(frame(
+            "watcher::source::Source::start::{{closure}}",
+            "watcher/src/source.rs",
+            77,
+        ));
+        let site = Site::pick(&frames);
+        assert_eq!(
+            site.to_string(),
+            "spawned at watcher/src/source.rs:77 via notify::inotify::EventLoop::run (inotify.rs:125)"
+        );
+    }
+
+    #[test]
+    fn tokio_and_the_harness_are_skipped() {
+        let mut frames = std_spawn_frames();
+        let reg = "/root/.cargo/registry/src/index.crates.io-1949/tokio-1.54.1/src";
+        frames.push(frame(
+            "tokio::runtime::blocking::pool::Spawner::spawn_thread",
+            &format!("{reg}/runtime/blocking/pool.rs"),
+            470,
+        ));
+        frames.push(frame(
+            "tokio::task::spawn_blocking",
+            &format!("{reg}/task/blocking.rs"),
+            200,
+        ));
+        frames.push(frame(
+            "leakcheck::check::LeakCheck::run",
+            "harness/src/check.rs",
+            170,
+        ));
+        frames.push(frame("my_test::body::{{closure}}", "tests/my_test.rs", 9));
+        let site = Site::pick(&frames);
+        assert_eq!(site.to_string(), "spawned at tests/my_test.rs:9");
+    }
+
+    #[test]
+    fn without_user_code_or_debug_info() {
+        let mut frames = std_spawn_frames();
+        let reg = "/root/.cargo/registry/src/index.crates.io-1949/notify-8.2.0/src";
+        frames.push(frame(
+            "notify::inotify::EventLoop::run",
+            &format!("{reg}/inotify.rs"),
+            125,
+        ));
+        assert_eq!(
+            Site::pick(&frames).to_string(),
+            "spawned by notify::inotify::EventLoop::run (inotify.rs:125)"
+        );
+        let stripped = vec![
+            frame("start_thread", "./nptl/pthread_create.c", 442),
+            frame("main", "", 0),
+        ];
+        assert_eq!(
+            Site::pick(&stripped).to_string(),
+            "spawn site not in the debug info"
+        );
+    }
+
+    #[test]
+    fn crates_of_symbols() {
+        assert_eq!(
+            crate_of("<notify::inotify::INotifyWatcher as notify::Watcher>::new"),
+            "notify"
+        );
+        assert_eq!(crate_of("<&mut F as core::ops::FnOnce<A>>::call_once"), "F");
+        assert_eq!(crate_of("_<std::thread::Thread>::new"), "std");
+        assert_eq!(function("a::b::{{closure}}::{{closure}}"), "a::b");
+    }
+
+    #[test]
+    fn paths_are_shortened() {
+        assert_eq!(short_path("/w/ws/tests/a.rs", Some("/w/ws")), "tests/a.rs");
+        assert_eq!(
+            short_path("/w/wsx/tests/a.rs", Some("/w/ws")),
+            "/w/wsx/tests/a.rs"
+        );
+        assert_eq!(
+            short_path(
+                "/root/.cargo/registry/src/index.crates.io-19/notify-8.2.0/src/inotify.rs",
+                None
+            ),
+            "notify-8.2.0/src/inotify.rs"
+        );
+        assert_eq!(short_path("tests/a.rs", Some("/w")), "tests/a.rs");
+    }
+}

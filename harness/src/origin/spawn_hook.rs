@@ -1,0 +1,434 @@
+//! Where each thread of the process was created: a `pthread_create` defined in this crate.
+//!
+//! Rust has no stable hook on thread creation, and `/proc` does not record a thread's creator.
+//! But an executable that defines `pthread_create` itself is the first place the dynamic linker
+//! looks for it, so std, tokio's pools, notify and any C code in the process call this
+//! definition, which forwards to glibc's through `dlsym(RTLD_NEXT)`. On the way it records a
+//! bounded list of return addresses (no symbols: resolving them costs 20–300 µs, spent only on
+//! threads a report names) and the new thread's tid.
+//!
+//! What a hook inside every thread creation of a test process must survive:
+//! - `fork` while another thread is spawning: the table is lock-free (atomics only), so a
+//!   child never waits on a lock held by a thread it does not have; a `pthread_atfork` child
+//!   handler drops the entries of the threads the child did not inherit.
+//! - threads ended by `pthread_exit`, which never return to the start routine: a
+//!   thread-specific-data destructor frees the entry on every way out, so a reused tid never
+//!   inherits a dead thread's origin.
+//! - a global allocator (a heap counter) or an allocator that starts threads: the hook
+//!   never allocates, and a thread-local flag makes a nested creation a plain forward.
+//! - threads started before `main` or by code that bypasses this symbol: they simply have no
+//!   entry, and a report says so rather than guessing.
+//!
+//! The table holds [`SLOTS`] live threads; beyond that, new threads are created as usual and
+//! go unrecorded.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Live threads the table can hold.
+pub(crate) const SLOTS: usize = 4096;
+/// Return addresses kept per thread, innermost first (the hook's own frames included).
+pub(crate) const FRAMES: usize = 40;
+
+const FREE: u32 = 0;
+const CLAIMED: u32 = 1;
+const LIVE: u32 = 2;
+
+type Start = extern "C" fn(*mut c_void) -> *mut c_void;
+type Create = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    Start,
+    *mut c_void,
+) -> libc::c_int;
+
+struct Slot {
+    state: AtomicU32,
+    tid: AtomicU32,
+    /// Bumped on every claim: a reader that sees it change while copying discards the copy.
+    generation: AtomicU64,
+    start: AtomicUsize,
+    arg: AtomicUsize,
+    len: AtomicUsize,
+    ips: [AtomicUsize; FRAMES],
+}
+
+impl Slot {
+    const fn new() -> Self {
+        Slot {
+            state: AtomicU32::new(FREE),
+            tid: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            start: AtomicUsize::new(0),
+            arg: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            ips: [const { AtomicUsize::new(0) }; FRAMES],
+        }
+    }
+
+    fn release(&self) {
+        self.tid.store(0, Ordering::Relaxed);
+        self.state.store(FREE, Ordering::Release);
+    }
+}
+
+static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+/// Where the next claim starts looking.
+static HINT: AtomicUsize = AtomicUsize::new(0);
+/// glibc's `pthread_create`, once looked up.
+static REAL: AtomicUsize = AtomicUsize::new(0);
+/// The thread-specific-data key whose destructor frees a thread's slot: 0 until made, then
+/// key + 1.
+static KEY: AtomicUsize = AtomicUsize::new(0);
+/// How many creations went through the hook (to tell "not recorded" from "hook not linked").
+static SEEN: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Creates a thread: records where it was created, then forwards to glibc's `pthread_create`.
+///
+/// # Safety
+/// The same contract as glibc's `pthread_create`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: Start,
+    arg: *mut c_void,
+) -> libc::c_int {
+    let Some(real) = real_create() else {
+        return libc::EAGAIN;
+    };
+    if INSIDE.with(|inside| inside.replace(true)) {
+        // A creation nested inside the hook (from an allocator or the unwinder): forward it.
+        return real(thread, attr, start, arg);
+    }
+    SEEN.fetch_add(1, Ordering::Relaxed);
+    let slot = init_once().then(claim).flatten();
+    let result = match slot {
+        None => real(thread, attr, start, arg),
+        Some(slot) => {
+            capture(slot);
+            slot.start.store(start as usize, Ordering::Relaxed);
+            slot.arg.store(arg as usize, Ordering::Relaxed);
+            // SAFETY: same calling convention; `trampoline` only unwinds what `start` unwinds.
+            let tramp: Start = std::mem::transmute::<
+                extern "C-unwind" fn(*mut c_void) -> *mut c_void,
+                Start,
+            >(trampoline);
+            let rc = real(thread, attr, tramp, slot as *const Slot as *mut c_void);
+            if rc != 0 {
+                slot.release();
+            }
+            rc
+        }
+    };
+    INSIDE.with(|inside| inside.set(false));
+    result
+}
+
+/// The new thread's first code: publishes its tid, arranges for its slot to be freed on exit
+/// (return or `pthread_exit`), and runs the real start routine.
+extern "C-unwind" fn trampoline(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `p` is the slot the hook claimed for this thread; it lives in a static.
+    let slot = unsafe { &*(p as *const Slot) };
+    let start = slot.start.load(Ordering::Relaxed);
+    let arg = slot.arg.load(Ordering::Relaxed) as *mut c_void;
+    // SAFETY: gettid cannot fail.
+    slot.tid
+        .store(unsafe { libc::gettid() } as u32, Ordering::Relaxed);
+    slot.state.store(LIVE, Ordering::Release);
+    if let Some(key) = key() {
+        // SAFETY: the key was created by `init_once`; the value is a static slot.
+        unsafe { libc::pthread_setspecific(key, p) };
+    }
+    // SAFETY: `start` was stored from the `Start` the caller passed to `pthread_create`.
+    let start: Start = unsafe { std::mem::transmute::<usize, Start>(start) };
+    start(arg)
+}
+
+/// Thread-specific-data destructor: the thread is exiting, its slot is free again.
+extern "C" fn on_thread_exit(p: *mut c_void) {
+    // SAFETY: the value set by `trampoline` is a static slot.
+    let slot = unsafe { &*(p as *const Slot) };
+    slot.release();
+}
+
+/// `pthread_atfork` child handler: only the forking thread lives on in the child.
+extern "C" fn after_fork_in_child() {
+    let own = key()
+        // SAFETY: reading this thread's own value of a live key.
+        .map(|key| unsafe { libc::pthread_getspecific(key) } as usize)
+        .unwrap_or(0);
+    for slot in &TABLE {
+        if slot as *const Slot as usize == own {
+            // SAFETY: gettid cannot fail; the forking thread has a new tid in the child.
+            slot.tid
+                .store(unsafe { libc::gettid() } as u32, Ordering::Relaxed);
+        } else if slot.state.load(Ordering::Relaxed) != FREE {
+            slot.release();
+        }
+    }
+}
+
+fn real_create() -> Option<Create> {
+    let mut f = REAL.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: a NUL-terminated name; RTLD_NEXT finds the definition after this object's.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) } as usize;
+        if f == 0 {
+            return None;
+        }
+        REAL.store(f, Ordering::Release);
+    }
+    // SAFETY: `f` is glibc's `pthread_create`, whose signature `Create` is.
+    Some(unsafe { std::mem::transmute::<usize, Create>(f) })
+}
+
+/// Creates the exit key and registers the fork handler, once. False if the key cannot be
+/// made (then threads go unrecorded: a slot that is never freed would give a wrong origin).
+fn init_once() -> bool {
+    static STATE: AtomicU32 = AtomicU32::new(0); // 0 new, 1 in progress, 2 ready, 3 failed
+    loop {
+        match STATE.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                let mut key: libc::pthread_key_t = 0;
+                // SAFETY: plain libc calls with valid arguments.
+                let ok = unsafe {
+                    libc::pthread_key_create(&mut key, Some(on_thread_exit)) == 0
+                        && libc::pthread_atfork(None, None, Some(after_fork_in_child)) == 0
+                };
+                if ok {
+                    KEY.store(key as usize + 1, Ordering::Release);
+                }
+                STATE.store(if ok { 2 } else { 3 }, Ordering::Release);
+                return ok;
+            }
+            Err(2) => return true,
+            Err(3) => return false,
+            // Another thread is initialising (a few µs, once per process).
+            Err(_) => std::hint::spin_loop(),
+        }
+    }
+}
+
+fn key() -> Option<libc::pthread_key_t> {
+    match KEY.load(Ordering::Acquire) {
+        0 => None,
+        k => Some((k - 1) as libc::pthread_key_t),
+    }
+}
+
+fn claim() -> Option<&'static Slot> {
+    let hint = HINT.load(Ordering::Relaxed);
+    for i in 0..SLOTS {
+        let idx = (hint + i) % SLOTS;
+        let slot = &TABLE[idx];
+        if slot.state.load(Ordering::Relaxed) == FREE
+            && slot
+                .state
+                .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            HINT.store(idx + 1, Ordering::Relaxed);
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            return Some(slot);
+        }
+    }
+    None
+}
+
+/// Records the caller's return addresses, innermost first, without resolving them.
+fn capture(slot: &Slot) {
+    let mut n = 0;
+    // SAFETY: unsynchronized tracing is safe as long as no other backtrace call of this
+    // thread is in progress, which the re-entry flag guarantees here; it takes no lock and
+    // allocates nothing, which keeps `fork` and counting allocators safe.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            slot.ips[n].store(frame.ip() as usize, Ordering::Relaxed);
+            n += 1;
+            n < FRAMES
+        });
+    }
+    slot.len.store(n, Ordering::Relaxed);
+}
+
+/// The return addresses recorded when thread `tid` was created, innermost first, or `None`
+/// when it has no entry (created before the hook, outside `pthread_create`, or the table was
+/// full).
+pub(crate) fn spawn_ips(tid: u32) -> Option<Vec<usize>> {
+    for slot in &TABLE {
+        if slot.state.load(Ordering::Acquire) != LIVE || slot.tid.load(Ordering::Relaxed) != tid {
+            continue;
+        }
+        let generation = slot.generation.load(Ordering::Acquire);
+        let len = slot.len.load(Ordering::Relaxed).min(FRAMES);
+        let ips: Vec<usize> = slot.ips[..len]
+            .iter()
+            .map(|ip| ip.load(Ordering::Relaxed))
+            .collect();
+        std::sync::atomic::fence(Ordering::Acquire);
+        if slot.generation.load(Ordering::Relaxed) == generation
+            && slot.state.load(Ordering::Relaxed) == LIVE
+            && slot.tid.load(Ordering::Relaxed) == tid
+        {
+            return Some(ips);
+        }
+    }
+    None
+}
+
+/// True once any thread creation went through the hook: the symbol is linked in and live.
+pub(crate) fn hook_seen() -> bool {
+    SEEN.load(Ordering::Relaxed) > 0
+}
+
+/// Keeps the hook in the link: an object file in an rlib is linked only when something
+/// references it, and std's own reference to `pthread_create` comes after this crate on the
+/// linker's command line. Called from code every check runs.
+#[inline(never)]
+pub(crate) fn keep_linked() {
+    std::hint::black_box(pthread_create as *const () as usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr;
+    use std::time::{Duration, Instant};
+
+    fn gettid() -> u32 {
+        // SAFETY: gettid cannot fail.
+        unsafe { libc::gettid() as u32 }
+    }
+
+    /// Creates a raw thread through the hook (this crate's `pthread_create`) and joins it.
+    fn raw_thread(start: Start, arg: *mut c_void) -> *mut c_void {
+        let mut thread: libc::pthread_t = 0;
+        let mut ret = ptr::null_mut();
+        // SAFETY: valid out-pointer, default attributes, a start routine that returns.
+        unsafe {
+            assert_eq!(pthread_create(&mut thread, ptr::null(), start, arg), 0);
+            assert_eq!(libc::pthread_join(thread, &mut ret), 0);
+        }
+        ret
+    }
+
+    extern "C" fn tid_and_ips(out: *mut c_void) -> *mut c_void {
+        let tid = gettid();
+        let recorded = spawn_ips(tid).map_or(0, |ips| ips.len());
+        // SAFETY: `out` points at a (u32, usize) owned by the joining caller.
+        unsafe { *(out as *mut (u32, usize)) = (tid, recorded) };
+        ptr::null_mut()
+    }
+
+    // "C-unwind": pthread_exit unwinds (forced) through the start routine's frame, which a
+    // plain "C" Rust function turns into an abort.
+    extern "C-unwind" fn exits_early(out: *mut c_void) -> *mut c_void {
+        // SAFETY: as in `tid_and_ips`.
+        unsafe { *(out as *mut (u32, usize)) = (gettid(), 0) };
+        // SAFETY: no Rust frame with a destructor is live on this thread.
+        unsafe { libc::pthread_exit(ptr::null_mut()) }
+    }
+
+    #[test]
+    fn a_thread_is_recorded_while_alive_and_forgotten_when_it_returns() {
+        let mut out = (0u32, 0usize);
+        raw_thread(tid_and_ips, &mut out as *mut _ as *mut c_void);
+        let (tid, recorded) = out;
+        assert!(recorded > 2, "the thread saw {recorded} recorded frames");
+        assert_eq!(spawn_ips(tid), None, "tid {tid} still has an entry");
+    }
+
+    #[test]
+    fn a_thread_ended_by_pthread_exit_leaves_no_stale_entry() {
+        let mut out = (0u32, 0usize);
+        // SAFETY: same calling convention (see `trampoline`).
+        let start = unsafe {
+            std::mem::transmute::<extern "C-unwind" fn(*mut c_void) -> *mut c_void, Start>(
+                exits_early,
+            )
+        };
+        raw_thread(start, &mut out as *mut _ as *mut c_void);
+        assert_ne!(out.0, 0);
+        assert_eq!(
+            spawn_ips(out.0),
+            None,
+            "a reused tid would inherit this entry"
+        );
+    }
+
+    /// Forks while other threads keep creating threads, and creates a thread in each child:
+    /// a lock held at the moment of the fork by a thread the child does not have would hang
+    /// the child.
+    #[test]
+    fn fork_while_threads_are_being_created_never_hangs_the_child() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let spawners: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::spawn(|| ()).join().unwrap();
+                    }
+                })
+            })
+            .collect();
+        extern "C" fn nothing(_: *mut c_void) -> *mut c_void {
+            ptr::null_mut()
+        }
+        let mut hung = 0;
+        for _ in 0..100 {
+            // SAFETY: the child only makes async-signal-safe calls and the hook's own
+            // (atomics, dlsym already resolved, the unwinder) before `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let mut thread: libc::pthread_t = 0;
+                // SAFETY: as in `raw_thread`; `_exit` skips the parent's atexit handlers.
+                unsafe {
+                    let rc = pthread_create(&mut thread, ptr::null(), nothing, ptr::null_mut());
+                    if rc == 0 {
+                        libc::pthread_join(thread, ptr::null_mut());
+                    }
+                    libc::_exit(if rc == 0 { 0 } else { 2 });
+                }
+            }
+            assert!(pid > 0, "fork failed");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut status = 0;
+            loop {
+                // SAFETY: waiting for our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    assert_eq!(
+                        libc::WEXITSTATUS(status),
+                        0,
+                        "the child could not create a thread"
+                    );
+                    break;
+                }
+                if Instant::now() > deadline {
+                    // SAFETY: killing and reaping our own hung child.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, &mut status, 0);
+                    }
+                    hung += 1;
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for s in spawners {
+            s.join().unwrap();
+        }
+        assert_eq!(hung, 0, "{hung} of 100 children hung");
+    }
+}

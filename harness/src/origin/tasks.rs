@@ -1,0 +1,279 @@
+//! Where each live task of an instrumented tokio runtime was spawned.
+//!
+//! tokio names no task, but its unstable task hooks (`--cfg tokio_unstable`) tell when a task is
+//! spawned, where (`TaskMeta::spawned_at`, tokio 1.46.1 and later), and when it ends.
+//! [`instrument`](crate::instrument) sets both hooks on a runtime builder; they keep a table
+//! of the live tasks with their spawn site and a sequence number, so that a check can list
+//! the tasks spawned after its baseline and still alive at its end, grouped by site.
+//!
+//! tokio keeps one spawn hook and one terminate hook per builder, with no way to read one
+//! back: `instrument` replaces hooks set before it, and hooks set after it replace its own.
+//! [`instrument_with`](crate::instrument_with) runs the caller's hooks after its own.
+//!
+//! A check is given a runtime's `Handle`, and a hook is not told its runtime: each task is
+//! tagged with the runtime current where it was spawned (right for `tokio::spawn`, which
+//! spawns on the current runtime), and a task spawned from outside any runtime with the
+//! runtimes its builder's hooks have seen tasks end on.
+
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use tokio::runtime::{Builder, Handle, TaskMeta};
+
+/// One live task.
+struct Task {
+    site: Option<&'static Location<'static>>,
+    seq: u64,
+    /// The runtime current where it was spawned.
+    runtime: Option<tokio::runtime::Id>,
+    /// Which `instrument` call's hooks saw it.
+    builder: usize,
+}
+
+#[derive(Default)]
+struct State {
+    live: HashMap<tokio::task::Id, Task>,
+    /// (builder, runtime) pairs: a task of that builder's hooks ended on that runtime.
+    seen: Vec<(usize, tokio::runtime::Id)>,
+}
+
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(Mutex::default);
+static SEQ: AtomicU64 = AtomicU64::new(0);
+static BUILDERS: AtomicUsize = AtomicUsize::new(0);
+
+fn state() -> MutexGuard<'static, State> {
+    // A panic in a user's hook while the lock was held leaves the table intact.
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The spawn site where this tokio provides it (1.46.1 and later). Method resolution picks
+/// tokio's inherent `TaskMeta::spawned_at` when it exists, this trait's otherwise.
+#[allow(dead_code)]
+trait SpawnedAtFallback {
+    fn spawned_at(&self) -> Option<&'static Location<'static>>;
+}
+
+impl SpawnedAtFallback for TaskMeta<'_> {
+    fn spawned_at(&self) -> Option<&'static Location<'static>> {
+        None
+    }
+}
+
+fn current_runtime() -> Option<tokio::runtime::Id> {
+    Handle::try_current().ok().map(|h| h.id())
+}
+
+fn on_spawn(builder: usize, meta: &TaskMeta<'_>) {
+    #[allow(clippy::useless_conversion)] // not useless with a tokio before 1.46.1
+    let site: Option<&'static Location<'static>> = meta.spawned_at().into();
+    let task = Task {
+        site,
+        seq: SEQ.fetch_add(1, Ordering::Relaxed) + 1,
+        runtime: current_runtime(),
+        builder,
+    };
+    state().live.insert(meta.id(), task);
+}
+
+fn on_terminate(builder: usize, meta: &TaskMeta<'_>) {
+    let runtime = current_runtime();
+    let mut state = state();
+    state.live.remove(&meta.id());
+    if let Some(rt) = runtime {
+        if !state.seen.contains(&(builder, rt)) {
+            state.seen.push((builder, rt));
+        }
+    }
+}
+
+/// Records every task of the runtime this builder builds with its spawn site, so that a leak
+/// check of that runtime ([`LeakCheck::tasks`](crate::LeakCheck::tasks)) names each leaked
+/// task by where it was spawned:
+///
+/// ```text
+/// tasks    +40 (+2.00/cycle)  spawned at watcher/src/service.rs:31 ×20, …/service.rs:48 ×20
+/// ```
+///
+/// Needs `--cfg tokio_unstable` (tokio's task hooks are unstable), e.g.
+/// `RUSTFLAGS="--cfg tokio_unstable" cargo test`, and tokio 1.46.1 or later for the sites
+/// themselves (an older tokio has the hooks but not the site: tasks are then counted as
+/// before). Costs one lock and a map update per task spawned and per task ended.
+///
+/// tokio keeps one spawn hook and one terminate hook per builder and cannot hand back one
+/// already set: this replaces hooks set before it, and hooks set after it replace these. To
+/// keep hooks of your own, use [`instrument_with`].
+///
+/// ```
+/// let runtime = leakcheck::instrument(&mut tokio::runtime::Builder::new_current_thread())
+///     .enable_all()
+///     .build()
+///     .unwrap();
+/// let leak = runtime.block_on(async {
+///     leakcheck::LeakCheck::new()
+///         .tasks(&tokio::runtime::Handle::current())
+///         .settle(std::time::Duration::from_millis(20))
+///         .run_async(|| async {
+///             tokio::spawn(std::future::pending::<()>());
+///         })
+///         .await
+///         .unwrap_err()
+/// });
+/// assert_eq!(leak.report().leaked(leakcheck::Resource::Tasks), 1);
+/// ```
+pub fn instrument(builder: &mut Builder) -> &mut Builder {
+    instrument_with(builder, |_| (), |_| ())
+}
+
+/// Like [`instrument`], and runs `on_spawn` and `on_terminate` after its own hooks: tokio
+/// keeps a single hook of each kind per builder, so this is how hooks of your own and
+/// leakcheck's run together.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// let spawned = Arc::new(AtomicUsize::new(0));
+/// let count = spawned.clone();
+/// let runtime = leakcheck::instrument_with(
+///     &mut tokio::runtime::Builder::new_current_thread(),
+///     move |_| {
+///         count.fetch_add(1, Ordering::Relaxed);
+///     },
+///     |_| (),
+/// )
+/// .build()
+/// .unwrap();
+/// runtime.block_on(async { tokio::spawn(async {}).await.unwrap() });
+/// assert_eq!(spawned.load(Ordering::Relaxed), 1);
+/// ```
+pub fn instrument_with<S, T>(
+    builder: &mut Builder,
+    on_spawn_too: S,
+    on_terminate_too: T,
+) -> &mut Builder
+where
+    S: Fn(&TaskMeta<'_>) + Send + Sync + 'static,
+    T: Fn(&TaskMeta<'_>) + Send + Sync + 'static,
+{
+    let id = BUILDERS.fetch_add(1, Ordering::Relaxed);
+    builder
+        .on_task_spawn(move |meta| {
+            on_spawn(id, meta);
+            on_spawn_too(meta);
+        })
+        .on_task_terminate(move |meta| {
+            on_terminate(id, meta);
+            on_terminate_too(meta);
+        })
+}
+
+/// The sequence number of the last task spawned on any instrumented runtime: the tasks
+/// spawned after a baseline are those with a greater one.
+pub(crate) fn watermark() -> u64 {
+    SEQ.load(Ordering::Relaxed)
+}
+
+/// The spawn sites of the tasks of `handle`'s runtime spawned after `watermark` and still
+/// alive, one label per task, or `None` when the runtime is not instrumented.
+pub(crate) fn spawned_since(handle: &Handle, watermark: u64) -> Option<Vec<String>> {
+    let rt = handle.id();
+    let state = state();
+    let builders: Vec<usize> = state
+        .seen
+        .iter()
+        .filter(|(_, r)| *r == rt)
+        .map(|(b, _)| *b)
+        .collect();
+    let ours = |t: &Task| match t.runtime {
+        Some(r) => r == rt,
+        None => builders.contains(&t.builder),
+    };
+    let instrumented = !builders.is_empty() || state.live.values().any(|t| t.runtime == Some(rt));
+    if !instrumented {
+        return None;
+    }
+    let root = super::frames::source_root();
+    Some(
+        state
+            .live
+            .values()
+            .filter(|t| t.seq > watermark && ours(t))
+            .map(|t| match t.site {
+                Some(at) => format!(
+                    "spawned at {}:{}",
+                    super::frames::short_path(at.file(), root),
+                    at.line()
+                ),
+                None => "spawn site needs tokio 1.46.1 or later".to_owned(),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(multi: bool) -> tokio::runtime::Runtime {
+        let mut builder = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        instrument(&mut builder).enable_all().build().unwrap()
+    }
+
+    fn sites_of_a_planted_task(multi: bool) {
+        let rt = runtime(multi);
+        let (mark, planted_line, sites) = rt.block_on(async {
+            // A task that ends, so that the runtime is known to the hooks either way.
+            tokio::spawn(async {}).await.unwrap();
+            let mark = watermark();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let line = line!() + 1;
+            let planted = tokio::spawn(async move { rx.await.ok() });
+            let sites = spawned_since(&Handle::current(), mark).unwrap();
+            drop(tx);
+            planted.await.unwrap();
+            (mark, line, sites)
+        });
+        assert_eq!(
+            sites,
+            vec![format!("spawned at {}:{planted_line}", file!())],
+            "{mark}"
+        );
+        // Ended tasks are gone from the table once the runtime counts them gone (tokio wakes
+        // the awaiting task before it runs the terminate hook).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while rt.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            spawned_since(rt.handle(), mark).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_planted_task_is_named_by_its_spawn_line_on_a_current_thread_runtime() {
+        sites_of_a_planted_task(false);
+    }
+
+    #[test]
+    fn a_planted_task_is_named_by_its_spawn_line_on_a_multi_thread_runtime() {
+        sites_of_a_planted_task(true);
+    }
+
+    #[test]
+    fn a_runtime_that_is_not_instrumented_says_so() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::spawn(async {}).await.unwrap();
+            assert_eq!(spawned_since(&Handle::current(), 0), None);
+        });
+    }
+}
