@@ -22,6 +22,24 @@ cargo test --workspace
 step "leakcheck without its tokio feature"
 cargo test -p leakcheck --no-default-features
 
+# Spawn sites (feature spawn-sites, off by default): leakcheck's own tests with the hook, the
+# report-level origin tests and the hook's bench, each once.
+step "spawn sites (feature spawn-sites)"
+cargo clippy -p leakcheck -p leakcheck-suite --features spawn-sites --all-targets -- -D warnings
+cargo test -p leakcheck --features spawn-sites
+cargo test --features spawn-sites --test origins
+cargo bench --features spawn-sites --bench origins -- --test
+
+# Task spawn sites need tokio's unstable hooks. RUSTFLAGS changes every crate's build, so it
+# gets its own target directory (the main one is not rebuilt) and only leakcheck is built.
+step "--cfg tokio_unstable: leakcheck::instrument"
+(
+  export RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable"
+  export CARGO_TARGET_DIR=target/tokio-unstable
+  cargo clippy -p leakcheck --features spawn-sites --all-targets -- -D warnings
+  cargo test -p leakcheck --features spawn-sites
+)
+
 step "benches run once each (criterion --test)"
 cargo bench --workspace -- --test
 

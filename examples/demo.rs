@@ -64,8 +64,17 @@ async fn check(title: &str, root: &Path, leaky: bool) -> Report {
     report
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    // With `--cfg tokio_unstable`, the runtime records where each task was spawned, and the
+    // leaky fixture's report names the lines.
+    #[cfg(tokio_unstable)]
+    leakcheck::instrument(&mut builder);
+    builder.build().unwrap().block_on(demo());
+}
+
+async fn demo() {
     println!("leakcheck demo: three components, {CYCLES} create/close cycles each\n");
     // Kept until the end: the leaked routines go on working in their directories.
     let root = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ use crate::source::{self, Source, Sources};
 /// The default settle budget, unless `LEAKCHECK_SETTLE_MS` says otherwise.
 const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
 const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
+const BACKTRACE_ENV: &str = "LEAKCHECK_BACKTRACE";
 
 /// A leak check: which resources to count, how many cycles to run, how long to let lingering
 /// resources settle, and what to ignore.
@@ -43,6 +44,7 @@ pub struct LeakCheck {
     tasks: Option<tokio::runtime::Handle>,
     heap: bool,
     probes: Vec<source::Probe>,
+    backtraces: bool,
 }
 
 impl Default for LeakCheck {
@@ -69,7 +71,17 @@ impl LeakCheck {
             tasks: None,
             heap: false,
             probes: Vec::new(),
+            backtraces: backtraces_from_env(),
         }
+    }
+
+    /// Whether a failing report also shows, for each group of leaked threads, the full
+    /// backtrace of its creation (feature `spawn-sites`; default off, or on when
+    /// `LEAKCHECK_BACKTRACE` is set to anything but `0`). The one-line spawn site is shown
+    /// either way.
+    pub fn backtraces(mut self, on: bool) -> Self {
+        self.backtraces = on;
+        self
     }
 
     /// How many create/close cycles to measure (default 1). With more than one, a resource
@@ -329,7 +341,10 @@ impl LeakCheck {
     /// The sources this check counts, in report order.
     fn sources(&self) -> Sources {
         let mut list: Vec<Box<dyn Source>> = vec![
-            Box::new(source::Threads::new(self.thread_filter.clone())),
+            Box::new(source::Threads::new(
+                self.thread_filter.clone(),
+                self.backtraces,
+            )),
             Box::new(source::Fds::new(self.fd_filter.clone())),
             Box::new(source::Children),
         ];
@@ -403,6 +418,10 @@ pub(crate) async fn settle_async(protocol: &Protocol) -> Settled {
             }
         }
     }
+}
+
+fn backtraces_from_env() -> bool {
+    std::env::var_os(BACKTRACE_ENV).is_some_and(|v| v != "0")
 }
 
 fn settle_from_env() -> Duration {

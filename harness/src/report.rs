@@ -43,6 +43,8 @@ pub(crate) struct Line {
     pub(crate) items: Vec<(String, usize)>,
     /// Per item, what the report adds after it (`zombie ×3`), if anything.
     pub(crate) remarks: Vec<Option<String>>,
+    /// Per item, where it was created, if known; its label then ends with it.
+    pub(crate) origins: Vec<Option<String>>,
     /// How item labels print.
     pub(crate) style: Style,
     /// What the figures count.
@@ -61,6 +63,7 @@ impl Line {
             growth: 0,
             items: Vec::new(),
             remarks: Vec::new(),
+            origins: Vec::new(),
             style,
             unit,
             bytes: None,
@@ -82,10 +85,23 @@ impl Line {
     }
 
     pub(crate) fn set_items(&mut self, items: Vec<Item>) {
-        (self.items, self.remarks) = items
-            .into_iter()
-            .map(|i| ((i.label, i.count), i.remark))
-            .unzip();
+        self.items.clear();
+        self.remarks.clear();
+        self.origins.clear();
+        for item in items {
+            let label = match &item.origin {
+                Some(origin) if item.label.is_empty() => origin.clone(),
+                Some(origin) => format!("{} {origin}", item.label),
+                None => item.label,
+            };
+            self.items.push((label, item.count));
+            self.remarks.push(item.remark);
+            self.origins.push(item.origin);
+        }
+    }
+
+    fn has_origins(&self) -> bool {
+        self.origins.iter().any(Option::is_some)
     }
 }
 
@@ -302,9 +318,46 @@ impl fmt::Display for Report {
     }
 }
 
-/// Lists the grouped items after a line: `"cleanup" ×20, "file-state" ×20`.
+/// Lists the grouped items after a line: `"cleanup" ×20, "file-state" ×20`; with origins,
+/// one group per line, counts first:
+///
+/// ```text
+///   threads  +20 (+1.00/cycle)
+///            ×20 "audit-flusher" spawned at src/audit.rs:31 (blocked in futex)
+/// ```
 fn write_items(f: &mut fmt::Formatter<'_>, l: &Line) -> fmt::Result {
     const SHOWN: usize = 8;
+    if l.has_origins() {
+        for (i, (label, n)) in l.items.iter().take(SHOWN).enumerate() {
+            write!(f, "\n           ×{n:<3} ")?;
+            match l.origins.get(i).and_then(Option::as_deref) {
+                Some(origin) => {
+                    let name = label
+                        .strip_suffix(origin)
+                        .map(str::trim_end)
+                        .filter(|name| !name.is_empty());
+                    match (name, l.style) {
+                        (Some(name), Style::Quoted) => write!(f, "{name:?} ")?,
+                        (Some(name), Style::Plain) => write!(f, "{name} ")?,
+                        (None, _) => {}
+                    }
+                    write!(f, "{origin}")?;
+                }
+                None => match l.style {
+                    Style::Quoted => write!(f, "{label:?}")?,
+                    Style::Plain => write!(f, "{label}")?,
+                },
+            }
+            if let Some(remark) = l.remarks.get(i).and_then(Option::as_deref) {
+                write!(f, " ({remark})")?;
+            }
+        }
+        if l.items.len() > SHOWN {
+            let rest: usize = l.items[SHOWN..].iter().map(|(_, n)| n).sum();
+            write!(f, "\n           and {rest} more")?;
+        }
+        return Ok(());
+    }
     for (i, (label, n)) in l.items.iter().take(SHOWN).enumerate() {
         let sep = if i == 0 { "  " } else { ", " };
         match l.style {

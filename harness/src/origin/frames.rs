@@ -28,7 +28,8 @@ enum Kind {
     Internal,
     /// A dependency (from a registry or a git checkout).
     Library,
-    /// The user's own code.
+    /// The user's own code (paths as debug info has them: absolute, or relative to the
+    /// workspace root).
     User,
 }
 
@@ -78,8 +79,10 @@ struct Location<'a>(&'a Frame);
 impl fmt::Display for Location<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.0.file, self.0.line, &self.0.name) {
-            (Some(file), Some(line), _) => write!(f, "{file}:{line}"),
-            (Some(file), None, _) => write!(f, "{file}"),
+            (Some(file), Some(line), _) => {
+                write!(f, "{}:{line}", short_path(file, source_root()))
+            }
+            (Some(file), None, _) => write!(f, "{}", short_path(file, source_root())),
             (None, _, Some(name)) => write!(f, "{}", function(name)),
             (None, _, None) => write!(f, "<unknown>"),
         }

@@ -68,7 +68,10 @@ fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
         .map(|f| {
             let name = f.name.as_deref().unwrap_or("<unknown>");
             match (&f.file, f.line) {
-                (Some(file), Some(line)) => format!("{name} at {file}:{line}"),
+                (Some(file), Some(line)) => format!(
+                    "{name} at {}:{line}",
+                    frames::short_path(file, frames::source_root())
+                ),
                 _ => name.to_owned(),
             }
         })
@@ -85,15 +88,12 @@ fn spawn_site(_tid: u32) -> Option<(String, Vec<String>)> {
 /// with paths shortened for a report.
 #[cfg(spawn_sites)]
 fn resolve(ips: &[usize]) -> Vec<frames::Frame> {
-    let root = frames::source_root();
     let mut out = Vec::new();
     for &ip in ips {
         backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
             out.push(frames::Frame {
                 name: sym.name().map(|n| format!("{n:#}")),
-                file: sym
-                    .filename()
-                    .map(|p| frames::short_path(&p.to_string_lossy(), root)),
+                file: sym.filename().map(|p| p.to_string_lossy().into_owned()),
                 line: sym.lineno(),
             });
         });

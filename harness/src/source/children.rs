@@ -65,6 +65,7 @@ impl Source for Children {
                     label: command,
                     count,
                     remark,
+                    origin: None,
                 }
             })
             .collect();

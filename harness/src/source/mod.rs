@@ -137,6 +137,10 @@ pub(crate) enum Reading {
     Ids { ids: Vec<u32>, count: usize },
     /// A bare count, for what has no identity we can see (tokio tasks, probes).
     Count(usize),
+    /// A count with a mark of the moment it was taken: the spawn sequence number of the last
+    /// task spawned on an instrumented tokio runtime (tasks spawned later are new).
+    #[cfg_attr(not(all(feature = "tokio", tokio_unstable)), allow(dead_code))]
+    Marked { count: usize, mark: u64 },
     /// Live heap blocks and bytes (signed: blocks freed by code the harness did not count
     /// can take them below zero).
     Heap { blocks: i64, bytes: i64 },
@@ -151,7 +155,7 @@ impl Reading {
     pub(crate) fn level(&self) -> Option<i64> {
         match self {
             Reading::Ids { count, .. } => Some(*count as i64),
-            Reading::Count(n) => Some(*n as i64),
+            Reading::Count(n) | Reading::Marked { count: n, .. } => Some(*n as i64),
             Reading::Heap { blocks, .. } => Some(*blocks),
             Reading::Unsupported(_) | Reading::Failed(_) => None,
         }
@@ -163,6 +167,7 @@ impl Reading {
             Reading::Heap { bytes, .. } => Some(*bytes),
             Reading::Ids { .. }
             | Reading::Count(_)
+            | Reading::Marked { .. }
             | Reading::Unsupported(_)
             | Reading::Failed(_) => None,
         }
@@ -173,6 +178,7 @@ impl Reading {
         match self {
             Reading::Ids { ids, .. } => ids,
             Reading::Count(_)
+            | Reading::Marked { .. }
             | Reading::Heap { .. }
             | Reading::Unsupported(_)
             | Reading::Failed(_) => &[],
@@ -180,13 +186,16 @@ impl Reading {
     }
 }
 
-/// A group of new items as the report shows it: a label, how many, and an optional remark
-/// (what state they are in).
+/// A group of new items as the report shows it: a label, how many, an optional remark (what
+/// state they are in) and an optional origin (where they were created). A report that has
+/// origins prints one line per group, and `Report::items` labels carry the origin after the
+/// name: `audit-flusher spawned at src/audit.rs:31`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Item {
     pub(crate) label: String,
     pub(crate) count: usize,
     pub(crate) remark: Option<String>,
+    pub(crate) origin: Option<String>,
 }
 
 impl Item {
@@ -195,6 +204,7 @@ impl Item {
             label,
             count,
             remark: None,
+            origin: None,
         }
     }
 }

@@ -1,19 +1,37 @@
-//! Alive tasks of a tokio runtime: a bare count (tokio gives a task no identity we can see
-//! without `tokio_unstable`).
+//! Alive tasks of a tokio runtime: a count (`RuntimeMetrics::num_alive_tasks`), and where the
+//! runtime was built with `leakcheck::instrument` (`--cfg tokio_unstable`), each leaked task's
+//! spawn site.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::resource::Resource;
-use crate::source::{Reading, Source};
+use crate::source::{Item, Reading, Source};
 
 /// The alive tasks of one runtime (`RuntimeMetrics::num_alive_tasks`, stable since tokio 1.39).
 pub(crate) struct Tasks {
     handle: tokio::runtime::Handle,
+    /// Set when tasks leaked and the runtime gave no spawn sites: the report says how to get
+    /// them.
+    hint: AtomicBool,
 }
 
 impl Tasks {
     pub(crate) fn new(handle: tokio::runtime::Handle) -> Self {
-        Tasks { handle }
+        Tasks {
+            handle,
+            hint: AtomicBool::new(false),
+        }
     }
 }
+
+/// The one-line hint after a task leak on a runtime that records no spawn sites.
+pub(crate) const HINT: &str = if cfg!(tokio_unstable) {
+    "to see where the leaked tasks were spawned, build the runtime with \
+     `leakcheck::instrument(&mut builder)`"
+} else {
+    "to see where the leaked tasks were spawned, build with RUSTFLAGS=\"--cfg tokio_unstable\" \
+     and build the runtime with `leakcheck::instrument(&mut builder)`"
+};
 
 impl Source for Tasks {
     fn resource(&self) -> Resource {
@@ -21,6 +39,115 @@ impl Source for Tasks {
     }
 
     fn read(&self) -> Reading {
-        Reading::Count(self.handle.metrics().num_alive_tasks())
+        let count = self.handle.metrics().num_alive_tasks();
+        #[cfg(tokio_unstable)]
+        {
+            Reading::Marked {
+                count,
+                mark: crate::origin::tasks::watermark(),
+            }
+        }
+        #[cfg(not(tokio_unstable))]
+        {
+            Reading::Count(count)
+        }
+    }
+
+    /// The tasks spawned after the baseline and still alive, by spawn site, where the runtime
+    /// is instrumented.
+    fn items(&self, b0: &Reading, _end: &Reading) -> Vec<Item> {
+        #[cfg(tokio_unstable)]
+        if let Reading::Marked { mark, .. } = b0 {
+            if let Some(sites) = crate::origin::tasks::spawned_since(&self.handle, *mark) {
+                return crate::group::exact(sites)
+                    .into_iter()
+                    .map(|item| Item {
+                        label: String::new(),
+                        count: item.count,
+                        remark: None,
+                        origin: Some(item.label),
+                    })
+                    .collect();
+            }
+        }
+        let _ = b0;
+        self.hint.store(true, Ordering::Relaxed);
+        Vec::new()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        if self.hint.load(Ordering::Relaxed) {
+            vec![HINT.to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LeakCheck;
+    use std::time::Duration;
+
+    fn leak_one_task(builder: &mut tokio::runtime::Builder) -> (crate::Report, u32) {
+        let rt = builder.enable_all().build().unwrap();
+        rt.block_on(async {
+            let line = line!() + 5;
+            let leak = LeakCheck::new()
+                .tasks(&tokio::runtime::Handle::current())
+                .settle(Duration::from_millis(50))
+                .run_async(|| async {
+                    tokio::spawn(std::future::pending::<()>());
+                })
+                .await
+                .unwrap_err();
+            (leak.report().clone(), line)
+        })
+    }
+
+    #[test]
+    fn a_task_leak_without_instrumentation_ends_with_the_hint() {
+        let (report, _) = leak_one_task(&mut tokio::runtime::Builder::new_current_thread());
+        assert_eq!(report.leaked(Resource::Tasks), 1, "{report}");
+        assert!(report.notes().iter().any(|n| n == HINT), "{report}");
+        assert!(report.to_string().contains("tokio_unstable") || cfg!(tokio_unstable));
+        assert!(
+            report.to_string().contains("leakcheck::instrument"),
+            "{report}"
+        );
+    }
+
+    #[cfg(tokio_unstable)]
+    fn instrumented_task_leak_names_its_line(multi: bool) {
+        let mut builder = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        let (report, line) = leak_one_task(crate::instrument(&mut builder));
+        let site = format!("spawned at {}:{line}", file!());
+        assert_eq!(
+            report.items(Resource::Tasks),
+            &[(site.clone(), 1)],
+            "{report}"
+        );
+        assert!(
+            report.to_string().contains(&format!("×1   {site}")),
+            "{report}"
+        );
+        assert!(!report.notes().iter().any(|n| n == HINT), "{report}");
+    }
+
+    #[cfg(tokio_unstable)]
+    #[test]
+    fn an_instrumented_current_thread_runtime_names_a_leaked_tasks_line() {
+        instrumented_task_leak_names_its_line(false);
+    }
+
+    #[cfg(tokio_unstable)]
+    #[test]
+    fn an_instrumented_multi_thread_runtime_names_a_leaked_tasks_line() {
+        instrumented_task_leak_names_its_line(true);
     }
 }

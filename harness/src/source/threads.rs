@@ -1,20 +1,31 @@
-//! OS threads of this process (Linux: `/proc/self/task`), named as the kernel shows them.
+//! OS threads of this process (Linux: `/proc/self/task`), named as the kernel shows them, and
+//! for a report, by what they are doing and (feature `spawn-sites`) where they were created.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use crate::filter::Filter;
+use crate::origin;
 use crate::probe::{self, Listing};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
-use crate::source::{Reading, Source, Style};
+use crate::source::{added, Item, Reading, Source, Style, GONE};
 
 /// Threads by id; labelled with their name (at most 15 bytes), which thread filters match.
 pub(crate) struct Threads {
     ignored: Ignored,
+    /// Whether a report shows each group's full creation backtrace.
+    backtraces: bool,
+    /// Those backtraces, made with the items, for the notes.
+    shown: Mutex<Vec<String>>,
 }
 
 impl Threads {
-    pub(crate) fn new(filter: Filter) -> Self {
+    pub(crate) fn new(filter: Filter, backtraces: bool) -> Self {
         Threads {
             ignored: Ignored::new(filter),
+            backtraces,
+            shown: Mutex::new(Vec::new()),
         }
     }
 }
@@ -42,5 +53,63 @@ impl Source for Threads {
 
     fn style(&self) -> Style {
         Style::Quoted
+    }
+
+    /// Grouped by name, spawn site (with `spawn-sites`) and state: `"audit-flusher" ×20
+    /// (blocked in futex)`, or with sites one group per line. Sites are resolved and states
+    /// read here only, on the failure path, for the new threads alone.
+    fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
+        type Key = (String, Option<String>, Option<String>);
+        let mut groups: HashMap<Key, (usize, Vec<String>)> = HashMap::new();
+        for tid in added(b0.ids(), end.ids()) {
+            let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
+            if self.ignores(&name) {
+                continue;
+            }
+            let origin = origin::thread_origin(tid);
+            let group = groups.entry((name, origin.site, origin.state)).or_default();
+            group.0 += 1;
+            if group.1.is_empty() {
+                group.1 = origin.backtrace;
+            }
+        }
+        let mut items: Vec<(Item, Vec<String>)> = groups
+            .into_iter()
+            .map(|((label, site, state), (count, backtrace))| {
+                let item = Item {
+                    label,
+                    count,
+                    remark: state,
+                    origin: site,
+                };
+                (item, backtrace)
+            })
+            .collect();
+        items.sort_by(|(a, _), (b, _)| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.label.cmp(&b.label))
+                .then_with(|| a.origin.cmp(&b.origin))
+        });
+        if self.backtraces {
+            let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+            *shown = items
+                .iter()
+                .filter(|(_, bt)| !bt.is_empty())
+                .map(|(item, bt)| {
+                    let at = item.origin.as_deref().unwrap_or_default();
+                    format!(
+                        "threads {:?} {at}, created through:\n      {}",
+                        item.label,
+                        bt.join("\n      ")
+                    )
+                })
+                .collect();
+        }
+        items.into_iter().map(|(item, _)| item).collect()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.shown.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
