@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::file_outcome::{FileOutcome, OnFile};
 use crate::processor::{DynProcessor, Processor};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::service::WatchService;
@@ -148,6 +149,7 @@ pub struct Config {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(crate) watch_service: Option<WatchService>,
     pub(crate) processor: Arc<dyn DynProcessor>,
+    pub(crate) on_file: Option<OnFile>,
 }
 
 impl fmt::Debug for Config {
@@ -239,6 +241,7 @@ pub struct Builder {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     watch_service: Option<WatchService>,
     processor: Option<Arc<dyn DynProcessor>>,
+    on_file: Option<OnFile>,
 }
 
 impl Builder {
@@ -262,6 +265,7 @@ impl Builder {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             watch_service: None,
             processor: None,
+            on_file: None,
         }
     }
 
@@ -344,6 +348,25 @@ impl Builder {
         self.watch_service = Some(service.clone());
         self
     }
+    /// Calls `f` with each file's [`FileOutcome`] as it is committed (moved to `processed/` or
+    /// `failed/`, its status written), on the worker that processed it: keep it short (log a
+    /// line, send to a channel).
+    ///
+    /// ```
+    /// use watcher::{processor, FileOutcome, ProcessError, Watcher};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = Watcher::builder(dir.path())
+    ///     .processor(processor::from_fn(|_, _| async { Ok::<(), ProcessError>(()) }))
+    ///     .on_file(|f: &FileOutcome| eprintln!("{:?} {} in {:?}", f.outcome, f.name, f.duration))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = config;
+    /// ```
+    pub fn on_file(mut self, f: impl Fn(&FileOutcome) + Send + Sync + 'static) -> Self {
+        self.on_file = Some(Arc::new(f));
+        self
+    }
     /// The processor that handles each file.
     pub fn processor(mut self, p: impl Processor) -> Self {
         self.processor = Some(Arc::new(p));
@@ -418,6 +441,7 @@ impl Builder {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             watch_service: self.watch_service,
             processor,
+            on_file: self.on_file,
         })
     }
 }

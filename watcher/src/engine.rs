@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use watcher_shutdown::Stage;
 
 use crate::background::Routines;
+use crate::child::Reaper;
 use crate::config::{Builder, Config};
 use crate::dirlock::{DirLock, Fence, LockError};
 use crate::error::StartError;
@@ -33,6 +34,9 @@ use crate::shutdown_report::ShutdownReport;
 use crate::status::{FAILED_DIR, PROCESSED_DIR};
 use crate::tasks::Tasks;
 use crate::worker::Crew;
+
+/// How long a close waits for the killed commands of aborted workers to be reaped.
+const REAP_GRACE: Duration = Duration::from_secs(1);
 
 /// A running directory watcher. Create it with [`Watcher::builder`], then [`Watcher::start`].
 ///
@@ -71,6 +75,8 @@ pub struct Watcher {
     queue: Arc<WorkQueue>,
     progress: Arc<Progress>,
     unwatcher: Arc<Unwatcher>,
+    /// The commands of aborted workers, killed, until close reaps them.
+    reaper: Arc<Reaper>,
     report: OnceCell<ShutdownReport>,
 }
 
@@ -132,6 +138,7 @@ impl Watcher {
         let (inlet, queue) = queue::bounded(cfg.queue_capacity);
         let file_state = FileState::new(cfg.debounce);
         let tasks = Tasks::new(rt.clone(), Fence::new(dir_lock, &cfg.dir));
+        let reaper = Arc::new(Reaper::default());
 
         let crew = Crew::new(
             cfg.clone(),
@@ -140,6 +147,7 @@ impl Watcher {
             counters.clone(),
             progress.clone(),
             interrupted,
+            reaper.clone(),
         );
         for i in 0..cfg.workers {
             let crew = crew.clone();
@@ -176,6 +184,7 @@ impl Watcher {
             queue,
             progress,
             unwatcher,
+            reaper,
             report: OnceCell::new(),
         })
     }
@@ -243,6 +252,10 @@ impl Watcher {
         let t0 = Instant::now();
         let deadline = tokio::time::Instant::now() + self.cfg.shutdown_timeout;
         let closed = self.tasks.close(&self.unwatcher, deadline).await;
+        // The aborted workers' commands were killed (their whole process groups) as the
+        // aborted tasks were dropped: reap them. SIGKILL takes microseconds unless a process
+        // is stuck in uninterruptible I/O; the grace only bounds that case.
+        let killed = self.reaper.reap(REAP_GRACE).await;
         let handed_back = self.queue.close().await;
         if let Err(e) = self.ledger.close() {
             // Left in the journal: the next start replays it.
@@ -255,6 +268,7 @@ impl Watcher {
             stages: closed.stages,
             budget_exhausted: closed.budget_exhausted,
             aborted: closed.aborted,
+            killed,
             handed_back,
             unwatch: self.unwatcher.took(),
             total: t0.elapsed(),

@@ -102,8 +102,8 @@ impl Intake {
         if path.parent() != Some(self.cfg.dir.as_path()) {
             return None;
         }
-        let name = path.file_name()?.to_str()?;
-        is_candidate(&self.cfg, name).then(|| name.to_string())
+        let name = crate::names::name_of(path.file_name()?);
+        is_candidate(&self.cfg, &name).then_some(name)
     }
 
     /// Queues `path` (unless it is no candidate, or already queued or in progress). Returns

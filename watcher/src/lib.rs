@@ -22,7 +22,9 @@
 //! | `DIR/.watcher.lock` | [`LOCK_FILE`]: locked (`flock`) while a watcher runs on `DIR` |
 //!
 //! Ignored in the inbox: directories, the ledger, the lock file, `.watcher-*` and `*.tmp` temp
-//! files, and `*.status.json` files.
+//! files, and `*.status.json` files. FIFOs, sockets and devices (and symlinks to them, or out of
+//! the inbox) fail with a reason, without being opened; a name that is not UTF-8 is processed
+//! and keyed by an escape of its bytes (`bad\xff.txt`).
 //!
 //! One watcher per directory: [`Watcher::start`] takes an exclusive advisory lock on
 //! [`LOCK_FILE`] and holds it until [`Watcher::close`] returns (or, after a drop without
@@ -32,17 +34,21 @@
 #![warn(missing_docs)]
 
 mod background;
+pub mod child;
 pub mod config;
 mod debounce;
 mod dirlock;
 mod engine;
 mod error;
 mod events;
+mod file_outcome;
 mod files;
+mod inbox_file;
 mod intake;
 pub mod ledger;
 pub mod metrics;
 mod mutex;
+mod names;
 pub mod processor;
 mod progress;
 mod queue;
@@ -56,10 +62,12 @@ pub mod status;
 mod tasks;
 mod worker;
 
+pub use child::KilledCommand;
 pub use config::{Builder, Config, ConfigError, Mode};
 pub use dirlock::LOCK_FILE;
 pub use engine::Watcher;
 pub use error::StartError;
+pub use file_outcome::FileOutcome;
 pub use metrics::{Histogram, Metrics};
 pub use processor::{ErrorKind, ProcessError, Processor};
 #[cfg(any(target_os = "linux", target_os = "android"))]

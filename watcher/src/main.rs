@@ -16,10 +16,16 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use watcher::child::GroupChild;
 use watcher::{ConfigError, Mode, ProcessError, Processor, Watcher};
+
+#[path = "cli/log.rs"]
+mod log;
+use log::{Log, LogFormat};
 
 /// Bytes of the command's stderr kept in a failed file's status.
 const STDERR_TAIL: usize = 2048;
@@ -66,6 +72,13 @@ struct Args {
     /// processed (they then run again) or lose their status files.
     #[arg(long)]
     no_fsync: bool,
+    /// No line per file (the start line, the shutdown report and the summary stay).
+    #[arg(long, short)]
+    quiet: bool,
+    /// `text` (default): lines for people; `json`: one JSON object per line (`"event"`:
+    /// `start`, `file`, `shutdown`, `summary`), for a log shipper.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// The command (and its arguments) to run; the file's path is appended.
     #[arg(last = true, required = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -75,20 +88,26 @@ struct Args {
 struct Command {
     program: String,
     args: Vec<String>,
+    /// The program and its arguments, as reports name it.
+    shown: String,
 }
 
 impl Processor for Command {
     async fn process(&self, path: &Path, _contents: Vec<u8>) -> Result<(), ProcessError> {
-        let out = tokio::process::Command::new(&self.program)
-            .args(&self.args)
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
             .arg(path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| ProcessError::permanent(format!("cannot run {}: {e}", self.program)))?;
+            .stderr(Stdio::piped());
+        // In a process group of its own, killed whole if this future is dropped (an abort).
+        let out = async {
+            GroupChild::spawn(&mut cmd, &self.shown)?
+                .wait_with_output()
+                .await
+        }
+        .await
+        .map_err(|e| ProcessError::permanent(format!("cannot run {}: {e}", self.program)))?;
         if out.status.success() {
             return Ok(());
         }
@@ -121,7 +140,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    rt.block_on(run(args))
+    let code = rt.block_on(run(args));
+    // A read stuck on a hung filesystem keeps a blocking-pool thread: do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
 }
 
 /// A duration: `humantime` (`250ms`, `2s`, `1m 30s`) or a number of seconds (`0.5`).
@@ -180,12 +202,33 @@ fn config_error(e: &ConfigError) -> String {
 }
 
 async fn run(args: Args) -> ExitCode {
+    let started = std::time::Instant::now();
+    let shown = args.cmd.join(" ");
     let mut cmd = args.cmd.into_iter();
     let program = cmd.next().unwrap_or_default();
-    let mut b = Watcher::builder(&args.dir).processor(Command {
-        program,
-        args: cmd.collect(),
+    let bar = (args.once && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files ({per_sec}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
     });
+    let log = Arc::new(Log {
+        format: args.log_format,
+        quiet: args.quiet,
+        bar: bar.clone(),
+    });
+    let on_file = log.clone();
+    let mut b = Watcher::builder(&args.dir)
+        .processor(Command {
+            program,
+            args: cmd.collect(),
+            shown: shown.clone(),
+        })
+        .on_file(move |f| on_file.file(f));
     if let Some(n) = args.workers {
         b = b.workers(n);
     }
@@ -233,18 +276,9 @@ async fn run(args: Args) -> ExitCode {
         }
     };
 
+    log.start(w.config(), &shown);
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    let bar = (args.once && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} files ({per_sec}, eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
     if args.once {
         let mut seen = u64::MAX;
         loop {
@@ -269,8 +303,7 @@ async fn run(args: Args) -> ExitCode {
     }
     let report = w.close().await;
     let m = w.metrics();
-    eprint!("{report}");
-    eprintln!("processed {}, failed {}", m.processed, m.failed);
+    log.end(&report, &m, started.elapsed());
     if m.failed > 0 || (args.once && !report.handed_back.is_empty()) {
         ExitCode::from(1)
     } else {

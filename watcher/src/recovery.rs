@@ -32,7 +32,7 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
         if entry.state != EntryState::InFlight {
             continue;
         }
-        let inbox = dir.join(&name);
+        let inbox = crate::names::inbox_path(dir, &name);
         let in_inbox = std::fs::symlink_metadata(&inbox).is_ok();
         match (find_status(dir, &name, entry.run), in_inbox) {
             (Some((outcome, dest)), true) => {

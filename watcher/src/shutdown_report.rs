@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use watcher_shutdown::{Stage, TaskInfo};
 
+use crate::child::KilledCommand;
+
 /// What [`crate::Watcher::close`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -15,6 +17,9 @@ pub struct ShutdownReport {
     pub budget_exhausted: bool,
     /// The tasks that were aborted (e.g. a worker whose processor hung).
     pub aborted: Vec<TaskInfo>,
+    /// The commands those aborted workers were running ([`GroupChild`](crate::child::GroupChild)),
+    /// each killed with its whole process group and reaped.
+    pub killed: Vec<KilledCommand>,
     /// Files left in the directory unprocessed: queued or still debouncing when intake stopped,
     /// or being processed by an aborted worker. The next run processes them.
     pub handed_back: Vec<PathBuf>,
@@ -50,6 +55,16 @@ impl fmt::Display for ShutdownReport {
         }
         for t in &self.aborted {
             writeln!(f, "  aborted: {} ({:?}, task {})", t.name, t.stage, t.id)?;
+        }
+        for k in &self.killed {
+            writeln!(
+                f,
+                "  killed: {} (process group {}) processing {}{}",
+                k.command,
+                k.pid,
+                k.file.display(),
+                if k.reaped { "" } else { ", not reaped yet" }
+            )?;
         }
         if !self.handed_back.is_empty() {
             writeln!(

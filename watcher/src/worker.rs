@@ -1,7 +1,6 @@
 //! Workers: take files from the bounded queue, process them (with retries), and commit the
 //! result (status, move, ledger) in the crash-safe order described in [`crate::status`].
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -9,8 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::child::Reaper;
 use crate::config::Config;
+use crate::file_outcome::FileOutcome;
 use crate::files::{sync_dir, write_atomic};
+use crate::inbox_file;
 use crate::ledger::Ledger;
 use crate::metrics::Counters;
 use crate::processor::{catch_unwind, ErrorKind};
@@ -29,6 +31,7 @@ pub(crate) struct Crew {
     progress: Arc<Progress>,
     interrupted: Arc<Interrupted>,
     runs: Arc<RunIds>,
+    reaper: Arc<Reaper>,
 }
 
 impl Crew {
@@ -40,6 +43,7 @@ impl Crew {
         counters: Arc<Counters>,
         progress: Arc<Progress>,
         interrupted: Interrupted,
+        reaper: Arc<Reaper>,
     ) -> Self {
         Crew {
             cfg,
@@ -49,6 +53,7 @@ impl Crew {
             progress,
             interrupted: Arc::new(interrupted),
             runs: Arc::new(RunIds::starting_now()),
+            reaper,
         }
     }
 
@@ -96,9 +101,7 @@ impl RunIds {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    crate::names::name_of_path(p)
 }
 
 /// Close interrupted a retry backoff: the file stays in the inbox for the next run.
@@ -151,8 +154,21 @@ async fn process_file(
     };
     let outcome = decision.outcome;
     match commit(crew, path, name, run, decision, interrupted, started) {
-        Ok(()) => {
-            crew.counters.committed(outcome, t0.elapsed());
+        Ok(status) => {
+            let took = t0.elapsed();
+            crew.counters.committed(outcome, took);
+            if let Some(on_file) = &crew.cfg.on_file {
+                on_file(&FileOutcome {
+                    name: status.file,
+                    outcome,
+                    attempts: status.attempts,
+                    max_attempts: crew.cfg.retries.saturating_add(1),
+                    duration: took,
+                    error: status.error,
+                    moved_to: crew.cfg.dir.join(outcome.dir_name()).join(status.moved_to),
+                    interrupted,
+                });
+            }
             Ok(true)
         }
         Err(e) => {
@@ -170,39 +186,16 @@ async fn decide(
     cancel: &CancellationToken,
 ) -> Result<Decision, Abandoned> {
     let cfg = &crew.cfg;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => return Ok(Decision::failed(0, format!("cannot stat file: {e}"))),
-    };
-    if meta.file_type().is_symlink() {
-        match std::fs::canonicalize(path) {
-            Ok(target) if target.starts_with(&cfg.dir) => {}
-            Ok(target) => {
-                return Ok(Decision::failed(
-                    0,
-                    format!(
-                        "refused: symlink points outside the watched directory (to {})",
-                        target.display()
-                    ),
-                ))
-            }
-            Err(e) => {
-                return Ok(Decision::failed(
-                    0,
-                    format!("refused: dangling symlink: {e}"),
-                ))
-            }
-        }
-    }
     let max = cfg.max_file_size;
     let mut attempts = 0u32;
     loop {
-        let contents = match read_bounded(path, max) {
+        let contents = match inbox_file::read(path, &cfg.dir, max).await {
             Ok(c) => c,
             Err(msg) => return Ok(Decision::failed(attempts, msg)),
         };
         attempts += 1;
-        let result = catch_unwind(cfg.processor.process_dyn(path, contents)).await;
+        let processing = catch_unwind(cfg.processor.process_dyn(path, contents));
+        let result = crew.reaper.scope(path, processing).await;
         let err = match result {
             Ok(Ok(())) => {
                 return Ok(Decision {
@@ -244,29 +237,8 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(Duration::from_secs(60))
 }
 
-/// Reads the file, refusing (without reading it whole) one over `max` bytes.
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-    let too_big =
-        |len: u64| format!("file too large: {len} bytes exceeds max_file_size of {max} bytes");
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot open file: {e}"))?;
-    let meta = f.metadata().map_err(|e| format!("cannot stat file: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > max {
-        return Err(too_big(meta.len()));
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    f.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read file: {e}"))?;
-    if buf.len() as u64 > max {
-        return Err(too_big(buf.len() as u64));
-    }
-    Ok(buf)
-}
-
-/// Status (atomic) → move → ledger `done`. See [`crate::status`] for why this order.
+/// Status (atomic) → move → ledger `done`. See [`crate::status`] for why this order. Returns
+/// the status written.
 fn commit(
     crew: &Crew,
     path: &Path,
@@ -275,7 +247,7 @@ fn commit(
     d: Decision,
     interrupted: bool,
     started: SystemTime,
-) -> std::io::Result<()> {
+) -> std::io::Result<Status> {
     let cfg = &crew.cfg;
     let dest_dir = cfg.dir.join(d.outcome.dir_name());
     let dest_name = free_name(&dest_dir, name, run);
@@ -303,7 +275,8 @@ fn commit(
         sync_dir(&dest_dir)?;
         sync_dir(&cfg.dir)?;
     }
-    crew.ledger.mark_done(name, run, d.outcome)
+    crew.ledger.mark_done(name, run, d.outcome)?;
+    Ok(status)
 }
 
 /// The name `name` gets in `dest_dir`: its own, or `NAME.<run>` when an earlier file (or its
@@ -335,18 +308,5 @@ mod tests {
         assert_eq!(backoff(b, 2), 2 * b);
         assert_eq!(backoff(b, 4), 8 * b);
         assert_eq!(backoff(b, 40), Duration::from_secs(60));
-    }
-
-    #[test]
-    fn read_bounded_refuses_big_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, vec![0u8; 100]).unwrap();
-        assert_eq!(read_bounded(&p, 100).unwrap().len(), 100);
-        let e = read_bounded(&p, 99).unwrap_err();
-        assert_eq!(
-            e,
-            "file too large: 100 bytes exceeds max_file_size of 99 bytes"
-        );
     }
 }

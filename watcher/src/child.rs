@@ -1,0 +1,206 @@
+//! Child processes that never outlive their watcher: [`GroupChild`] starts a command in a
+//! process group of its own and, when it is dropped before the command has exited (its worker
+//! was aborted: close ran out of budget, or the watcher was dropped), kills the whole group
+//! with `SIGKILL` — the command and everything it forked — and hands the child to its watcher,
+//! which reaps it and names it in the [`ShutdownReport`](crate::ShutdownReport).
+//!
+//! Why a group of its own: killing only the command (tokio's `kill_on_drop`) leaves whatever
+//! it forked running (`sh -c 'sleep 300; :'` loses its `sh`, keeps its `sleep`), orphaned. A
+//! group that the command leads can be killed as one, and cannot be confused with another: the
+//! group id is the command's pid, which the kernel does not reuse while the command is
+//! unreaped, and that is the case until the watcher reaps it after the kill. The group also
+//! takes the command out of the terminal's foreground group: a Ctrl-C reaches the watcher,
+//! which closes gracefully, and not the commands in the middle of their files.
+//!
+//! How the watcher learns of a kill: its workers run the processor inside a task-local scope
+//! ([`Reaper::scope`]); a `GroupChild` dropped inside it (tokio drops an aborted task's future
+//! with its task-locals set) hands itself over. Outside a watcher, the kill happens all the
+//! same and tokio reaps the child in the background.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+use crate::mutex::lock;
+
+/// A command that was killed because its worker was aborted, as the
+/// [`ShutdownReport`](crate::ShutdownReport) names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KilledCommand {
+    /// The command, as its processor described it (the CLI: the program and its arguments).
+    pub command: String,
+    /// Its pid, which is also its process group's id: the whole group was killed.
+    pub pid: u32,
+    /// The file it was processing.
+    pub file: PathBuf,
+    /// Whether it had exited and was reaped when the close returned (a process stuck in
+    /// uninterruptible I/O can take longer to die; tokio reaps it later).
+    pub reaped: bool,
+}
+
+/// A child process in a process group of its own, killed with its whole group (`SIGKILL`) if
+/// dropped before it has exited. See the [module docs](self).
+///
+/// ```no_run
+/// # async fn f(path: &std::path::Path) -> std::io::Result<()> {
+/// use watcher::child::GroupChild;
+///
+/// let mut cmd = tokio::process::Command::new("convert");
+/// cmd.arg(path).stderr(std::process::Stdio::piped());
+/// let mut child = GroupChild::spawn(&mut cmd, "convert")?;
+/// let output = child.wait_with_output().await?; // dropped before this returns: group killed
+/// # let _ = output;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct GroupChild {
+    child: Option<Child>,
+    command: String,
+    exited: bool,
+}
+
+impl GroupChild {
+    /// Spawns `cmd` as the leader of a new process group (`setpgid(0, 0)` in the child; with
+    /// `posix_spawn` where the platform has it). `command` describes it in reports.
+    pub fn spawn(cmd: &mut Command, command: impl Into<String>) -> io::Result<GroupChild> {
+        #[cfg(unix)]
+        cmd.process_group(0);
+        // Also covers a drop outside the runtime, where no `GroupChild::drop` scope applies.
+        cmd.kill_on_drop(true);
+        Ok(GroupChild {
+            child: Some(cmd.spawn()?),
+            command: command.into(),
+            exited: false,
+        })
+    }
+
+    /// The command's pid (and process group id), while it has not been waited for.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// The tokio child, for its pipes.
+    pub fn inner_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("present until drop")
+    }
+
+    /// Waits for the command to exit.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let status = self.inner_mut().wait().await?;
+        self.exited = true;
+        Ok(status)
+    }
+
+    /// Waits for the command to exit, collecting its piped stdout and stderr (as tokio's
+    /// `Child::wait_with_output`, without giving the child up).
+    pub async fn wait_with_output(&mut self) -> io::Result<Output> {
+        async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> io::Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                p.read_to_end(&mut buf).await?;
+            }
+            Ok(buf)
+        }
+        let child = self.inner_mut();
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let (status, stdout, stderr) = tokio::join!(self.wait(), read_all(out), read_all(err));
+        Ok(Output {
+            status: status?,
+            stdout: stdout?,
+            stderr: stderr?,
+        })
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        if self.exited {
+            return;
+        }
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        let Some(pid) = child.id() else {
+            return; // already reaped
+        };
+        // The group is the unreaped child's own pid: no other group can have that id.
+        #[cfg(unix)]
+        // SAFETY: plain syscall; a group that has already gone gives ESRCH, which is fine.
+        unsafe {
+            libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+        }
+        let command = std::mem::take(&mut self.command);
+        // Outside a watcher the closure, and `child` with it, is dropped unrun: tokio kills
+        // (again) and reaps it in the background.
+        let _ = SCOPE.try_with(move |scope| {
+            scope.reaper.push(
+                KilledCommand {
+                    command,
+                    pid,
+                    file: scope.file.clone(),
+                    reaped: false,
+                },
+                child,
+            )
+        });
+    }
+}
+
+struct Scope {
+    reaper: Arc<Reaper>,
+    file: PathBuf,
+}
+
+tokio::task_local! {
+    static SCOPE: Scope;
+}
+
+/// One watcher's killed commands, until close reaps them (owned by the engine, used by the
+/// workers).
+#[derive(Default)]
+pub(crate) struct Reaper {
+    killed: Mutex<Vec<(KilledCommand, Child)>>,
+}
+
+impl Reaper {
+    /// Runs a processor's future for `file`: a [`GroupChild`] dropped inside it (an abort)
+    /// hands its killed command here.
+    pub fn scope<F: Future>(
+        self: &Arc<Self>,
+        file: &Path,
+        fut: F,
+    ) -> impl Future<Output = F::Output> {
+        SCOPE.scope(
+            Scope {
+                reaper: self.clone(),
+                file: file.to_path_buf(),
+            },
+            fut,
+        )
+    }
+
+    fn push(&self, k: KilledCommand, child: Child) {
+        lock(&self.killed).push((k, child));
+    }
+
+    /// Waits (at most `grace` in all) for every killed command to be reaped; returns them.
+    pub async fn reap(&self, grace: Duration) -> Vec<KilledCommand> {
+        let killed = std::mem::take(&mut *lock(&self.killed));
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut out = Vec::with_capacity(killed.len());
+        for (mut k, mut child) in killed {
+            k.reaped = tokio::time::timeout_at(deadline, child.wait())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            out.push(k);
+        }
+        out
+    }
+}

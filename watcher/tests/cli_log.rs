@@ -1,0 +1,278 @@
+//! What the CLI says on stderr: one line per file as it finishes, a summary, `--quiet`, and
+//! `--log-format json` (every line a JSON object). Lines are parsed, not searched.
+#![cfg(unix)]
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::write;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_watcher");
+
+/// The command: fails (exit 3, a two-line stderr) on files whose contents start with "bad".
+const SCRIPT: &str =
+    r#"if grep -q '^bad' "$1"; then printf 'first\ncannot handle it\n' >&2; exit 3; fi"#;
+
+/// An inbox with two good files, one bad one and a FIFO.
+fn inbox() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "good1.txt", b"ok");
+    write(dir.path(), "good2.txt", b"ok");
+    write(dir.path(), "bad.txt", b"bad");
+    let fifo = std::ffi::CString::new(dir.path().join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    dir
+}
+
+/// `watcher DIR --once EXTRA -- sh -c SCRIPT sh`: (exit code, stderr lines).
+fn once(dir: &std::path::Path, extra: &[&str]) -> (Option<i32>, Vec<String>) {
+    let out = Command::new(BIN)
+        .arg(dir)
+        .arg("--once")
+        .args(extra)
+        .args(["--", "sh", "-c", SCRIPT, "sh"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    (out.status.code(), err.lines().map(str::to_owned).collect())
+}
+
+#[test]
+fn json_lines_are_one_object_each_with_every_file() {
+    let dir = inbox();
+    let (code, lines) = once(dir.path(), &["--log-format", "json"]);
+    assert_eq!(code, Some(1), "{lines:#?}");
+    let objs: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of = |event: &str| -> Vec<&Value> { objs.iter().filter(|o| o["event"] == event).collect() };
+    assert_eq!(of("start").len(), 1, "{objs:#?}");
+    assert_eq!(of("start")[0]["workers"], 2);
+    assert_eq!(objs[0]["event"], "start", "the start line comes first");
+
+    let files: BTreeMap<String, &Value> = of("file")
+        .into_iter()
+        .map(|o| (o["name"].as_str().unwrap().to_owned(), o))
+        .collect();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["bad.txt", "good1.txt", "good2.txt", "pipe"]
+    );
+    for name in ["good1.txt", "good2.txt"] {
+        let f = files[name];
+        assert_eq!(f["outcome"], "processed", "{f}");
+        assert_eq!(
+            (f["attempts"].as_u64(), f["max_attempts"].as_u64()),
+            (Some(1), Some(4))
+        );
+        assert!(f["duration_ms"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["error"].is_null(), "{f}");
+        assert_eq!(f["interrupted"], false);
+        let moved = std::path::PathBuf::from(f["moved_to"].as_str().unwrap());
+        assert_eq!(
+            moved,
+            dir.path()
+                .canonicalize()
+                .unwrap()
+                .join("processed")
+                .join(name)
+        );
+        assert!(moved.exists());
+    }
+    let bad = files["bad.txt"];
+    assert_eq!(bad["outcome"], "failed");
+    assert_eq!(bad["attempts"], 1);
+    assert_eq!(
+        bad["error"],
+        "sh exited with exit status: 3: first\ncannot handle it"
+    );
+    let pipe = files["pipe"];
+    assert_eq!(
+        (&pipe["outcome"], &pipe["attempts"]),
+        (&Value::from("failed"), &Value::from(0))
+    );
+    assert_eq!(pipe["error"], "refused: not a regular file (a FIFO)");
+
+    let shutdown = of("shutdown");
+    assert_eq!(shutdown.len(), 1);
+    assert_eq!(shutdown[0]["budget_exhausted"], false);
+    assert_eq!(shutdown[0]["killed"], Value::Array(vec![]));
+    assert_eq!(shutdown[0]["stages"].as_array().unwrap().len(), 3);
+    let summary = of("summary");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(
+        (&summary[0]["processed"], &summary[0]["failed"]),
+        (&Value::from(2), &Value::from(2))
+    );
+    assert_eq!(
+        objs.last().unwrap()["event"],
+        "summary",
+        "the summary comes last"
+    );
+}
+
+/// A text line about one file: `processed NAME in 1.2 ms` or `failed NAME (attempt A/M): ERR`.
+#[derive(Debug, PartialEq)]
+enum FileLine {
+    Processed {
+        name: String,
+    },
+    Failed {
+        name: String,
+        attempt: u32,
+        of: u32,
+        error: String,
+    },
+}
+
+fn parse_file_line(l: &str) -> Option<FileLine> {
+    if let Some(rest) = l.strip_prefix("processed ") {
+        let (name, took) = rest.rsplit_once(" in ")?;
+        let (num, unit) = took.split_once(' ')?;
+        num.parse::<f64>().ok()?;
+        (unit == "ms" || unit == "s").then(|| FileLine::Processed { name: name.into() })
+    } else if let Some(rest) = l.strip_prefix("failed ") {
+        let (name, rest) = rest.split_once(" (attempt ")?;
+        let (counts, error) = rest.split_once("): ")?;
+        let (a, m) = counts.split_once('/')?;
+        Some(FileLine::Failed {
+            name: name.into(),
+            attempt: a.parse().ok()?,
+            of: m.parse().ok()?,
+            error: error.into(),
+        })
+    } else {
+        None
+    }
+}
+
+#[test]
+fn text_lines_say_each_file_then_the_summary() {
+    let dir = inbox();
+    let (code, lines) = once(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "processing the files in {} with 2 worker(s): sh -c",
+            dir.path().canonicalize().unwrap().display()
+        )),
+        "{lines:#?}"
+    );
+    let mut files: Vec<FileLine> = lines.iter().filter_map(|l| parse_file_line(l)).collect();
+    files.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    assert_eq!(
+        files,
+        vec![
+            FileLine::Failed {
+                name: "bad.txt".into(),
+                attempt: 1,
+                of: 4,
+                // One line: the newline of the command's stderr is escaped.
+                error: r"sh exited with exit status: 3: first\ncannot handle it".into(),
+            },
+            FileLine::Failed {
+                name: "pipe".into(),
+                attempt: 0,
+                of: 4,
+                error: "refused: not a regular file (a FIFO)".into(),
+            },
+            FileLine::Processed {
+                name: "good1.txt".into()
+            },
+            FileLine::Processed {
+                name: "good2.txt".into()
+            },
+        ]
+    );
+    let summary = lines.last().unwrap();
+    let (counts, took) = summary.split_once(", in ").unwrap();
+    assert_eq!(counts, "summary: processed 2, failed 2, handed back 0");
+    assert!(took.ends_with(" ms") || took.ends_with(" s"), "{summary}");
+}
+
+#[test]
+fn quiet_drops_the_file_lines_only() {
+    for format in ["text", "json"] {
+        let dir = inbox();
+        let (code, lines) = once(dir.path(), &["--quiet", "--log-format", format]);
+        assert_eq!(code, Some(1), "{lines:#?}");
+        let file_lines = lines
+            .iter()
+            .filter(|l| {
+                parse_file_line(l).is_some()
+                    || serde_json::from_str::<Value>(l).is_ok_and(|o| o["event"] == "file")
+            })
+            .count();
+        assert_eq!(file_lines, 0, "{format}: {lines:#?}");
+        let last = lines.last().unwrap();
+        match format {
+            "text" => assert!(
+                last.starts_with("summary: processed 2, failed 2, handed back 0, in "),
+                "{last}"
+            ),
+            _ => {
+                let o: Value = serde_json::from_str(last).unwrap();
+                assert_eq!(
+                    (&o["event"], &o["processed"]),
+                    (&Value::from("summary"), &Value::from(2))
+                );
+            }
+        }
+        // The files were processed all the same.
+        assert!(dir.path().join("processed/good1.txt").exists());
+    }
+}
+
+#[test]
+fn watch_mode_says_each_file_as_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--", "true"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a line on stderr")
+    };
+    let first = next();
+    assert!(first.starts_with("watching "), "{first}");
+    // The watcher is up: a file dropped now is seen, and said, while it runs.
+    write(dir.path(), "late.txt", b"x");
+    let line = next();
+    assert_eq!(
+        parse_file_line(&line),
+        Some(FileLine::Processed {
+            name: "late.txt".into()
+        }),
+        "{line}"
+    );
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let rest: Vec<String> = rx.iter().collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{rest:#?}");
+    assert!(rest[0].starts_with("shutdown report"), "{rest:#?}");
+    assert!(rest
+        .last()
+        .unwrap()
+        .starts_with("summary: processed 1, failed 0, handed back 0, in "));
+}

@@ -1,0 +1,130 @@
+//! A command the watcher started never outlives it: a hung command that forks (`sh` running a
+//! `sleep` in the background and waiting for it) is killed with its whole process group when
+//! a SIGTERM's close runs out of budget, and the shutdown report names it.
+#![cfg(target_os = "linux")]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::write;
+
+const BIN: &str = env!("CARGO_BIN_EXE_watcher");
+
+/// A process as `/proc/PID/stat` shows it: its state letter and start time (field 22), which
+/// tells it apart from a later process that reuses the pid.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields[0].chars().next()?;
+    let start = fields[19].parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the process `pid` that started at `start` still runs (a zombie does not).
+fn still_runs(pid: u32, start: u64) -> bool {
+    matches!(proc_stat(pid), Some((state, s)) if s == start && state != 'Z' && state != 'X')
+}
+
+/// Polls `cond` until it holds or `limit` passes (a condition with a deadline, not a sleep).
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The pids the hung command wrote: the `sh` and its background `sleep`.
+fn read_pids(p: &Path) -> Option<(u32, u32)> {
+    let s = std::fs::read_to_string(p).ok()?;
+    let mut it = s.split_whitespace().map(|w| w.parse().unwrap());
+    Some((it.next()?, it.next()?))
+}
+
+#[test]
+fn sigterm_kills_a_hung_forking_command_and_its_children() {
+    let inbox = tempfile::tempdir().unwrap();
+    let aside = tempfile::tempdir().unwrap();
+    write(inbox.path(), "hang.txt", b"x");
+    let pids = aside.path().join("pids");
+    // `sh` starts `sleep` in the background, says both pids (written whole by a rename), and
+    // waits: a command that hangs and forks.
+    let script = format!(
+        r#"sleep 300 & echo "$$ $!" > '{p}.tmp' && mv '{p}.tmp' '{p}'; wait"#,
+        p = pids.display()
+    );
+    let mut watcher = Command::new(BIN)
+        .arg(inbox.path())
+        .args(["--workers", "1", "--shutdown-timeout", "300ms", "--"])
+        .args(["sh", "-c", &script, "sh"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = wait_until(Duration::from_secs(20), || pids.exists());
+    if !started {
+        let _ = watcher.kill();
+    }
+    assert!(started, "the command never started");
+    let (sh, sleep) = read_pids(&pids).unwrap();
+    let sh_start = proc_stat(sh).expect("sh runs").1;
+    let sleep_start = proc_stat(sleep).expect("sleep runs").1;
+
+    // SAFETY: our own child.
+    unsafe { libc::kill(watcher.id() as libc::pid_t, libc::SIGTERM) };
+    let (tx, rx) = mpsc::channel();
+    let stderr = watcher.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut s);
+        let _ = tx.send(s);
+    });
+    let err = rx.recv_timeout(Duration::from_secs(20));
+    let exited = wait_until(Duration::from_secs(5), || {
+        matches!(watcher.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = watcher.kill();
+    }
+    let err = err.expect("the watcher's stderr never closed");
+    assert!(exited, "the watcher did not exit after SIGTERM: {err}");
+
+    // Nothing the command started is left running.
+    let sh_gone = wait_until(Duration::from_secs(5), || !still_runs(sh, sh_start));
+    let sleep_gone = wait_until(Duration::from_secs(5), || !still_runs(sleep, sleep_start));
+    if !sleep_gone {
+        // SAFETY: the leaked `sleep` this test started; end it so that it does not linger.
+        unsafe { libc::kill(sleep as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(
+        sh_gone,
+        "the command (sh, pid {sh}) outlived the watcher: {err}"
+    );
+    assert!(
+        sleep_gone,
+        "the command's child (sleep, pid {sleep}) outlived the watcher: {err}"
+    );
+
+    // The report says which command it killed, and the file stays for the next run.
+    assert!(err.contains("budget exhausted"), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("killed")
+            && l.contains(&format!("process group {sh}"))
+            && l.contains("hang.txt")),
+        "the report does not name the killed command: {err}"
+    );
+    assert!(inbox.path().join("hang.txt").exists());
+}
