@@ -608,8 +608,12 @@ fn run_plan(plan: &Plan) -> Result<(), TestCaseError> {
     };
     let runs: Vec<&Run> = plan.runs.iter().chain([&drain]).collect();
     let result = rt.block_on(async {
+        // The runtime's own threads are not the watcher's: its workers, and its blocking pool,
+        // which reads inbox files and keeps a thread idle for 10 s after (tokio 1.54 names
+        // both `tokio-rt-worker`).
         let check = LeakCheck::new()
             .settle(Duration::from_secs(5))
+            .ignore_thread("tokio-rt-worker")
             .tasks(&tokio::runtime::Handle::current());
         for (i, run) in runs.iter().enumerate() {
             let last = i + 1 == runs.len();

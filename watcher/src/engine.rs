@@ -111,8 +111,10 @@ impl Watcher {
 
     /// Starts the watcher on the given runtime. Every task it spawns runs there; in Watch mode
     /// notify's thread is the only OS thread the watcher creates, and none with a
-    /// [`WatchService`](crate::WatchService) (file operations are short and run inline on the
-    /// tasks, so they use no blocking-pool thread).
+    /// [`WatchService`](crate::WatchService). Inbox files are read on that runtime's blocking
+    /// pool (so that no file, and no slow filesystem, can block a runtime thread): the runtime
+    /// starts a pool thread as a read needs one and ends it after 10 s idle (tokio's default);
+    /// a leak check of a single run counts it unless it ignores the runtime's own threads.
     pub fn start_on(config: Config, rt: &Handle) -> Result<Watcher, StartError> {
         let dir = config.dir.clone();
         // First the lock: nothing below may run twice at once on one directory.
