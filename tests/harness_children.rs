@@ -1,14 +1,13 @@
 //! Child processes: a running child or a zombie left per cycle is caught and counted exactly,
 //! named by command and state; children that are waited for, killed and waited for, or reaped
 //! later by a thread are clean. The harness never reaps or kills: each test cleans up its own
-//! planted children.
+//! planted children. Children are process-wide: each test runs in a process of its own.
 #![cfg(target_os = "linux")]
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use leakcheck::{LeakCheck, Resource, Verdict};
-use serial_test::serial;
 
 const BUDGET: Duration = Duration::from_millis(150);
 
@@ -54,8 +53,7 @@ impl Drop for Planted {
     }
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn running_child_per_cycle_is_counted_exactly() {
     let mut planted = Planted::default();
     let leak = check(6)
@@ -76,8 +74,7 @@ fn running_child_per_cycle_is_counted_exactly() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn zombie_per_cycle_is_counted_exactly_and_named_as_such() {
     let mut planted = Planted::default();
     let leak = check(4)
@@ -95,8 +92,7 @@ fn zombie_per_cycle_is_counted_exactly_and_named_as_such() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn running_and_zombie_children_group_by_command() {
     let mut planted = Planted::default();
     let mut cycle = 0;
@@ -120,8 +116,7 @@ fn running_and_zombie_children_group_by_command() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn waited_child_is_clean() {
     let report = check(5)
         .run(|| {
@@ -137,8 +132,7 @@ fn waited_child_is_clean() {
     assert!(report.to_string().contains("children 0→0"), "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn child_killed_and_waited_is_clean() {
     let report = check(5)
         .run(|| {
@@ -154,8 +148,7 @@ fn child_killed_and_waited_is_clean() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn child_reaped_later_by_a_thread_is_clean() {
     // The child runs 20 ms after the body returns; a thread waits for it, then exits.
     let report = check(4)
@@ -172,8 +165,7 @@ fn child_reaped_later_by_a_thread_is_clean() {
     assert!(report.settled() > Duration::ZERO);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn the_harness_never_reaps_a_zombie() {
     // A zombie left by the body is still there, unreaped, after the check.
     let mut planted = Planted::default();

@@ -2,8 +2,8 @@
 //! components whose heap is noisy: churn, a bounded cache, frees on another thread or later on
 //! a background thread, batch frees, a runtime per cycle.
 //!
-//! The heap is counted process-wide, so this binary installs `CountingAlloc` and its tests run
-//! one at a time (`#[serial]`, one test thread from `.cargo/config.toml`).
+//! The heap is counted process-wide, so this binary installs `CountingAlloc` and each test runs
+//! in a process of its own (`#[leakcheck::isolated]`).
 #![cfg(target_os = "linux")]
 
 use std::collections::HashMap;
@@ -13,7 +13,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leakcheck::{CountingAlloc, LeakCheck, Resource, Verdict};
-use serial_test::serial;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc::new(std::alloc::System);
@@ -33,8 +32,7 @@ fn leaked_heap(check: LeakCheck, body: impl FnMut()) -> leakcheck::Report {
 
 // ---- negative controls ------------------------------------------------------------------
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn box_leak_per_cycle_is_counted_exactly() {
     let report = leaked_heap(check(20), || {
         Box::leak(Box::new([7u8; 480]));
@@ -56,8 +54,7 @@ struct Node {
     other: Mutex<Option<Arc<Node>>>,
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn arc_cycle_per_cycle_is_counted_exactly() {
     // Two Arcs that point at each other, and a payload each: 4 blocks never freed per cycle.
     let report = leaked_heap(check(12), || {
@@ -74,8 +71,7 @@ fn arc_cycle_per_cycle_is_counted_exactly() {
     assert_eq!(report.leaked(Resource::Heap), 4 * 12, "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn global_registry_push_per_cycle_is_counted_exactly() {
     static REGISTRY: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut n = 0;
@@ -88,8 +84,7 @@ fn global_registry_push_per_cycle_is_counted_exactly() {
     REGISTRY.lock().unwrap().clear();
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn leak_on_every_other_cycle_is_counted_exactly() {
     for offset in 0..2 {
         let mut cycle = offset;
@@ -107,8 +102,7 @@ fn leak_on_every_other_cycle_is_counted_exactly() {
     }
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn leak_that_varies_by_a_block_per_cycle_is_counted_exactly() {
     let mut cycle = 0;
     let mut expected = 0;
@@ -125,8 +119,7 @@ fn leak_that_varies_by_a_block_per_cycle_is_counted_exactly() {
     assert_eq!(report.leaked(Resource::Heap), expected, "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn single_cycle_and_guard_catch_one_block() {
     let report = leaked_heap(LeakCheck::new().heap().settle(BUDGET), || {
         Box::leak(Box::new(1u32));
@@ -140,8 +133,7 @@ fn single_cycle_and_guard_catch_one_block() {
 
 // ---- clean twins ------------------------------------------------------------------------
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn churn_of_maps_and_strings_is_clean_without_waiting() {
     let report = check(20)
         .run(|| {
@@ -165,8 +157,7 @@ fn churn_of_maps_and_strings_is_clean_without_waiting() {
     assert!(report.to_string().contains("heap "), "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn nothing_allocated_is_exactly_zero_growth() {
     // The harness allocates snapshots, labels and a report while it counts: none is counted.
     let report = check(10).run(|| ()).unwrap();
@@ -174,8 +165,7 @@ fn nothing_allocated_is_exactly_zero_growth() {
     assert_eq!(report.bytes(Resource::Heap), Some(0), "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn bounded_cache_that_fills_during_the_cycles_is_not_a_leak() {
     // An LRU of 6 entries: it fills during the first measured cycles, then evicts.
     let mut cache: Vec<Box<[u8; 64]>> = Vec::with_capacity(8);
@@ -199,8 +189,7 @@ fn bounded_cache_that_fills_during_the_cycles_is_not_a_leak() {
     assert_eq!(report.leaked(Resource::Heap), 20, "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn batch_frees_every_few_cycles_are_not_a_leak() {
     // Epoch-style reclamation: garbage accumulates and is freed in a batch every 3rd cycle,
     // so the settled end points can sit on a peak.
@@ -268,8 +257,7 @@ impl Drop for Freer {
     }
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn frees_on_another_thread_are_clean() {
     let freer = Freer::new(Duration::ZERO);
     let report = check(20).run(|| freer.send(Box::new([1; 128]))).unwrap();
@@ -281,8 +269,7 @@ fn frees_on_another_thread_are_clean() {
     drop(freer);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn frees_later_on_a_background_thread_are_clean_and_do_not_hide_a_leak() {
     // The background thread lets go of each buffer 5 ms after receiving it: after every cycle
     // the count is up, and comes back down within the settle budget.
@@ -303,8 +290,7 @@ fn frees_later_on_a_background_thread_are_clean_and_do_not_hide_a_leak() {
     drop(freer);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn thread_locals_of_exited_threads_are_clean() {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -323,8 +309,7 @@ fn thread_locals_of_exited_threads_are_clean() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn tokio_runtime_per_cycle_is_clean() {
     let report = check(6)
         .run(|| {
@@ -344,8 +329,7 @@ fn tokio_runtime_per_cycle_is_clean() {
     );
 }
 
-#[tokio::test(flavor = "current_thread")]
-#[serial]
+#[leakcheck::isolated(flavor = "current_thread")]
 async fn async_checks_count_the_heap_of_the_body_and_its_tasks() {
     let check = LeakCheck::new()
         .heap()

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 
 use leakcheck::{CountingAlloc, LeakCheck, Resource, Verdict};
 
-#[test]
+#[leakcheck::isolated]
 fn heap_without_the_counting_allocator_is_not_measured_and_says_how_to_install_it() {
     // Used directly, not as the global allocator: it has seen allocations all the same.
     let direct = CountingAlloc::new(System);

@@ -1,7 +1,7 @@
 //! Property: for random plans of heap blocks allocated and freed within a cycle and blocks
 //! leaked, across warm-up and measured cycles, the heap verdict and `leaked(Heap)` equal the
 //! plan's ground truth. Its own binary: it installs `CountingAlloc`, and counts the whole
-//! process's heap.
+//! process's heap (the test runs in a process of its own).
 //!
 //! `PROPTEST_CASES` sets the number of plans (default 32 here).
 #![cfg(target_os = "linux")]
@@ -103,19 +103,34 @@ fn run_plan(plan: &Plan) -> leakcheck::Report {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(32),
+#[leakcheck::isolated]
+fn heap_verdicts_match_the_plan() {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn heap_verdicts_match_the_plan(plan in plan()) {
+    });
+    let result = runner.run(&plan(), |plan| {
         let report = run_plan(&plan);
         let (verdict, leaked) = expected(&plan);
         prop_assert_eq!(report.verdict(Resource::Heap), Some(&verdict), "{}", report);
         prop_assert_eq!(report.leaked(Resource::Heap), leaked, "{}", report);
-        let measured_leaks: usize = plan.cycles[plan.warmup..].iter().map(|s| s.leaked as usize).sum();
-        prop_assert_eq!(report.growth(Resource::Heap), measured_leaks as isize, "{}", report);
+        let measured_leaks: usize = plan.cycles[plan.warmup..]
+            .iter()
+            .map(|s| s.leaked as usize)
+            .sum();
+        prop_assert_eq!(
+            report.growth(Resource::Heap),
+            measured_leaks as isize,
+            "{}",
+            report
+        );
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

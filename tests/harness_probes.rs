@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leakcheck::{LeakCheck, Resource, Verdict};
-use serial_test::serial;
 
 const BUDGET: Duration = Duration::from_millis(100);
 
@@ -31,8 +30,7 @@ fn check_of(registry: &Registry) -> LeakCheck {
         .probe("registry", move || r.len())
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn growing_probe_is_counted_exactly() {
     let registry = Registry::default();
     let leak = check_of(&registry)
@@ -52,8 +50,7 @@ fn growing_probe_is_counted_exactly() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn bounded_probe_is_reported_not_failed() {
     let registry = Registry::default();
     let report = check_of(&registry)
@@ -78,8 +75,7 @@ fn bounded_probe_is_reported_not_failed() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn stable_probe_is_clean_and_shown_by_name() {
     let registry = Registry::default();
     registry.add(7);
@@ -97,8 +93,7 @@ fn stable_probe_is_clean_and_shown_by_name() {
     assert!(report.to_string().contains("registry 1→1"), "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn probe_that_comes_back_down_later_is_clean() {
     // Entries are released by a thread shortly after the body returns.
     let open = Arc::new(AtomicUsize::new(0));
@@ -119,8 +114,7 @@ fn probe_that_comes_back_down_later_is_clean() {
     assert!(report.is_clean(), "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn several_probes_are_judged_each_on_its_own() {
     let grows = Registry::default();
     let stays = Registry::default();
@@ -139,8 +133,7 @@ fn several_probes_are_judged_each_on_its_own() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn panicking_probe_fails_the_check_naming_it() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();

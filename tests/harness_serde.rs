@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use common::Planted;
 use leakcheck::LeakCheck;
-use serial_test::serial;
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn a_leak_report_serialises_with_its_figures_and_items() {
     let planted = Planted::new();
     let leak = LeakCheck::new()

@@ -353,7 +353,7 @@ impl LeakCheck {
             list.push(Box::new(source::Tasks::new(handle.clone())));
         }
         if self.heap {
-            list.push(Box::new(source::Heap));
+            list.push(Box::new(source::Heap::new()));
         }
         for probe in &self.probes {
             list.push(Box::new(probe.clone()));

@@ -65,6 +65,12 @@ fn shares_process(
     !only_this
 }
 
+/// Whether the calling thread is one libtest runs a test on (the process's main thread is then
+/// libtest's own).
+pub(crate) fn on_a_libtest_thread() -> bool {
+    on_libtest_thread(std::thread::current().name())
+}
+
 /// libtest runs each test on a thread named after the test, not on the process's main thread.
 fn on_libtest_thread(name: Option<&str>) -> bool {
     let named_test = name.is_some_and(|n| n != "main");

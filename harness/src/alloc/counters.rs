@@ -213,6 +213,12 @@ pub(crate) struct Counts {
 
 /// Sums every slot and the shared counters; never allocates.
 pub(crate) fn read() -> Counts {
+    read_without(None)
+}
+
+/// Like [`read`], without what the thread `tid` counted in its own slot (the test harness's
+/// main thread, whose bookkeeping is not the component's heap).
+pub(crate) fn read_without(tid: Option<u32>) -> Counts {
     loop {
         let before = FOLDING.load(Ordering::SeqCst);
         if before % 2 == 1 {
@@ -227,6 +233,9 @@ pub(crate) fn read() -> Counts {
         }
         let claimed = CLAIMED.load(Ordering::SeqCst);
         for s in &SLOTS_[..claimed] {
+            if tid.is_some() && s.owner.load(Ordering::Relaxed) == tid.unwrap_or(0) {
+                continue;
+            }
             c.blocks += s.blocks.load(Ordering::SeqCst);
             c.bytes += s.bytes.load(Ordering::SeqCst);
             c.allocs += s.allocs.load(Ordering::SeqCst);

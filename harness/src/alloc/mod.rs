@@ -12,7 +12,7 @@ mod counters;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-pub(crate) use counters::{installed, pause, read, resume};
+pub(crate) use counters::{installed, pause, read, read_without, resume};
 
 /// A global allocator that forwards to `A` and counts live blocks, live bytes and
 /// allocations, for [`LeakCheck::heap`](crate::LeakCheck::heap).

@@ -26,7 +26,21 @@ const INSTALL: &str = "to count the heap, install the counting allocator in the 
 /// Segments the measured cycles are split into, at most.
 const SEGMENTS: usize = 4;
 
-pub(crate) struct Heap;
+pub(crate) struct Heap {
+    /// A thread whose allocations are not the component's: libtest's main thread, when the
+    /// check runs on a test thread (it registers and reports tests while this one runs).
+    excluded: Option<u32>,
+}
+
+impl Heap {
+    pub(crate) fn new() -> Self {
+        let excluded = crate::context::on_a_libtest_thread()
+            .then(crate::probe::main_and_current_tid)
+            .flatten()
+            .map(|(main, _)| main);
+        Heap { excluded }
+    }
+}
 
 impl Source for Heap {
     fn resource(&self) -> Resource {
@@ -37,7 +51,7 @@ impl Source for Heap {
         if !alloc::installed() {
             return Reading::Unsupported(NOT_INSTALLED);
         }
-        let c = alloc::read();
+        let c = alloc::read_without(self.excluded);
         Reading::Heap {
             blocks: c.blocks,
             bytes: c.bytes,
