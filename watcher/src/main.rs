@@ -1,10 +1,13 @@
 //! `watcher DIR [--once] [--poll SECS] [--workers N] [--pattern GLOB] [--debounce DURATION]
-//! [--max-file-size SIZE] [--retries N] [--shutdown-timeout DURATION] [--no-fsync]
-//! -- CMD [ARGS...]`
+//! [--max-file-size SIZE] [--retries N] [--shutdown-timeout DURATION] [--no-fsync] [--quiet]
+//! [--log-format text|json] -- CMD [ARGS...]`
 //!
 //! Runs `CMD ARGS... FILE` for each file dropped into DIR: exit status 0 moves the file to
 //! `processed/`, anything else to `failed/` (with the tail of the command's stderr in the
-//! status). Ctrl-C or SIGTERM closes gracefully and prints the shutdown report.
+//! status). Ctrl-C or SIGTERM closes gracefully and prints the shutdown report. Each command
+//! runs in a process group of its own, killed whole if the close runs out of budget. On stderr:
+//! a start line, one line per file as it finishes (`--quiet` drops them), the shutdown report
+//! and a summary; `--log-format json` makes each of them one JSON object (see `cli/log.rs`).
 //!
 //! Every option maps to one [`watcher::Builder`] setting and is checked by it: a value out of
 //! range exits with status 2 and a message that names the option, the value and the allowed

@@ -119,7 +119,8 @@ fn json_lines_are_one_object_each_with_every_file() {
     );
 }
 
-/// A text line about one file: `processed NAME in 1.2 ms` or `failed NAME (attempt A/M): ERR`.
+/// A text line about one file: `processed NAME in 1.2 ms`, `failed NAME (attempt A/M): ERR`
+/// or `failed NAME (not run): ERR`.
 #[derive(Debug, PartialEq)]
 enum FileLine {
     Processed {
@@ -131,6 +132,10 @@ enum FileLine {
         of: u32,
         error: String,
     },
+    Refused {
+        name: String,
+        error: String,
+    },
 }
 
 fn parse_file_line(l: &str) -> Option<FileLine> {
@@ -140,6 +145,12 @@ fn parse_file_line(l: &str) -> Option<FileLine> {
         num.parse::<f64>().ok()?;
         (unit == "ms" || unit == "s").then(|| FileLine::Processed { name: name.into() })
     } else if let Some(rest) = l.strip_prefix("failed ") {
+        if let Some((name, error)) = rest.split_once(" (not run): ") {
+            return Some(FileLine::Refused {
+                name: name.into(),
+                error: error.into(),
+            });
+        }
         let (name, rest) = rest.split_once(" (attempt ")?;
         let (counts, error) = rest.split_once("): ")?;
         let (a, m) = counts.split_once('/')?;
@@ -178,17 +189,15 @@ fn text_lines_say_each_file_then_the_summary() {
                 // One line: the newline of the command's stderr is escaped.
                 error: r"sh exited with exit status: 3: first\ncannot handle it".into(),
             },
-            FileLine::Failed {
-                name: "pipe".into(),
-                attempt: 0,
-                of: 4,
-                error: "refused: not a regular file (a FIFO)".into(),
-            },
             FileLine::Processed {
                 name: "good1.txt".into()
             },
             FileLine::Processed {
                 name: "good2.txt".into()
+            },
+            FileLine::Refused {
+                name: "pipe".into(),
+                error: "refused: not a regular file (a FIFO)".into(),
             },
         ]
     );

@@ -66,7 +66,7 @@ impl Log {
     }
 
     /// One file, as it finishes: `processed NAME in 3.2 ms`, `failed NAME (attempt 1/4):
-    /// ERROR`.
+    /// ERROR`, `failed NAME (not run): refused: …`.
     pub fn file(&self, f: &FileOutcome) {
         if self.quiet {
             return;
@@ -97,12 +97,17 @@ impl Log {
                     Outcome::Processed => {
                         self.line(&format!("processed {name} in {}{again}", human(f.duration)))
                     }
-                    Outcome::Failed => self.line(&format!(
-                        "failed {name} (attempt {}/{}){again}: {}",
-                        f.attempts,
-                        f.max_attempts,
-                        one_line(f.error.as_deref().unwrap_or("no reason given"))
-                    )),
+                    Outcome::Failed => {
+                        // Refused before the command ran (a FIFO, a file too large): no attempt.
+                        let tries = match f.attempts {
+                            0 => "not run".to_string(),
+                            n => format!("attempt {n}/{}", f.max_attempts),
+                        };
+                        self.line(&format!(
+                            "failed {name} ({tries}){again}: {}",
+                            one_line(f.error.as_deref().unwrap_or("no reason given"))
+                        ))
+                    }
                 }
             }
         }
