@@ -285,3 +285,70 @@ fn watch_mode_says_each_file_as_it_finishes() {
         .unwrap()
         .starts_with("summary: processed 1, failed 0, handed back 0, in "));
 }
+
+/// This process's child `pid` has children of its own (a command the watcher started).
+#[cfg(target_os = "linux")]
+fn has_children(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| {
+            std::fs::read_to_string(t.path().join("children")).is_ok_and(|c| !c.trim().is_empty())
+        })
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn json_shutdown_names_a_killed_command_and_a_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = std::ffi::OsStr::from_bytes(b"bad\xff.txt");
+    std::fs::write(dir.path().join(raw), b"x").unwrap();
+    let mut child = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--log-format", "json", "--shutdown-timeout", "200ms"])
+        .args(["--", "sh", "-c", "exec sleep 300", "sh"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut pause = Duration::from_micros(50);
+    while !has_children(child.id()) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command never started");
+        }
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    let objs: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let shutdown = objs.iter().find(|o| o["event"] == "shutdown").expect(&err);
+    assert_eq!(shutdown["budget_exhausted"], true, "{shutdown}");
+    let killed = shutdown["killed"].as_array().unwrap();
+    assert_eq!(killed.len(), 1, "{shutdown}");
+    assert_eq!(killed[0]["command"], "sh -c exec sleep 300 sh");
+    assert_eq!(killed[0]["reaped"], true);
+    assert!(killed[0]["pid"].as_u64().unwrap() > 1);
+    let handed_back = shutdown["handed_back"].as_array().unwrap();
+    assert_eq!(handed_back.len(), 1, "{shutdown}");
+    assert!(
+        handed_back[0]
+            .as_str()
+            .unwrap()
+            .ends_with("bad\u{fffd}.txt"),
+        "{shutdown}"
+    );
+    assert!(
+        dir.path().join(raw).exists(),
+        "the file stays for the next run"
+    );
+}

@@ -45,7 +45,7 @@ impl Log {
             LogFormat::Json => self.line(
                 &json!({
                     "event": "start",
-                    "dir": cfg.dir(),
+                    "dir": text(cfg.dir()),
                     "mode": mode,
                     "workers": cfg.workers(),
                     "command": command,
@@ -81,7 +81,7 @@ impl Log {
                     "max_attempts": f.max_attempts,
                     "duration_ms": ms(f.duration),
                     "error": f.error,
-                    "moved_to": f.moved_to,
+                    "moved_to": text(&f.moved_to),
                     "interrupted": f.interrupted,
                 })
                 .to_string(),
@@ -139,7 +139,7 @@ impl Log {
                         json!({
                             "command": k.command,
                             "pid": k.pid,
-                            "file": k.file,
+                            "file": text(&k.file),
                             "reaped": k.reaped,
                         })
                     })
@@ -154,7 +154,7 @@ impl Log {
                         "budget_exhausted": report.budget_exhausted,
                         "aborted": aborted,
                         "killed": killed,
-                        "handed_back": report.handed_back.iter().map(|p| p.as_path()).collect::<Vec<&Path>>(),
+                        "handed_back": report.handed_back.iter().map(|p| text(p)).collect::<Vec<_>>(),
                     })
                 );
                 eprintln!(
@@ -171,6 +171,12 @@ impl Log {
             }
         }
     }
+}
+
+/// A path as a JSON string: serde refuses a path that is not UTF-8 (a file name that is not, in
+/// `handed_back`); such bytes show as U+FFFD here.
+fn text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
 }
 
 fn ms(d: Duration) -> f64 {
