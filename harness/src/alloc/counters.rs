@@ -26,76 +26,51 @@ const SLOTS: usize = 256;
 struct Slot {
     /// The owning thread's id (Linux tid), or 0 when free.
     owner: AtomicU32,
-    blocks: AtomicI64,
-    bytes: AtomicI64,
+    /// Allocations and frees made, and live bytes; live blocks are allocations − frees.
+    counts: Counters,
+}
+
+/// Allocations, frees and live bytes.
+struct Counters {
     allocs: AtomicU64,
+    frees: AtomicU64,
+    bytes: AtomicI64,
+}
+
+impl Counters {
+    const fn new() -> Self {
+        Counters {
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            bytes: AtomicI64::new(0),
+        }
+    }
 }
 
 impl Slot {
     const fn new() -> Self {
         Slot {
             owner: AtomicU32::new(0),
-            blocks: AtomicI64::new(0),
-            bytes: AtomicI64::new(0),
-            allocs: AtomicU64::new(0),
+            counts: Counters::new(),
         }
-    }
-
-    /// Adds to the slot; only its owner calls this, so load + store is enough.
-    #[inline]
-    fn bump(&self, blocks: i64, bytes: i64, allocs: u64) {
-        let add = |c: &AtomicI64, d: i64| c.store(c.load(Ordering::Relaxed) + d, Ordering::Relaxed);
-        add(&self.blocks, blocks);
-        add(&self.bytes, bytes);
-        if allocs != 0 {
-            let n = self.allocs.load(Ordering::Relaxed);
-            self.allocs.store(n + allocs, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Counters updated with atomic read-modify-writes, by any thread.
-struct Shared {
-    blocks: AtomicI64,
-    bytes: AtomicI64,
-    allocs: AtomicU64,
-}
-
-impl Shared {
-    fn add(&self, blocks: i64, bytes: i64, allocs: u64) {
-        self.blocks.fetch_add(blocks, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.allocs.fetch_add(allocs, Ordering::Relaxed);
     }
 }
 
 static SLOTS_: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
-/// Threads without a slot of their own.
-static OVERFLOW: Shared = Shared {
-    blocks: AtomicI64::new(0),
-    bytes: AtomicI64::new(0),
-    allocs: AtomicU64::new(0),
-};
+/// Threads without a slot of their own, counted with read-modify-writes.
+static OVERFLOW: Counters = Counters::new();
 /// What the threads of reclaimed slots counted.
-static RETIRED: Shared = Shared {
-    blocks: AtomicI64::new(0),
-    bytes: AtomicI64::new(0),
-    allocs: AtomicU64::new(0),
-};
+static RETIRED: Counters = Counters::new();
 /// Odd while a slot is being folded into `RETIRED`; readers retry across a fold.
 static FOLDING: AtomicU64 = AtomicU64::new(0);
 /// How many slots, from the first, have ever been claimed: readings sum only those.
 static CLAIMED: AtomicUsize = AtomicUsize::new(0);
 
-/// No slot yet; `OVERFLOW_SLOT`: counts go to the shared counters.
-const NO_SLOT: u16 = 0;
-const OVERFLOW_SLOT: u16 = u16::MAX;
-
 /// Per-thread state. No destructor, so that touching it from the allocator never registers
 /// one (which would allocate).
 struct Local {
-    /// 1 + the index of this thread's slot, or `NO_SLOT` / `OVERFLOW_SLOT`.
-    slot: Cell<u16>,
+    /// This thread's own counters: null before its first count, `&OVERFLOW` without a slot.
+    counts: Cell<*const Counters>,
     /// Nesting depth of [`pause`]: nothing is counted on this thread while above 0.
     paused: Cell<u32>,
     /// Allocations seen while [`installed`] probes.
@@ -105,43 +80,91 @@ struct Local {
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            slot: Cell::new(NO_SLOT),
+            counts: Cell::new(std::ptr::null()),
             paused: Cell::new(0),
             probe_hits: Cell::new(0),
         }
     };
 }
 
-/// Counts an allocation (`blocks` = 1, `allocs` = 1), a free (−1, 0) or a resize (0, 0).
+/// What one call to the allocator changes.
+#[derive(Clone, Copy)]
+pub(crate) enum Event {
+    Alloc(usize),
+    Free(usize),
+    Resize { from: usize, to: usize },
+}
+
+/// Counts one event on the calling thread's counters.
 #[inline]
-pub(crate) fn count(blocks: i64, bytes: i64, allocs: u64) {
+pub(crate) fn count(event: Event) {
     // A thread past its thread-local storage (rare, at exit) counts into the shared counters.
     let counted = LOCAL.try_with(|l| {
         if l.paused.get() > 0 {
             l.probe_hits.set(l.probe_hits.get().wrapping_add(1));
             return;
         }
-        let mut slot = l.slot.get();
-        if slot == NO_SLOT {
-            slot = claim();
-            l.slot.set(slot);
+        let mut counts = l.counts.get();
+        if counts.is_null() {
+            counts = claim();
+            l.counts.set(counts);
         }
-        if slot == OVERFLOW_SLOT {
-            OVERFLOW.add(blocks, bytes, allocs);
+        if std::ptr::eq(counts, &OVERFLOW) {
+            shared(&OVERFLOW, event);
         } else {
-            SLOTS_[usize::from(slot - 1)].bump(blocks, bytes, allocs);
+            // SAFETY: a pointer into `SLOTS_`, a static, set by `claim`.
+            owned(unsafe { &*counts }, event);
         }
     });
     if counted.is_err() {
-        OVERFLOW.add(blocks, bytes, allocs);
+        shared(&OVERFLOW, event);
+    }
+}
+
+/// Adds to counters only the calling thread writes: a load and a store, no locked instruction.
+#[inline]
+fn owned(c: &Counters, event: Event) {
+    let bump = |a: &AtomicU64| a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    let add = |d: i64| {
+        c.bytes
+            .store(c.bytes.load(Ordering::Relaxed) + d, Ordering::Relaxed)
+    };
+    match event {
+        Event::Alloc(size) => {
+            bump(&c.allocs);
+            add(size as i64);
+        }
+        Event::Free(size) => {
+            bump(&c.frees);
+            add(-(size as i64));
+        }
+        Event::Resize { from, to } => add(to as i64 - from as i64),
+    }
+}
+
+/// Adds to counters any thread may write.
+fn shared(c: &Counters, event: Event) {
+    match event {
+        Event::Alloc(size) => {
+            c.allocs.fetch_add(1, Ordering::Relaxed);
+            c.bytes.fetch_add(size as i64, Ordering::Relaxed);
+        }
+        Event::Free(size) => {
+            c.frees.fetch_add(1, Ordering::Relaxed);
+            c.bytes.fetch_sub(size as i64, Ordering::Relaxed);
+        }
+        Event::Resize { from, to } => {
+            c.bytes
+                .fetch_add(to as i64 - from as i64, Ordering::Relaxed);
+        }
     }
 }
 
 /// Finds a slot for the calling thread: a free one, or one whose thread has exited.
 #[cold]
-fn claim() -> u16 {
+fn claim() -> *const Counters {
     let Some(me) = thread_id() else {
-        return OVERFLOW_SLOT;
+        return &OVERFLOW;
     };
     for (i, slot) in SLOTS_.iter().enumerate() {
         if slot.owner.load(Ordering::Relaxed) == 0
@@ -151,10 +174,10 @@ fn claim() -> u16 {
                 .is_ok()
         {
             CLAIMED.fetch_max(i + 1, Ordering::SeqCst);
-            return i as u16 + 1;
+            return &slot.counts;
         }
     }
-    for (i, slot) in SLOTS_.iter().enumerate() {
+    for slot in &SLOTS_ {
         let owner = slot.owner.load(Ordering::Acquire);
         if owner != me
             && !thread_alive(owner)
@@ -165,16 +188,19 @@ fn claim() -> u16 {
         {
             // Its thread has exited and will never write again: fold its figures in.
             FOLDING.fetch_add(1, Ordering::SeqCst);
-            RETIRED.add(
-                slot.blocks.swap(0, Ordering::SeqCst),
-                slot.bytes.swap(0, Ordering::SeqCst),
-                slot.allocs.swap(0, Ordering::SeqCst),
-            );
+            let c = &slot.counts;
+            let r = &RETIRED;
+            r.allocs
+                .fetch_add(c.allocs.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+            r.frees
+                .fetch_add(c.frees.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+            r.bytes
+                .fetch_add(c.bytes.swap(0, Ordering::SeqCst), Ordering::SeqCst);
             FOLDING.fetch_add(1, Ordering::SeqCst);
-            return i as u16 + 1;
+            return &slot.counts;
         }
     }
-    OVERFLOW_SLOT
+    &OVERFLOW
 }
 
 #[cfg(target_os = "linux")]
@@ -225,23 +251,27 @@ pub(crate) fn read_without(tid: Option<u32>) -> Counts {
             std::hint::spin_loop();
             continue;
         }
-        let mut c = Counts::default();
-        for s in [&OVERFLOW, &RETIRED] {
-            c.blocks += s.blocks.load(Ordering::SeqCst);
-            c.bytes += s.bytes.load(Ordering::SeqCst);
-            c.allocs += s.allocs.load(Ordering::SeqCst);
-        }
+        let (mut allocs, mut frees, mut bytes) = (0u64, 0u64, 0i64);
+        let mut add = |c: &Counters| {
+            allocs = allocs.wrapping_add(c.allocs.load(Ordering::SeqCst));
+            frees = frees.wrapping_add(c.frees.load(Ordering::SeqCst));
+            bytes = bytes.wrapping_add(c.bytes.load(Ordering::SeqCst));
+        };
+        add(&OVERFLOW);
+        add(&RETIRED);
         let claimed = CLAIMED.load(Ordering::SeqCst);
         for s in &SLOTS_[..claimed] {
-            if tid.is_some() && s.owner.load(Ordering::Relaxed) == tid.unwrap_or(0) {
+            if tid.is_some_and(|t| s.owner.load(Ordering::Relaxed) == t) {
                 continue;
             }
-            c.blocks += s.blocks.load(Ordering::SeqCst);
-            c.bytes += s.bytes.load(Ordering::SeqCst);
-            c.allocs += s.allocs.load(Ordering::SeqCst);
+            add(&s.counts);
         }
         if FOLDING.load(Ordering::SeqCst) == before {
-            return c;
+            return Counts {
+                blocks: allocs.wrapping_sub(frees) as i64,
+                bytes,
+                allocs,
+            };
         }
     }
 }

@@ -86,7 +86,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         // SAFETY: forwarded as received.
         let p = unsafe { self.inner.alloc(layout) };
         if !p.is_null() {
-            counters::count(1, layout.size() as i64, 1);
+            counters::count(counters::Event::Alloc(layout.size()));
         }
         p
     }
@@ -96,7 +96,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         // SAFETY: forwarded as received.
         let p = unsafe { self.inner.alloc_zeroed(layout) };
         if !p.is_null() {
-            counters::count(1, layout.size() as i64, 1);
+            counters::count(counters::Event::Alloc(layout.size()));
         }
         p
     }
@@ -105,7 +105,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as received.
         unsafe { self.inner.dealloc(ptr, layout) };
-        counters::count(-1, -(layout.size() as i64), 0);
+        counters::count(counters::Event::Free(layout.size()));
     }
 
     #[inline]
@@ -113,7 +113,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         // SAFETY: forwarded as received.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            counters::count(0, new_size as i64 - layout.size() as i64, 0);
+            counters::count(counters::Event::Resize {
+                from: layout.size(),
+                to: new_size,
+            });
         }
         p
     }
