@@ -143,11 +143,61 @@ fn lazy_init(c: &mut Criterion) {
     g.finish();
 }
 
+/// `n` child processes that sleep until dropped (killed and reaped by the bench, untimed).
+struct Children(Vec<std::process::Child>);
+
+impl Children {
+    fn new(n: usize) -> Self {
+        Children(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sleep")
+                        .arg("1000")
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn children_snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("one snapshot (threads, fds, children)");
+    for n in [0, 50] {
+        let _children = Children::new(n);
+        g.bench_function(format!("Guard::new, {n} children"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let guard = Guard::new();
+                    total += t.elapsed();
+                    guard.check().unwrap();
+                }
+                total
+            })
+        });
+    }
+    g.bench_function("baseline: naive count (std read_dir)", |b| {
+        b.iter(naive_count)
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = clean_check, thousand_threads, lazy_init
+    targets = clean_check, thousand_threads, lazy_init, children_snapshot
 }
 criterion_main!(benches);
