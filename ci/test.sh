@@ -48,6 +48,11 @@ cargo bench --workspace -- --test
 step "cargo run --release --example demo"
 cargo run --release --example demo
 
+# The README's heap, child-process and probe report: caught, then fixed (exits non-zero
+# otherwise).
+step "cargo run --release --example heap_and_more"
+cargo run --release --example heap_and_more
+
 # The CLI's throughput script (benches/cli_throughput.sh) on 40 files, once: checks that the
 # script and the release CLI work; its figures mean nothing here.
 step "benches/cli_throughput.sh --smoke"
