@@ -27,6 +27,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::files::at;
+use crate::mutex::lock;
 
 /// File name of the lock file in the watched directory.
 pub const LOCK_FILE: &str = ".watcher.lock";
@@ -52,7 +53,7 @@ static DRAINING: Mutex<Option<HashMap<PathBuf, usize>>> = Mutex::new(None);
 static RELEASED: Condvar = Condvar::new();
 
 fn draining() -> MutexGuard<'static, Option<HashMap<PathBuf, usize>>> {
-    DRAINING.lock().unwrap_or_else(|p| p.into_inner())
+    lock(&DRAINING)
 }
 
 impl DirLock {
@@ -164,7 +165,7 @@ impl Fence {
 
     /// Releases the lock now (close: every task has ended). Idempotent.
     pub fn release(&self) {
-        let held = self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let held = lock(&self.lock).take();
         if held.is_some() && self.dropped.load(SeqCst) {
             drop(held);
             let mut g = draining();

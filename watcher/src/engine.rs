@@ -142,7 +142,7 @@ impl Watcher {
         let tasks = Tasks::new(rt.clone(), Fence::new(dir_lock, &cfg.dir));
         let reaper = Arc::new(Reaper::default());
 
-        let crew = Crew::new(
+        let crew = Arc::new(Crew::new(
             cfg.clone(),
             queue.clone(),
             ledger.clone(),
@@ -150,7 +150,7 @@ impl Watcher {
             progress.clone(),
             interrupted,
             reaper.clone(),
-        );
+        ));
         for i in 0..cfg.workers {
             let crew = crew.clone();
             let spawned = tasks.spawn(Stage::Workers, &format!("worker-{i}"), move |id, token| {

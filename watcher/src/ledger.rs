@@ -90,10 +90,11 @@ struct SnapshotRef<'a> {
 pub struct Ledger {
     dir: PathBuf,
     fsync: bool,
-    inner: Mutex<Inner>,
+    book: Mutex<Book>,
 }
 
-struct Inner {
+/// The ledger's entries and its journal, behind the ledger's one lock.
+struct Book {
     entries: BTreeMap<String, Entry>,
     /// Open from the first append (an idle watcher holds no fd for it) until close.
     journal: Option<File>,
@@ -172,7 +173,7 @@ impl Ledger {
         let ledger = Ledger {
             dir: dir.to_path_buf(),
             fsync,
-            inner: Mutex::new(Inner {
+            book: Mutex::new(Book {
                 entries,
                 journal: Some(journal),
                 closed: false,
@@ -234,13 +235,12 @@ impl Ledger {
     pub fn prune(&self, older_than: Duration) -> io::Result<usize> {
         let cutoff = unix_now().saturating_sub(older_than.as_secs());
         let removed = {
-            let mut inner = self.lock();
-            let before = inner.entries.len();
-            inner
-                .entries
+            let mut book = self.lock();
+            let before = book.entries.len();
+            book.entries
                 .retain(|_, e| e.state == EntryState::InFlight || e.at >= cutoff);
-            let removed = before - inner.entries.len();
-            inner.dirty |= removed > 0;
+            let removed = before - book.entries.len();
+            book.dirty |= removed > 0;
             removed
         };
         self.compact()?;
@@ -251,9 +251,9 @@ impl Ledger {
     /// Later changes fail; reads still work.
     pub fn close(&self) -> io::Result<()> {
         let compacted = self.compact();
-        let mut inner = self.lock();
-        inner.closed = true;
-        inner.journal = None;
+        let mut book = self.lock();
+        book.closed = true;
+        book.journal = None;
         compacted
     }
 
@@ -261,29 +261,29 @@ impl Ledger {
     /// changed since the last compaction.
     pub fn compact(&self) -> io::Result<()> {
         let mut guard = self.lock();
-        let inner = &mut *guard;
-        if !inner.dirty {
+        let book = &mut *guard;
+        if !book.dirty {
             return Ok(());
         }
         let journal_path = self.dir.join(JOURNAL);
-        if inner.closed {
+        if book.closed {
             return Err(closed(&journal_path));
         }
         let bytes = serde_json::to_vec(&SnapshotRef {
             version: VERSION,
-            entries: &inner.entries,
+            entries: &book.entries,
         })
         .map_err(io::Error::other)?;
         write_atomic(&self.dir, SNAPSHOT, &bytes, self.fsync)?;
         // Not open: nothing was appended since the last compaction, the journal is empty.
-        if let Some(journal) = &inner.journal {
+        if let Some(journal) = &book.journal {
             journal.set_len(0).map_err(at("truncate", &journal_path))?;
             if self.fsync {
                 journal.sync_data().map_err(at("sync", &journal_path))?;
             }
         }
-        inner.appended = 0;
-        inner.dirty = false;
+        book.appended = 0;
+        book.dirty = false;
         Ok(())
     }
 
@@ -302,12 +302,12 @@ impl Ledger {
         line.push(b'\n');
         let compact = {
             let mut guard = self.lock();
-            let inner = &mut *guard;
+            let book = &mut *guard;
             let journal_path = || self.dir.join(JOURNAL);
-            if inner.closed {
+            if book.closed {
                 return Err(closed(&journal_path()));
             }
-            let journal = match &mut inner.journal {
+            let journal = match &mut book.journal {
                 Some(journal) => journal,
                 slot @ None => slot.insert(self.open_journal()?),
             };
@@ -316,10 +316,10 @@ impl Ledger {
             if self.fsync {
                 journal.sync_data().map_err(failed)?;
             }
-            apply(&mut inner.entries, rec);
-            inner.appended += 1;
-            inner.dirty = true;
-            inner.appended >= COMPACT_EVERY
+            apply(&mut book.entries, rec);
+            book.appended += 1;
+            book.dirty = true;
+            book.appended >= COMPACT_EVERY
         };
         if compact {
             self.compact()?;
@@ -327,8 +327,8 @@ impl Ledger {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        crate::mutex::lock(&self.book)
     }
 }
 
@@ -473,9 +473,9 @@ mod tests {
         l.mark_done("old", 1, Outcome::Failed).unwrap();
         l.mark_in_flight("busy", 2).unwrap();
         {
-            let mut inner = l.lock();
-            inner.entries.get_mut("old").unwrap().at -= 7200;
-            inner.entries.get_mut("busy").unwrap().at -= 7200;
+            let mut book = l.lock();
+            book.entries.get_mut("old").unwrap().at -= 7200;
+            book.entries.get_mut("busy").unwrap().at -= 7200;
         }
         l.mark_done("new", 3, Outcome::Processed).unwrap();
         assert_eq!(l.prune(Duration::from_secs(3600)).unwrap(), 1);

@@ -127,7 +127,8 @@ struct Table {
     dirs: HashMap<PathBuf, WatchDescriptor>,
 }
 
-struct Inner {
+/// The service itself, behind every [`WatchService`] handle.
+struct ServiceCore {
     /// Also serializes subscribe and unsubscribe, so that a route and its kernel watch come
     /// and go together, and no event is routed meanwhile.
     table: Arc<Mutex<Table>>,
@@ -137,7 +138,7 @@ struct Inner {
     reader: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Drop for Inner {
+impl Drop for ServiceCore {
     fn drop(&mut self) {
         // The last handle is gone: the task ends (and closes the fd) without being awaited.
         self.stop.cancel();
@@ -150,7 +151,7 @@ impl Drop for Inner {
 /// Cheap to clone: clones are handles to the same service.
 #[derive(Clone)]
 pub struct WatchService {
-    inner: Arc<Inner>,
+    core: Arc<ServiceCore>,
 }
 
 impl fmt::Debug for WatchService {
@@ -194,7 +195,7 @@ impl WatchService {
         let stop = CancellationToken::new();
         let reader = rt.spawn(read(events, table.clone(), stop.clone()));
         Ok(WatchService {
-            inner: Arc::new(Inner {
+            core: Arc::new(ServiceCore {
                 table,
                 stop,
                 reader: tokio::sync::Mutex::new(Some(reader)),
@@ -205,14 +206,14 @@ impl WatchService {
     /// The directories currently subscribed (one per running watcher using the service),
     /// sorted.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = lock(&self.inner.table).dirs.keys().cloned().collect();
+        let mut dirs: Vec<PathBuf> = lock(&self.core.table).dirs.keys().cloned().collect();
         dirs.sort();
         dirs
     }
 
     /// Whether [`WatchService::close`] has been called.
     pub fn is_closed(&self) -> bool {
-        lock(&self.inner.table).watches.is_none()
+        lock(&self.core.table).watches.is_none()
     }
 
     /// Closes the service: stops its task and returns once it has ended and the inotify fd is
@@ -223,16 +224,16 @@ impl WatchService {
     /// Idempotent and safe to call concurrently; if a call is cancelled, the next one waits.
     pub async fn close(&self) {
         // The table's reference to the fd; the task holds the other.
-        drop(lock(&self.inner.table).watches.take());
-        self.inner.stop.cancel();
-        let mut reader = self.inner.reader.lock().await;
+        drop(lock(&self.core.table).watches.take());
+        self.core.stop.cancel();
+        let mut reader = self.core.reader.lock().await;
         if let Some(task) = reader.as_mut() {
             // The task drops the event stream (deregistering and closing the fd) as it ends.
             let _ = task.await;
             *reader = None;
         }
         // Close the channels of watchers still subscribed.
-        let mut table = lock(&self.inner.table);
+        let mut table = lock(&self.core.table);
         table.routes.clear();
         table.dirs.clear();
     }
@@ -243,7 +244,7 @@ impl WatchService {
         dir: &Path,
         capacity: usize,
     ) -> Result<Subscription, SubscribeError> {
-        let mut table = lock(&self.inner.table);
+        let mut table = lock(&self.core.table);
         let table = &mut *table;
         let watches = table.watches.as_mut().ok_or(SubscribeError::Closed)?;
         if table.dirs.contains_key(dir) {
@@ -280,7 +281,7 @@ impl WatchService {
 
     /// Removes the route and the kernel watch of `dir`; returns the time the kernel took.
     fn unsubscribe(&self, dir: &Path) -> Duration {
-        let mut table = lock(&self.inner.table);
+        let mut table = lock(&self.core.table);
         let Some(wd) = table.dirs.remove(dir) else {
             return Duration::ZERO;
         };

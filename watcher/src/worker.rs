@@ -21,8 +21,7 @@ use crate::queue::WorkQueue;
 use crate::recovery::Interrupted;
 use crate::status::{bound_message, rfc3339, status_path, Outcome, Status, STATUS_SUFFIX};
 
-/// What every worker of one watcher uses: cloned into each worker task.
-#[derive(Clone)]
+/// What every worker of one watcher uses; each worker task holds an `Arc` of the one `Crew`.
 pub(crate) struct Crew {
     cfg: Arc<Config>,
     queue: Arc<WorkQueue>,
@@ -59,7 +58,7 @@ impl Crew {
 
     /// The worker task `task_id`: runs until its token is cancelled (it finishes its current
     /// file first) or the queue is closed and empty.
-    pub async fn run(self, task_id: u64, cancel: CancellationToken) {
+    pub async fn run(self: Arc<Self>, task_id: u64, cancel: CancellationToken) {
         while let Some(path) = self.queue.take(task_id, &cancel).await {
             self.counters.worker_busy();
             self.progress.changed();
