@@ -112,9 +112,11 @@ impl Watcher {
     /// Starts the watcher on the given runtime. Every task it spawns runs there; in Watch mode
     /// notify's thread is the only OS thread the watcher creates, and none with a
     /// [`WatchService`](crate::WatchService). Inbox files are read on that runtime's blocking
-    /// pool (so that no file, and no slow filesystem, can block a runtime thread): the runtime
-    /// starts a pool thread as a read needs one and ends it after 10 s idle (tokio's default);
-    /// a leak check of a single run counts it unless it ignores the runtime's own threads.
+    /// pool (so that no file, and no slow filesystem, can block a runtime thread), and so are,
+    /// with fsync on, the syncs of a file's commit (which wait for the disk): the runtime
+    /// starts a pool thread as a read or sync needs one and ends it after 10 s idle (tokio's
+    /// default); a leak check of a single run counts it unless it ignores the runtime's own
+    /// threads.
     pub fn start_on(config: Config, rt: &Handle) -> Result<Watcher, StartError> {
         let dir = config.dir.clone();
         // First the lock: nothing below may run twice at once on one directory.

@@ -10,6 +10,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::group_sync::{off_thread, GroupSync};
+
 /// Writes `dir/name` atomically: a temp file `dir/.watcher-tmp-<name>.tmp`, fsync, rename,
 /// fsync of the directory.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
@@ -30,6 +32,35 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) ->
         sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// [`write_atomic`] with fsync on, for a worker's commit: the temp file's fsync runs off the
+/// runtime thread and the directory's is shared with the other workers (`dir_sync`, see
+/// [`crate::group_sync`]); the write and the rename stay in the caller's task.
+pub(crate) async fn write_atomic_durably(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    dir_sync: &GroupSync,
+) -> io::Result<()> {
+    let tmp = dir.join(format!(".watcher-tmp-{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(at("create", &tmp))?;
+    f.write_all(bytes).map_err(at("write", &tmp))?;
+    let synced = tmp.clone();
+    off_thread(move || f.sync_all().map_err(at("sync", &synced))).await?;
+    let dest = dir.join(name);
+    std::fs::rename(&tmp, &dest).map_err(|e| {
+        let what = format!("rename {} to", tmp.display());
+        io::Error::new(e.kind(), PathError::new(what, &dest, e))
+    })?;
+    sync_dir_grouped(dir, dir_sync).await
+}
+
+/// [`sync_dir`] off the runtime thread, shared with the other workers syncing `dir` (see
+/// [`crate::group_sync`]).
+pub(crate) async fn sync_dir_grouped(dir: &Path, dir_sync: &GroupSync) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    dir_sync.sync(move || sync_dir(&dir)).await
 }
 
 /// fsyncs a directory, making renames in it durable.

@@ -6,6 +6,9 @@
 //!   (write a temp file, fsync it, rename it over the old one, fsync the directory);
 //! - [`JOURNAL`] (`.watcher-ledger.journal`): one JSON record per line, each appended and fsynced
 //!   before the step it records goes on. A torn last line (crash mid-append) is ignored.
+//!   The workers share those syncs (group commit, `group_sync.rs`): a worker appends its
+//!   record, then awaits one `fdatasync` that started after its append, which covers every
+//!   record appended before it.
 //!
 //! Opening replays the journal over the snapshot and compacts (a new snapshot, then an empty
 //! journal; replaying a journal twice is harmless, every record sets a state). The journal is
@@ -17,17 +20,22 @@
 //! the first append opens it again and [`Ledger::close`] closes it: an idle watcher holds no fd
 //! for it.
 //!
-//! Per file, a worker records `in_flight` before reading the file and `done` after the file
-//! was moved out of the inbox (see [`crate::status`] for the order of the steps between).
+//! Per file, a worker records `in_flight` (durable before the file is read) and `done` after
+//! the file was moved out of the inbox (see [`crate::status`] for the order of the steps
+//! between). A worker's `done` is not synced on its own: no step follows it, and until it is
+//! durable (with the journal's next sync or compaction) a restart reaches the same state from
+//! the in-flight entry and the status file of the same run, without running the file again.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::group_sync::GroupSync;
 
 use crate::files::{at, sync_dir, write_atomic};
 use crate::status::Outcome;
@@ -85,19 +93,23 @@ struct SnapshotRef<'a> {
     entries: &'a BTreeMap<String, Entry>,
 }
 
-/// The ledger of one watched directory. All methods are synchronous and short (one append and
-/// one fsync, or one snapshot write); they are safe to call from several workers.
+/// The ledger of one watched directory. All public methods are synchronous and short (one
+/// append and one fsync, or one snapshot write); they are safe to call from several workers.
+/// The watcher's workers append without a sync and await a shared one instead (see the
+/// [module docs](self)).
 pub struct Ledger {
     dir: PathBuf,
     fsync: bool,
     book: Mutex<Book>,
+    /// Group commit of the workers' appends.
+    synced: GroupSync,
 }
 
 /// The ledger's entries and its journal, behind the ledger's one lock.
 struct Book {
     entries: BTreeMap<String, Entry>,
     /// Open from the first append (an idle watcher holds no fd for it) until close.
-    journal: Option<File>,
+    journal: Option<Arc<File>>,
     /// Set by [`Ledger::close`]: changes fail from then on.
     closed: bool,
     appended: usize,
@@ -173,9 +185,10 @@ impl Ledger {
         let ledger = Ledger {
             dir: dir.to_path_buf(),
             fsync,
+            synced: GroupSync::default(),
             book: Mutex::new(Book {
                 entries,
-                journal: Some(journal),
+                journal: Some(Arc::new(journal)),
                 closed: false,
                 appended: 0,
                 dirty,
@@ -188,36 +201,54 @@ impl Ledger {
 
     /// Records that `name` is being processed by run `run`.
     pub fn mark_in_flight(&self, name: &str, run: u64) -> io::Result<()> {
-        self.append(Record {
-            name: name.to_string(),
-            entry: Some(Entry {
-                state: EntryState::InFlight,
-                run,
-                outcome: None,
-                at: unix_now(),
-            }),
-        })
+        self.append(in_flight(name, run), SyncNow(true))
     }
 
     /// Records that run `run` of `name` is done (the file has been moved).
     pub fn mark_done(&self, name: &str, run: u64, outcome: Outcome) -> io::Result<()> {
-        self.append(Record {
-            name: name.to_string(),
-            entry: Some(Entry {
-                state: EntryState::Done,
-                run,
-                outcome: Some(outcome),
-                at: unix_now(),
-            }),
-        })
+        self.append(done(name, run, outcome), SyncNow(true))
     }
 
     /// Removes the entry of `name`.
     pub fn forget(&self, name: &str) -> io::Result<()> {
-        self.append(Record {
-            name: name.to_string(),
-            entry: None,
-        })
+        self.append(
+            Record {
+                name: name.to_string(),
+                entry: None,
+            },
+            SyncNow(true),
+        )
+    }
+
+    /// A worker's [`mark_in_flight`](Self::mark_in_flight): appended now, durable once
+    /// [`synced`](Self::synced) returns.
+    pub(crate) fn record_in_flight(&self, name: &str, run: u64) -> io::Result<()> {
+        self.append(in_flight(name, run), SyncNow(false))
+    }
+
+    /// A worker's [`mark_done`](Self::mark_done): appended now, durable with the journal's
+    /// next sync or compaction (see the [module docs](self) for why that is enough).
+    pub(crate) fn record_done(&self, name: &str, run: u64, outcome: Outcome) -> io::Result<()> {
+        self.append(done(name, run, outcome), SyncNow(false))
+    }
+
+    /// Returns once every record appended before this call is durable (with fsync off, at
+    /// once): one `fdatasync` of the journal, shared with the workers that await it at the
+    /// same time, run off the runtime thread (`group_sync.rs`).
+    pub(crate) async fn synced(&self) -> io::Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
+        // The journal is never replaced while open; once closed (or not open yet), the records
+        // are in the snapshot, which compaction synced.
+        let journal = self.lock().journal.clone();
+        let path = self.dir.join(JOURNAL);
+        self.synced
+            .sync(move || match journal {
+                Some(j) => j.sync_data().map_err(at("sync", &path)),
+                None => Ok(()),
+            })
+            .await
     }
 
     /// A copy of all entries.
@@ -297,7 +328,7 @@ impl Ledger {
         }
     }
 
-    fn append(&self, rec: Record) -> io::Result<()> {
+    fn append(&self, rec: Record, sync_now: SyncNow) -> io::Result<()> {
         let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
         line.push(b'\n');
         let compact = {
@@ -309,11 +340,11 @@ impl Ledger {
             }
             let journal = match &mut book.journal {
                 Some(journal) => journal,
-                slot @ None => slot.insert(self.open_journal()?),
+                slot @ None => slot.insert(Arc::new(self.open_journal()?)),
             };
             let failed = |e| at("append to", &journal_path())(e);
-            journal.write_all(&line).map_err(failed)?;
-            if self.fsync {
+            (&**journal).write_all(&line).map_err(failed)?;
+            if self.fsync && sync_now.0 {
                 journal.sync_data().map_err(failed)?;
             }
             apply(&mut book.entries, rec);
@@ -329,6 +360,33 @@ impl Ledger {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
         crate::mutex::lock(&self.book)
+    }
+}
+
+/// Whether an append syncs the journal before it returns (with fsync on).
+struct SyncNow(bool);
+
+fn in_flight(name: &str, run: u64) -> Record {
+    Record {
+        name: name.to_string(),
+        entry: Some(Entry {
+            state: EntryState::InFlight,
+            run,
+            outcome: None,
+            at: unix_now(),
+        }),
+    }
+}
+
+fn done(name: &str, run: u64, outcome: Outcome) -> Record {
+    Record {
+        name: name.to_string(),
+        entry: Some(Entry {
+            state: EntryState::Done,
+            run,
+            outcome: Some(outcome),
+            at: unix_now(),
+        }),
     }
 }
 

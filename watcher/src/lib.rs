@@ -43,6 +43,7 @@ mod error;
 mod events;
 mod file_outcome;
 mod files;
+mod group_sync;
 mod inbox_file;
 mod intake;
 pub mod ledger;

@@ -8,7 +8,13 @@
 //! 2. process;
 //! 3. status written atomically into the destination directory (records `run`);
 //! 4. the file is renamed from the inbox into the destination directory (directories fsynced);
-//! 5. ledger: `done(name, run)`.
+//! 5. ledger: `done(name, run)` (durable with the journal's next sync: nothing follows it, and
+//!    until then the restart below reaches the same state from step 3's status).
+//!
+//! Each step starts only once the syncs of the one before have completed. With fsync on, the
+//! syncs run off the runtime thread and the workers share them (group commit, see
+//! `group_sync.rs`): one `fdatasync` of the journal, or one `fsync` of a directory, covers every
+//! worker's record or rename made before it started.
 //!
 //! On restart, an in-flight entry is resolved: if its status (same `run`) exists, the move is
 //! finished (2-3 done, 4 not) or just recorded (4 done, 5 not), without running again;

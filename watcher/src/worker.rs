@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::child::Reaper;
 use crate::config::Config;
 use crate::file_outcome::FileOutcome;
-use crate::files::{sync_dir, write_atomic};
+use crate::files::{sync_dir_grouped, write_atomic, write_atomic_durably};
+use crate::group_sync::GroupSync;
 use crate::inbox_file;
 use crate::ledger::Ledger;
 use crate::metrics::Counters;
@@ -31,6 +32,7 @@ pub(crate) struct Crew {
     interrupted: Arc<Interrupted>,
     runs: Arc<RunIds>,
     reaper: Arc<Reaper>,
+    dir_syncs: Arc<DirSyncs>,
 }
 
 impl Crew {
@@ -53,6 +55,7 @@ impl Crew {
             interrupted: Arc::new(interrupted),
             runs: Arc::new(RunIds::starting_now()),
             reaper,
+            dir_syncs: Arc::default(),
         }
     }
 
@@ -79,6 +82,24 @@ impl Crew {
             self.progress.changed();
         }
         self.progress.worker_exited();
+    }
+}
+
+/// The syncs of the directories a commit renames into and out of, shared by the workers
+/// (group commit, see [`crate::group_sync`]).
+#[derive(Default)]
+struct DirSyncs {
+    inbox: GroupSync,
+    processed: GroupSync,
+    failed: GroupSync,
+}
+
+impl DirSyncs {
+    fn of(&self, outcome: Outcome) -> &GroupSync {
+        match outcome {
+            Outcome::Processed => &self.processed,
+            Outcome::Failed => &self.failed,
+        }
     }
 }
 
@@ -135,7 +156,7 @@ async fn process_file(
     let run = crew.runs.next();
     let started = SystemTime::now();
     let t0 = Instant::now();
-    if let Err(e) = crew.ledger.mark_in_flight(name, run) {
+    if let Err(e) = in_flight(crew, name, run).await {
         eprintln!("watcher: cannot record {name} in the ledger: {e}; leaving it in place");
         return Err(Abandoned);
     }
@@ -152,7 +173,7 @@ async fn process_file(
         }
     };
     let outcome = decision.outcome;
-    match commit(crew, path, name, run, decision, interrupted, started) {
+    match commit(crew, path, name, run, decision, interrupted, started).await {
         Ok(status) => {
             let took = t0.elapsed();
             crew.counters.committed(outcome, took);
@@ -176,6 +197,12 @@ async fn process_file(
             Ok(false)
         }
     }
+}
+
+/// Records `name` in flight, durably (the sync shared with the other workers).
+async fn in_flight(crew: &Crew, name: &str, run: u64) -> std::io::Result<()> {
+    crew.ledger.record_in_flight(name, run)?;
+    crew.ledger.synced().await
 }
 
 /// Checks, reads and processes the file, with retries.
@@ -237,8 +264,10 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 /// Status (atomic) → move → ledger `done`. See [`crate::status`] for why this order. Returns
-/// the status written.
-fn commit(
+/// the status written. With fsync on, the syncs run off the runtime thread and are shared with
+/// the other workers' (see [`crate::group_sync`]); every other step runs here, in the worker's
+/// task.
+async fn commit(
     crew: &Crew,
     path: &Path,
     name: &str,
@@ -262,19 +291,24 @@ fn commit(
         finished_at: rfc3339(SystemTime::now()),
     };
     let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
-    write_atomic(
-        &dest_dir,
-        &format!("{dest_name}{STATUS_SUFFIX}"),
-        &json,
-        cfg.fsync,
-    )?;
+    let status_name = format!("{dest_name}{STATUS_SUFFIX}");
     let dest: PathBuf = dest_dir.join(&dest_name);
-    std::fs::rename(path, &dest)?;
     if cfg.fsync {
-        sync_dir(&dest_dir)?;
-        sync_dir(&cfg.dir)?;
+        let dest_sync = crew.dir_syncs.of(d.outcome);
+        write_atomic_durably(&dest_dir, &status_name, &json, dest_sync).await?;
+        std::fs::rename(path, &dest)?;
+        // Both directories at once: neither sync needs the other.
+        let (to, from) = tokio::join!(
+            sync_dir_grouped(&dest_dir, dest_sync),
+            sync_dir_grouped(&cfg.dir, &crew.dir_syncs.inbox),
+        );
+        to?;
+        from?;
+    } else {
+        write_atomic(&dest_dir, &status_name, &json, false)?;
+        std::fs::rename(path, &dest)?;
     }
-    crew.ledger.mark_done(name, run, d.outcome)?;
+    crew.ledger.record_done(name, run, d.outcome)?;
     Ok(status)
 }
 

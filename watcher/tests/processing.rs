@@ -359,6 +359,56 @@ async fn crash_recovery_reruns_in_flight_files_only() {
         .all(|e| e.state == watcher::ledger::EntryState::Done));
 }
 
+/// A worker's `done` record is not synced on its own (it becomes durable with the journal's
+/// next sync): after a power loss the ledger may still say in flight for a file that was
+/// committed and moved. A restart must finish it from its status, without running it again.
+/// Negative control: the same state without the status file (the commit never happened) makes
+/// the file run again, so the check can tell the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_file_whose_done_record_was_lost_is_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = Scripted::default();
+    write(d, "moved.txt", b"x");
+    write(d, "never_committed.txt", b"x");
+    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
+        .await
+        .unwrap();
+    w.finished().await;
+    w.close().await;
+    drop(w);
+    assert_eq!(p.calls("moved.txt"), 1);
+    let run = status(d, "moved.txt").run;
+    // The state a lost `done` leaves: in flight with the committed run. For the control, a
+    // file in the inbox, in flight, without any status.
+    write(d, "never_committed.txt", b"x");
+    std::fs::remove_file(d.join("processed/never_committed.txt")).unwrap();
+    std::fs::remove_file(d.join("processed/never_committed.txt.status.json")).unwrap();
+    {
+        let ledger = Ledger::open(d).unwrap();
+        ledger.mark_in_flight("moved.txt", run).unwrap();
+        ledger
+            .mark_in_flight("never_committed.txt", run + 1)
+            .unwrap();
+    }
+
+    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
+        .await
+        .unwrap();
+    w.finished().await;
+    w.close().await;
+    assert_eq!(p.calls("moved.txt"), 1, "a committed file ran again");
+    assert_eq!(status(d, "moved.txt").run, run);
+    let entries = Ledger::open(d).unwrap().entries();
+    assert_eq!(
+        entries["moved.txt"].state,
+        watcher::ledger::EntryState::Done
+    );
+    // The control: no status, so it ran again, marked interrupted.
+    assert_eq!(p.calls("never_committed.txt"), 2);
+    assert!(status(d, "never_committed.txt").interrupted);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_across_close_and_restart() {
     let dir = tempfile::tempdir().unwrap();
