@@ -361,3 +361,29 @@ async fn async_checks_count_the_heap_of_the_body_and_its_tasks() {
         .unwrap_err();
     assert_eq!(leak.report().leaked(Resource::Heap), 8, "{leak}");
 }
+
+#[leakcheck::isolated]
+fn a_check_inside_the_body_is_not_the_component_heap() {
+    // The inner check's snapshots, report and clone are the harness's memory, freed or not.
+    let inner = || LeakCheck::new().settle(BUDGET).cycles(2);
+    let report = check(6)
+        .run(|| {
+            let report = inner().run(|| ()).unwrap();
+            let copy = report.clone();
+            drop(report);
+            std::mem::forget(copy.clone());
+        })
+        .unwrap();
+    assert_eq!(report.growth(Resource::Heap), 0, "{report}");
+    // Negative control: a block the inner body leaks is the component's, counted exactly (the
+    // inner check runs its body 3 times: a warm-up and 2 cycles).
+    let report = leaked_heap(check(6), || {
+        let report = inner()
+            .run(|| {
+                Box::leak(Box::new(1u8));
+            })
+            .unwrap();
+        drop(report);
+    });
+    assert_eq!(report.leaked(Resource::Heap), 3 * 6, "{report}");
+}

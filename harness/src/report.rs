@@ -119,7 +119,7 @@ impl Line {
 ///   fds      +20 (+1.00/cycle)  anon_inode:inotify ×20
 ///   tasks    +0
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Report {
     pub(crate) cycles: usize,
     pub(crate) warmup: usize,
@@ -129,6 +129,33 @@ pub struct Report {
     pub(crate) snapshots: usize,
     pub(crate) lines: Vec<Line>,
     pub(crate) notes: Vec<String>,
+}
+
+// A report is the harness's memory, wherever it goes: it is made, cloned and freed with heap
+// counting paused on the calling thread, so that a report held, cloned or dropped while
+// another check counts the heap (a check inside a checked body) changes nothing there.
+impl Clone for Report {
+    fn clone(&self) -> Self {
+        let _paused = crate::alloc::pause();
+        Report {
+            cycles: self.cycles,
+            warmup: self.warmup,
+            settled: self.settled,
+            budget: self.budget,
+            budget_ran_out: self.budget_ran_out,
+            snapshots: self.snapshots,
+            lines: self.lines.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let _paused = crate::alloc::pause();
+        drop(std::mem::take(&mut self.lines));
+        drop(std::mem::take(&mut self.notes));
+    }
 }
 
 impl Report {
@@ -422,15 +449,16 @@ impl fmt::Display for Secs {
 /// assert_eq!(leaked.report().leaked(leakcheck::Resource::Fds), 1);
 /// # }
 /// ```
-#[derive(Clone)]
 pub struct Leak {
-    report: Box<Report>,
+    /// Dropped by hand, with heap counting paused (see `Report`'s `Drop`).
+    report: std::mem::ManuallyDrop<Box<Report>>,
 }
 
 impl Leak {
     pub(crate) fn new(report: Report) -> Self {
+        let _paused = crate::alloc::pause();
         Leak {
-            report: Box::new(report),
+            report: std::mem::ManuallyDrop::new(Box::new(report)),
         }
     }
 
@@ -440,9 +468,23 @@ impl Leak {
     }
 }
 
+impl Clone for Leak {
+    fn clone(&self) -> Self {
+        Leak::new(Report::clone(&self.report))
+    }
+}
+
+impl Drop for Leak {
+    fn drop(&mut self) {
+        let _paused = crate::alloc::pause();
+        // SAFETY: dropped once, here; never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.report) };
+    }
+}
+
 impl fmt::Display for Leak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.report, f)
+        fmt::Display::fmt(self.report(), f)
     }
 }
 
@@ -450,7 +492,7 @@ impl fmt::Display for Leak {
 // a developer can read.
 impl fmt::Debug for Leak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\n{}", self.report)
+        write!(f, "\n{}", self.report())
     }
 }
 
