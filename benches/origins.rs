@@ -9,7 +9,12 @@ use std::ffi::c_void;
 use std::ptr;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
 use criterion::{criterion_group, criterion_main, Criterion};
+use leakcheck::{LeakCheck, Resource};
 
 type Start = extern "C" fn(*mut c_void) -> *mut c_void;
 type Create = unsafe extern "C" fn(
@@ -64,11 +69,86 @@ fn spawn(c: &mut Criterion) {
     g.finish();
 }
 
+/// `n` threads parked until `stop` is set.
+fn park(n: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("leaked".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::park();
+                    }
+                })
+                .unwrap()
+        })
+        .collect()
+}
+
+fn release(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    for t in threads {
+        t.thread().unpark();
+        t.join().unwrap();
+    }
+}
+
+/// A failing single-cycle check whose body leaves 20 parked threads: the cost of the report
+/// that names them (sites resolved, states read), beside the same check of a body that
+/// leaves nothing. A budget of zero settles with one snapshot, so the leak costs no waiting.
+fn failing_report(c: &mut Criterion) {
+    let check = LeakCheck::new().settle(Duration::ZERO);
+    // The first resolution in a process loads the debug info: timed once, apart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut leaked = Vec::new();
+    let t = Instant::now();
+    let leak = check.run(|| leaked = park(20, &stop)).unwrap_err();
+    let first = t.elapsed();
+    assert_eq!(leak.report().leaked(Resource::Threads), 20, "{leak}");
+    release(&stop, leaked);
+    eprintln!("first failing report in the process (debug info loaded): {first:?}\n{leak}");
+
+    let mut g = c.benchmark_group("check of a body that leaves 20 parked threads");
+    g.sample_size(30);
+    g.bench_function("failing report naming 20 leaked threads", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let stop = Arc::new(AtomicBool::new(false));
+                let mut leaked = Vec::new();
+                let t = Instant::now();
+                let leak = check.run(|| leaked = park(20, &stop)).unwrap_err();
+                total += t.elapsed();
+                assert_eq!(leak.report().leaked(Resource::Threads), 20);
+                release(&stop, leaked);
+            }
+            total
+        })
+    });
+    g.bench_function(
+        "baseline: the same 20 threads spawned, then joined (clean)",
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let t = Instant::now();
+                    check.run(|| release(&stop, park(20, &stop))).unwrap();
+                    total += t.elapsed();
+                }
+                total
+            })
+        },
+    );
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = spawn
+    targets = spawn, failing_report
 }
 criterion_main!(benches);
