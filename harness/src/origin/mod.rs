@@ -53,14 +53,25 @@ pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
 /// records no spawn sites.
 #[cfg(spawn_sites)]
 fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    // Threads made by the same code have the same addresses: resolve each list once.
+    static RESOLVED: Mutex<Option<HashMap<Vec<usize>, (String, Vec<String>)>>> = Mutex::new(None);
+
     let Some(ips) = spawn_hook::spawn_ips(tid) else {
         let why = if spawn_hook::hook_seen() {
-            "spawn site not recorded: started before the hook or not through pthread_create"
+            "spawn site not recorded: started before the hook, not through pthread_create, \
+             or beyond the table's live threads"
         } else {
             "spawn site not recorded: the pthread_create hook is not linked in"
         };
         return Some((why.to_owned(), Vec::new()));
     };
+    let mut cache = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(known) = cache.get(&ips) {
+        return Some(known.clone());
+    }
     let frames = resolve(&ips);
     let site = frames::Site::pick(&frames).to_string();
     let full = frames
@@ -76,7 +87,9 @@ fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
             }
         })
         .collect();
-    Some((site, full))
+    let resolved = (site, full);
+    cache.insert(ips, resolved.clone());
+    Some(resolved)
 }
 
 #[cfg(not(spawn_sites))]
@@ -165,7 +178,10 @@ mod tests {
         std::thread::spawn(|| ()).join().unwrap(); // the hook has been seen
         assert_eq!(
             thread_origin(main).site.as_deref(),
-            Some("spawn site not recorded: started before the hook or not through pthread_create")
+            Some(
+                "spawn site not recorded: started before the hook, not through pthread_create, \
+                 or beyond the table's live threads"
+            )
         );
     }
 }
