@@ -55,8 +55,10 @@ pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
 fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
     use std::collections::HashMap;
     use std::sync::Mutex;
+    /// A spawn site and its full backtrace, by the return addresses they were resolved from.
+    type Resolved = HashMap<Vec<usize>, (String, Vec<String>)>;
     // Threads made by the same code have the same addresses: resolve each list once.
-    static RESOLVED: Mutex<Option<HashMap<Vec<usize>, (String, Vec<String>)>>> = Mutex::new(None);
+    static RESOLVED: Mutex<Option<Resolved>> = Mutex::new(None);
 
     let Some(ips) = spawn_hook::spawn_ips(tid) else {
         let why = if spawn_hook::hook_seen() {
