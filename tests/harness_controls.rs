@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::{thread_exiting_after, LazyPool, Planted};
 use leakcheck::{Guard, LeakCheck, Resource, Verdict};
-use serial_test::serial;
 
 /// Short budgets keep the leaking cases fast: a leak waits out the budget at B1 and at B2.
 const BUDGET: Duration = Duration::from_millis(150);
@@ -21,8 +20,7 @@ fn check() -> LeakCheck {
 
 // ---- negative controls ------------------------------------------------------------------
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn parked_thread_per_cycle_is_counted_exactly() {
     let planted = Planted::new();
     let leak = check()
@@ -48,8 +46,7 @@ fn parked_thread_per_cycle_is_counted_exactly() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn ticker_thread_per_cycle_is_counted_exactly() {
     let planted = Planted::new();
     let leak = check()
@@ -63,8 +60,7 @@ fn ticker_thread_per_cycle_is_counted_exactly() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn forgotten_fd_per_cycle_is_counted_exactly_and_only_fds_leak() {
     let planted = Planted::new();
     let leak = check()
@@ -84,8 +80,7 @@ fn forgotten_fd_per_cycle_is_counted_exactly_and_only_fds_leak() {
     assert_eq!(*n, 8);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn single_cycle_leak_fails_when_end_is_above_start() {
     let planted = Planted::new();
     let leak = check()
@@ -99,8 +94,7 @@ fn single_cycle_leak_fails_when_end_is_above_start() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn explicit_warmup_with_one_cycle_checks_the_cycle_after_it() {
     let planted = Planted::new();
     let leak = check()
@@ -112,8 +106,7 @@ fn explicit_warmup_with_one_cycle_checks_the_cycle_after_it() {
     assert_eq!(leak.report().warmup(), 2);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn steady_leak_is_exact_even_when_warmup_leaves_late_exiting_threads() {
     let planted = Planted::new();
     let mut first = true;
@@ -133,8 +126,7 @@ fn steady_leak_is_exact_even_when_warmup_leaves_late_exiting_threads() {
     assert_eq!(leak.report().leaked(Resource::Threads), 10, "{leak}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn leak_verdict_arrives_within_twice_the_budget() {
     let planted = Planted::new();
     let leak = check()
@@ -154,8 +146,7 @@ fn leak_verdict_arrives_within_twice_the_budget() {
 
 // ---- clean cases ------------------------------------------------------------------------
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn joined_threads_are_clean_with_one_snapshot_per_baseline() {
     let report = check()
         .run(|| {
@@ -174,8 +165,7 @@ fn joined_threads_are_clean_with_one_snapshot_per_baseline() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn thread_exiting_20ms_after_the_body_is_clean() {
     let report = check()
         .cycles(3)
@@ -188,8 +178,7 @@ fn thread_exiting_20ms_after_the_body_is_clean() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn lazily_created_global_pool_is_absorbed_by_warmup() {
     static POOL: LazyPool = LazyPool::new("global-pool", 3);
     let report = check().cycles(10).run(|| POOL.fill()).unwrap();
@@ -201,8 +190,7 @@ fn lazily_created_global_pool_is_absorbed_by_warmup() {
     assert_eq!(leak.report().leaked(Resource::Threads), 2);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn pool_that_grows_to_four_then_stops_is_bounded_not_leaking() {
     static POOL: LazyPool = LazyPool::new("growing-pool", 4);
     let report = check().cycles(20).run(|| POOL.grow_one()).unwrap();
@@ -214,8 +202,7 @@ fn pool_that_grows_to_four_then_stops_is_bounded_not_leaking() {
     assert!(report.to_string().contains("bounded growth +3"), "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn tokio_runtime_created_and_dropped_per_cycle_is_clean() {
     let report = check()
         .cycles(6)
@@ -233,8 +220,7 @@ fn tokio_runtime_created_and_dropped_per_cycle_is_clean() {
     assert!(report.is_clean(), "{report}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn notify_watchers_created_and_dropped_are_clean() {
     use notify::Watcher as _;
     let dir = tempfile::tempdir().unwrap();
@@ -252,8 +238,7 @@ fn notify_watchers_created_and_dropped_are_clean() {
 
 // ---- filters ----------------------------------------------------------------------------
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn ignored_thread_names_and_fd_targets_do_not_count() {
     let planted = Planted::new();
     let report = check()
@@ -276,8 +261,7 @@ fn ignored_thread_names_and_fd_targets_do_not_count() {
     assert_eq!(leak.report().leaked(Resource::Threads), 4);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn thread_names_are_matched_as_the_kernel_truncates_them() {
     let planted = Planted::new();
     // "a-very-long-thread-name" is seen as its first 15 bytes.
@@ -300,15 +284,13 @@ fn thread_names_are_matched_as_the_kernel_truncates_them() {
 
 // ---- panics and guards ------------------------------------------------------------------
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn a_panicking_body_propagates_its_panic() {
     let err = catch_unwind(|| check().run(|| panic!("body failed: 42"))).unwrap_err();
     assert_eq!(err.downcast_ref::<&str>(), Some(&"body failed: 42"));
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn assert_clean_panics_with_the_report() {
     let planted = Planted::new();
     let err = catch_unwind(AssertUnwindSafe(|| {
@@ -324,8 +306,7 @@ fn assert_clean_panics_with_the_report() {
     );
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn guard_passes_clean_code_and_catches_a_leak() {
     let guard = Guard::new();
     std::thread::spawn(|| ()).join().unwrap();
@@ -340,8 +321,7 @@ fn guard_passes_clean_code_and_catches_a_leak() {
     assert_eq!(leak.report().leaked(Resource::Fds), 1);
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn guard_dropped_unchecked_panics_on_a_leak() {
     let planted = Planted::new();
     let err = catch_unwind(AssertUnwindSafe(|| {
@@ -353,8 +333,7 @@ fn guard_dropped_unchecked_panics_on_a_leak() {
     assert!(msg.contains("\"dropped-guard\" ×1"), "{msg}");
 }
 
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn guard_never_double_panics() {
     let planted = Planted::new();
     let err = catch_unwind(AssertUnwindSafe(|| {
@@ -418,21 +397,19 @@ async fn async_controls() {
     assert_eq!(leak.report().leaked(Resource::Tasks), 1, "{leak}");
 }
 
-#[tokio::test(flavor = "current_thread")]
-#[serial]
+#[leakcheck::isolated]
 async fn tasks_on_a_current_thread_runtime() {
     async_controls().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_on_a_multi_thread_runtime() {
     async_controls().await;
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-#[serial]
+#[leakcheck::isolated]
 async fn tasks_with_paused_time() {
+    tokio::time::pause();
     async_controls().await;
     // Real time still passes for threads: a thread that lingers 20 ms is waited for.
     let report = check()
@@ -444,31 +421,13 @@ async fn tasks_with_paused_time() {
 
 // ---- shared processes -------------------------------------------------------------------
 
-#[test]
-#[serial]
-fn report_says_when_other_tests_may_share_the_process() {
-    // Worked out here from the environment, independently of the harness: plain libtest with
-    // more than one test thread shares this process with the binary's other tests.
-    let nextest = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
-    let args: Vec<String> = std::env::args().collect();
-    let one_thread = std::env::var("RUST_TEST_THREADS").as_deref() == Ok("1")
-        || args.iter().any(|a| a == "--test-threads=1")
-        || args
-            .windows(2)
-            .any(|w| w[0] == "--test-threads" && w[1] == "1");
-    let shared = !nextest && !one_thread;
-
+#[leakcheck::isolated]
+fn a_check_alone_in_its_process_counts_as_usual() {
+    // Isolated (or under cargo nextest): exactly this test runs here, so the counts stand.
+    // A check that shares its process fails instead: tests/isolation.rs shows it.
     let report = check().run(|| ()).unwrap();
-    let noted = report
-        .notes()
-        .iter()
-        .any(|n| n.contains("could not be ruled out"));
-    assert_eq!(noted, shared, "{report}");
-    if shared {
-        let text = report.to_string();
-        assert!(
-            text.contains("#[serial]") && text.contains("cargo nextest run"),
-            "{text}"
-        );
+    for r in [Resource::Threads, Resource::Fds] {
+        assert_eq!(report.verdict(r), Some(&Verdict::Clean), "{report}");
     }
+    assert!(!report.to_string().contains("other tests run"), "{report}");
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::Planted;
 use leakcheck::{LeakCheck, Resource, Verdict};
 use proptest::prelude::*;
-use serial_test::serial;
 
 /// What one cycle does with one resource kind: items made and released within the cycle, and
 /// items left behind.
@@ -112,8 +111,7 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    #[test]
-    #[serial]
+    #[leakcheck::isolated]
     fn verdicts_match_the_plan(plan in plan()) {
         let report = run_plan(&plan);
         for (kind, r) in [Resource::Threads, Resource::Fds, Resource::Tasks].into_iter().enumerate() {

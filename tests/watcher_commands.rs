@@ -11,7 +11,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use leakcheck::{LeakCheck, Resource, Verdict};
-use serial_test::serial;
 use tokio::runtime::Handle;
 use watcher::child::GroupChild;
 use watcher::{processor, Mode, ProcessError, Watcher};
@@ -167,22 +166,19 @@ async fn no_process_left(close: bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn close_out_of_budget_kills_and_reaps_the_commands_group() {
     no_process_left(true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_without_close_kills_and_reaps_the_commands_group() {
     no_process_left(false).await;
 }
 
 /// The control: without a group of its own, only `sh` is killed; its `sleep` lives on (and
 /// is ended here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn control_kill_on_drop_alone_leaves_the_sleep_running() {
     let (pid, start) = cycle(true, false).await;
     let outlived = !until(Duration::from_millis(500), || !still_runs(pid, start)).await;

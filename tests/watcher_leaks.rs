@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use leakcheck::{LeakCheck, Resource, Verdict};
-use serial_test::serial;
 use tokio::runtime::Handle;
 use watcher::{processor, Mode, ProcessError, Watcher};
 
@@ -74,8 +73,7 @@ async fn cycled(mode: Mode, cycles: usize, files: usize) -> leakcheck::Report {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn once_mode_five_cycles_leave_nothing_behind() {
     let report = cycled(Mode::Once, 5, 3).await;
     for r in [Resource::Threads, Resource::Fds, Resource::Tasks] {
@@ -83,8 +81,7 @@ async fn once_mode_five_cycles_leave_nothing_behind() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_mode_with_both_routines_closes_back_to_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let report = check()
@@ -110,8 +107,7 @@ async fn watch_mode_with_both_routines_closes_back_to_baseline() {
     assert!(report.is_clean(), "{report}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_watcher_without_close_cancels_everything() {
     let dir = tempfile::tempdir().unwrap();
     let report = check()
@@ -135,26 +131,22 @@ async fn fifty_cycles(mode: Mode) {
     assert_eq!(report.cycles(), 50);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_cycles_once() {
     fifty_cycles(Mode::Once).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_cycles_watch() {
     fifty_cycles(Mode::Watch).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_cycles_poll() {
     fifty_cycles(Mode::Poll(Duration::from_millis(100))).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn leaky_fixture_is_caught_and_counted_per_cycle() {
     let tmp = tempfile::tempdir().unwrap();
     let cycles = 6;
@@ -195,8 +187,7 @@ async fn leaky_fixture_is_caught_and_counted_per_cycle() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_watchers_on_a_shared_service_leave_nothing_behind() {
     let service = watcher::WatchService::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -224,8 +215,7 @@ async fn fifty_watchers_on_a_shared_service_leave_nothing_behind() {
     service.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
+#[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_service_created_and_closed_per_cycle_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let report = check()
@@ -249,8 +239,7 @@ async fn a_watch_service_created_and_closed_per_cycle_leaves_nothing_behind() {
 /// aborted but not yet dropped (only the runtime can do that), so what they own is still
 /// alive. notify's watcher is not among it: the drop unwatches the directory itself, so
 /// notify's thread and its fds go at once, and the lock file is released.
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn a_dropped_watcher_releases_notify_while_its_runtime_is_idle() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -38,7 +38,6 @@ use std::time::Duration;
 use leakcheck::LeakCheck;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use serial_test::serial;
 use watcher::ledger::{EntryState, Ledger};
 use watcher::status::{Status, FAILED_DIR, PROCESSED_DIR, STATUS_SUFFIX};
 use watcher::{processor, Metrics, Mode, Outcome, ProcessError, Watcher};
@@ -663,8 +662,7 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    #[test]
-    #[serial]
+    #[leakcheck::isolated]
     fn every_file_once_and_nothing_left_behind(plan in plan()) {
         run_plan(&plan)?;
     }
@@ -672,8 +670,7 @@ proptest! {
 
 /// The planted bug is found, and shrunk to a short plan.
 #[cfg(watcher_bug = "duplicate_overwrites")]
-#[test]
-#[serial]
+#[leakcheck::isolated]
 fn planted_bug_is_found_and_shrunk() {
     use proptest::test_runner::{Config, TestError, TestRunner};
     let mut runner = TestRunner::new(Config {

@@ -1,8 +1,10 @@
 //! The shared [`WatchService`]: routing by directory, unwatch at close, many watchers on one
 //! inotify instance, a slow watcher that does not stall the others, and the service's own close.
 //!
-//! These tests count the process's threads, fds and inotify watches, so they run one at a time
-//! (a lock), each on its own current-thread runtime (no worker threads to count).
+//! These tests count the process's threads, fds and inotify watches, so each runs in a process
+//! of its own (`#[leakcheck::isolated]`: libtest starts and ends other tests' threads at any
+//! time, which no lock keeps out of a count), on its own current-thread runtime (no worker
+//! threads to count).
 #![cfg(target_os = "linux")]
 mod common;
 
@@ -10,16 +12,13 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use watcher::{processor, Mode, ProcessError, StartError, WatchService, Watcher};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
 fn run<F: Future>(f: F) -> F::Output {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // A local, so that the runtime (and its fds) is gone before the next test starts.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -113,7 +112,7 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-#[test]
+#[leakcheck::isolated]
 fn each_watcher_gets_the_files_of_its_directory() {
     run(async {
         let service = WatchService::new().unwrap();
@@ -148,7 +147,7 @@ fn each_watcher_gets_the_files_of_its_directory() {
     });
 }
 
-#[test]
+#[leakcheck::isolated]
 fn a_closed_or_dropped_watcher_is_unwatched_and_gets_nothing_more() {
     run(async {
         let service = WatchService::new().unwrap();
@@ -198,7 +197,7 @@ fn a_closed_or_dropped_watcher_is_unwatched_and_gets_nothing_more() {
     });
 }
 
-#[test]
+#[leakcheck::isolated]
 fn many_watchers_share_one_fd_and_no_thread_and_close_back_to_baseline() {
     run(async {
         let f0 = baseline().await.len();
@@ -249,7 +248,7 @@ fn many_watchers_share_one_fd_and_no_thread_and_close_back_to_baseline() {
     });
 }
 
-#[test]
+#[leakcheck::isolated]
 fn a_slow_watcher_does_not_stall_the_others_and_loses_no_file() {
     run(async {
         let service = WatchService::new().unwrap();
@@ -299,7 +298,7 @@ fn a_slow_watcher_does_not_stall_the_others_and_loses_no_file() {
     });
 }
 
-#[test]
+#[leakcheck::isolated]
 fn closing_the_service_ends_remaining_streams_and_refuses_new_starts() {
     run(async {
         let f0 = baseline().await;
@@ -344,7 +343,7 @@ fn closing_the_service_ends_remaining_streams_and_refuses_new_starts() {
     });
 }
 
-#[test]
+#[leakcheck::isolated]
 fn dropping_the_last_handle_stops_the_service_without_close() {
     run(async {
         let f0 = baseline().await;
