@@ -6,6 +6,9 @@
 //! runs the body under a [`LeakCheck`] built from the attribute's arguments; an async one
 //! first builds the tokio runtime (as `#[tokio::test]` does) and counts that runtime's tasks.
 //!
+//! Under `--cfg tokio_unstable` the runtime is instrumented (`leakcheck::instrument`): a leaked
+//! task is reported with the place it was spawned.
+//!
 //! The test's own runtime is not a leak. Its workers and its driver's fds exist before the
 //! baseline. Its blocking pool starts threads during the body (`spawn_blocking`, `tokio::fs`)
 //! and keeps an idle one for 10 s by default, which a count would see as `threads +1` on a
@@ -154,6 +157,9 @@ where
                 b
             }
         };
+        // With tokio's unstable task hooks, a leaked task is named by its spawn site.
+        #[cfg(tokio_unstable)]
+        crate::instrument(&mut builder);
         let rt = builder
             .enable_all()
             .thread_keep_alive(BLOCKING_KEEP_ALIVE)
