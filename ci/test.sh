@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What CI runs, in order: formatting, lints, the README's test command, the benches as smoke
-# tests, the README's demo, and the loom models with their broken variants. Everything it
-# needs comes from crates.io through cargo; nothing is installed by hand.
+# What CI runs, in order: formatting, lints, the README's test command (and the same suite under
+# cargo nextest, a process per test), the benches as smoke tests, the README's demo, and the loom
+# models with their broken variants. Everything it needs comes from crates.io through cargo or
+# with the machine (cargo-nextest); nothing is installed by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -18,6 +19,11 @@ cargo clippy -p leakcheck --no-default-features --all-targets -- -D warnings
 # The README's test command: unit, integration and doc tests of the whole workspace.
 step "cargo test --workspace"
 cargo test --workspace
+
+# The same suite with a process per test (cargo-nextest comes with this kind of machine): the
+# attributes run their tests in place there, and every count must hold as under cargo test.
+step "cargo nextest run --workspace"
+cargo nextest run --workspace
 
 step "leakcheck without its tokio feature"
 cargo test -p leakcheck --no-default-features

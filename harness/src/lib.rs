@@ -65,18 +65,19 @@
 //!
 //! Under `cargo test`, such a test re-runs the test binary for itself alone (`--exact`, one
 //! test thread) and relays its output; under `cargo nextest run`, which gives every test a
-//! process, it runs in place. Arguments: `cycles`, `warmup`, `settle_ms`, `ignore_thread`
-//! and `ignore_fd` (both repeatable), `heap` (live heap blocks too; install
-//! [`CountingAlloc`] as the test crate's `#[global_allocator]`), `flavor` (`"current_thread"`, the default, or
-//! `"multi_thread"`) and `worker_threads` for an async test, and `timeout_ms`, the deadline
-//! of the isolated process (default 60 s, or `LEAKCHECK_TIMEOUT_MS`). A test that drives a
-//! `LeakCheck` itself uses `#[leakcheck::isolated]`: the same process of its own, with no
-//! check around it.
+//! process, it runs in place. Arguments: `cycles`, `warmup`, `settle_ms`, `ignore_thread` and
+//! `ignore_fd` (both repeatable), `heap` (live heap blocks too; install [`CountingAlloc`] as
+//! the test crate's `#[global_allocator]`), `flavor` (`"current_thread"`, the default, or
+//! `"multi_thread"`) and `worker_threads` for an async test, and `timeout_ms`, the deadline of
+//! the isolated process (default 60 s, or `LEAKCHECK_TIMEOUT_MS`). Under `--cfg tokio_unstable`
+//! an async test's runtime is instrumented (`leakcheck::instrument`), so a leaked task is
+//! reported with its spawn site. A test that drives a `LeakCheck` itself uses
+//! `#[leakcheck::isolated]`: the same process of its own, with no check around it.
 //!
 //! A `Guard` or `LeakCheck` used without the attribute in a test that shares its process with
-//! other running tests never passes on counts it cannot trust: its threads and fds fail with
-//! a message that says why (with `--test-threads=1`, under cargo nextest, in a doc test, a
-//! bench or a program it is alone and counts as usual).
+//! other running tests never passes on counts it cannot trust: its threads, fds, children and
+//! heap fail with a message that says why (with `--test-threads=1`, under cargo nextest, in a
+//! doc test, a bench or a program it is alone and counts as usual).
 //!
 //! # Platforms
 //!
