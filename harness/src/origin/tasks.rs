@@ -13,7 +13,8 @@
 //! A check is given a runtime's `Handle`, and a hook is not told its runtime: each task is
 //! tagged with the runtime current where it was spawned (right for `tokio::spawn`, which
 //! spawns on the current runtime), and a task spawned from outside any runtime with the
-//! runtimes its builder's hooks have seen tasks end on.
+//! runtimes its builder's hooks have seen tasks end on (until one has ended, such a task is
+//! not named: the check counts it and gives the hint).
 
 use std::collections::HashMap;
 use std::panic::Location;
@@ -186,6 +187,9 @@ pub(crate) fn spawned_since(handle: &Handle, watermark: u64) -> Option<Vec<Strin
         .filter(|(_, r)| *r == rt)
         .map(|(b, _)| *b)
         .collect();
+    // A task spawned from outside any runtime belongs to its builder's runtime: the one its
+    // hooks saw tasks end on. Before any task of that builder ended, it is not placed (a
+    // guess would name another runtime's tasks, or call an uninstrumented one instrumented).
     let ours = |t: &Task| match t.runtime {
         Some(r) => r == rt,
         None => builders.contains(&t.builder),
@@ -264,6 +268,25 @@ mod tests {
     #[test]
     fn a_planted_task_is_named_by_its_spawn_line_on_a_multi_thread_runtime() {
         sites_of_a_planted_task(true);
+    }
+
+    #[test]
+    fn a_task_spawned_from_outside_the_runtime_is_found_too() {
+        let rt = runtime(true);
+        // Once a task has ended on it, the runtime is known to its builder's hooks.
+        rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while rt.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let mark = watermark();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let line = line!() + 1;
+        let planted = rt.spawn(async move { rx.await.ok() });
+        let sites = spawned_since(rt.handle(), mark).unwrap();
+        drop(tx);
+        rt.block_on(planted).unwrap();
+        assert_eq!(sites, vec![format!("spawned at {}:{line}", file!())]);
     }
 
     #[test]
