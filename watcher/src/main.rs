@@ -3,8 +3,8 @@
 //! [--log-format text|json] -- CMD [ARGS...]`
 //!
 //! Runs `CMD ARGS... FILE` for each file dropped into DIR: exit status 0 moves the file to
-//! `processed/`, anything else to `failed/` (with the tail of the command's stderr in the
-//! status). Ctrl-C or SIGTERM closes gracefully and prints the shutdown report. Each command
+//! `processed/`, 75 (EX_TEMPFAIL) runs it again later (up to `--retries` times), anything else
+//! moves it to `failed/` (with the tail of the command's stderr in the status). Ctrl-C or SIGTERM closes gracefully and prints the shutdown report. Each command
 //! runs in a process group of its own, killed whole if the close runs out of budget. On stderr:
 //! a start line, one line per file as it finishes (`--quiet` drops them), the shutdown report
 //! and a summary; `--log-format json` makes each of them one JSON object (see `cli/log.rs`).
@@ -29,6 +29,10 @@ use watcher::{ConfigError, Mode, ProcessError, Processor, Watcher};
 #[path = "cli/log.rs"]
 mod log;
 use log::{Log, LogFormat};
+
+/// The exit status that asks for a retry (`EX_TEMPFAIL` of sysexits.h); any other failure is
+/// permanent.
+const EX_TEMPFAIL: i32 = 75;
 
 /// Bytes of the command's stderr kept in a failed file's status.
 const STDERR_TAIL: usize = 2048;
@@ -62,8 +66,9 @@ struct Args {
     /// (powers of 1024; default 5M; 1 ..= 1G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_file_size: Option<u64>,
-    /// How many times a file whose processing failed with a retryable error is tried again
-    /// (default 3; 0 ..= 100). A command's non-zero exit is permanent: never retried.
+    /// How many times a file is tried again when its command exits with status 75 (EX_TEMPFAIL,
+    /// "try again later"), with a backoff from 100ms doubling (default 3; 0 ..= 100). Any
+    /// other non-zero exit fails the file at once.
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
     /// How long a graceful stop (Ctrl-C, SIGTERM, the end of `--once`) may take before the
@@ -116,12 +121,17 @@ impl Processor for Command {
         }
         let tail = &out.stderr[out.stderr.len().saturating_sub(STDERR_TAIL)..];
         let tail = String::from_utf8_lossy(tail);
-        Err(ProcessError::permanent(format!(
+        let message = format!(
             "{} exited with {}: {}",
             self.program,
             out.status,
             tail.trim_end()
-        )))
+        );
+        // EX_TEMPFAIL (sysexits.h), as mail transfer agents use it: "try again later".
+        if out.status.code() == Some(EX_TEMPFAIL) {
+            return Err(ProcessError::retryable(message));
+        }
+        Err(ProcessError::permanent(message))
     }
 }
 

@@ -134,3 +134,54 @@ fn good_values_of_every_option_run() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(status(dir.path(), "a.txt").outcome, Outcome::Processed);
 }
+
+/// A command that exits 75 (EX_TEMPFAIL) on its first `fails` runs for a file, then 0; each
+/// run appends a line to `<file>.runs` in `aside`.
+fn tempfail_script(aside: &std::path::Path, fails: u32) -> String {
+    format!(
+        r#"log='{}'/$(basename "$1").runs; echo run >> "$log"; [ $(wc -l < "$log") -gt {fails} ] || {{ echo busy >&2; exit 75; }}"#,
+        aside.display()
+    )
+}
+
+#[test]
+fn exit_75_is_retried_up_to_retries_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let aside = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    // Fails twice, then succeeds: within 3 retries.
+    let out = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--once", "--retries", "3", "--", "sh", "-c"])
+        .arg(tempfail_script(aside.path(), 2))
+        .arg("sh")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let s = status(dir.path(), "a.txt");
+    assert_eq!((s.outcome, s.attempts), (Outcome::Processed, 3), "{s:?}");
+
+    // Fails twice, but only one retry is allowed: failed after 2 attempts.
+    write(dir.path(), "b.txt", b"x");
+    let out = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--once", "--retries", "1", "--", "sh", "-c"])
+        .arg(tempfail_script(aside.path(), 2))
+        .arg("sh")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let s = status(dir.path(), "b.txt");
+    assert_eq!((s.outcome, s.attempts), (Outcome::Failed, 2), "{s:?}");
+    assert_eq!(
+        s.error.as_deref(),
+        Some("gave up after 2 attempts: sh exited with exit status: 75: busy")
+    );
+    assert!(
+        err.lines()
+            .any(|l| l == "failed b.txt (attempt 2/2): gave up after 2 attempts: sh exited with exit status: 75: busy"),
+        "{err}"
+    );
+}
