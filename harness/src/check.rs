@@ -112,9 +112,9 @@ impl LeakCheck {
         self
     }
 
-    /// Ignores threads whose name matches a glob (`tokio-runtime-w*`). Names are matched as
+    /// Ignores threads whose name matches a glob (`tokio-rt-worker`). Names are matched as
     /// the kernel reports them: Linux keeps only the first 15 bytes of a thread name, so
-    /// `"tokio-runtime-worker"` is seen as `"tokio-runtime-w"`.
+    /// `"tokio-runtime-worker"` (tokio before 1.54) is seen as `"tokio-runtime-w"`.
     ///
     /// # Panics
     /// If the glob does not parse.
