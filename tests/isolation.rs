@@ -30,6 +30,12 @@ mod fixture {
         eprintln!("and from its stderr");
     }
 
+    #[leakcheck::test]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn shows_its_pid() {
+        println!("test pid {}", std::process::id());
+    }
+
     #[leakcheck::test(settle_ms = 50)]
     #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
     fn leaks_a_thread() {
@@ -189,6 +195,40 @@ fn output_is_captured_like_any_test_unless_nocapture() {
     // libtest's own lines from the child are not relayed: one "running" line, the parent's.
     assert_eq!(out.matches("running 1 test").count(), 1, "{out}");
     assert!(!out.contains("@@leakcheck-isolated"), "{out}");
+}
+
+#[test]
+fn alone_in_its_process_the_test_runs_in_place_and_otherwise_in_a_child() {
+    let pid_of = |args: &[&str]| {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(args)
+            .env_remove("LEAKCHECK_ISOLATED")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        let printed: u32 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("test pid "))
+            .unwrap_or_else(|| panic!("{text}"))
+            .parse()
+            .unwrap();
+        (pid, printed)
+    };
+    // As cargo nextest runs a test: `--exact <name>`. No second process.
+    let (pid, printed) = pid_of(&[
+        "--exact",
+        "fixture::shows_its_pid",
+        "--ignored",
+        "--nocapture",
+    ]);
+    assert_eq!(printed, pid);
+    // As cargo test runs it, beside others: in a child of its own.
+    let (pid, printed) = pid_of(&["fixture::shows_its_pid", "--ignored", "--nocapture"]);
+    assert_ne!(printed, pid);
 }
 
 #[test]

@@ -383,11 +383,16 @@ pub(crate) fn supervise(
             .name("leakcheck-relay".into())
             .spawn(move || {
                 let mut buf = [0u8; 8192];
-                while let Ok(n @ 1..) = read.read(&mut buf) {
-                    collected
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend_from_slice(&buf[..n]);
+                loop {
+                    match read.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => collected
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
                 }
                 let _ = done_tx.send(());
             })?;
