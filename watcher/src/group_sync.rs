@@ -110,10 +110,16 @@ impl GroupSync {
         }
     }
 
-    /// How many syncs ran (for tests).
+    /// The last ticket made durable (for tests).
     #[cfg(test)]
     fn durable(&self) -> u64 {
         self.inner.lock().durable
+    }
+
+    /// Tickets taken so far (for tests).
+    #[cfg(test)]
+    fn taken(&self) -> u64 {
+        self.inner.lock().taken
     }
 }
 
@@ -151,18 +157,64 @@ mod tests {
     }
 
     /// Many workers on a 2-thread runtime, each making a change (a counter) and syncing: every
-    /// one returns only after a sync that saw its change, and they share syncs. The negative
-    /// control: `sync_now` that records what it saw *before* the callers' changes (a sync that
-    /// started too early) is caught by the same check.
+    /// one returns only after a sync that saw its change. The negative control: `sync_now`
+    /// that records what it saw minus one change (a sync that started too early) is caught by
+    /// the same check.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_caller_is_covered_by_a_sync_that_saw_its_change_and_syncs_are_shared() {
+    async fn each_caller_is_covered_by_a_sync_that_saw_its_change() {
         let (runs, total) = covered_callers(false).await;
-        assert!(
-            runs < total,
-            "{runs} syncs for {total} callers: none shared"
-        );
+        assert!(runs <= total, "{runs} syncs for {total} callers");
         let caught = tokio::spawn(covered_callers(true)).await;
         assert!(caught.is_err(), "a sync that saw too little went unnoticed");
+    }
+
+    /// Three callers arriving while a sync runs share the next one: two syncs for four callers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_that_arrive_during_a_sync_share_the_next_one() {
+        use std::sync::mpsc::{channel, Receiver, Sender};
+        let g = Arc::new(GroupSync::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started_rx) = channel::<()>();
+        let (release_tx, release_rx) = channel::<()>();
+        let sync_of = |hold: Option<(Sender<()>, Receiver<()>)>| {
+            let runs = runs.clone();
+            move || {
+                runs.fetch_add(1, SeqCst);
+                if let Some((started, release)) = hold {
+                    started.send(()).unwrap();
+                    release.recv().unwrap();
+                }
+                Ok(())
+            }
+        };
+        let first = {
+            let (g, f) = (g.clone(), sync_of(Some((started_tx, release_rx))));
+            tokio::spawn(async move { g.sync(f).await })
+        };
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let later: Vec<_> = (0..3)
+            .map(|_| {
+                let (g, f) = (g.clone(), sync_of(None));
+                tokio::spawn(async move { g.sync(f).await })
+            })
+            .collect();
+        // The three take their tickets while the first sync is held running.
+        while g.taken() < 4 {
+            tokio::task::yield_now().await;
+        }
+        release_tx.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for l in later {
+            l.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            runs.load(SeqCst),
+            2,
+            "the three waiting callers share one sync"
+        );
+        assert_eq!(g.durable(), 4);
     }
 
     /// Returns (syncs run, callers); panics when a caller returned uncovered. `early`: each
