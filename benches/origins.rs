@@ -94,53 +94,42 @@ fn release(stop: &AtomicBool, threads: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
-/// A failing single-cycle check whose body leaves 20 parked threads: the cost of the report
-/// that names them (sites resolved, states read), beside the same check of a body that
-/// leaves nothing. A budget of zero settles with one snapshot, so the leak costs no waiting.
+/// The failure path: a guard's check (settle budget zero: one snapshot) that finds 20 parked
+/// threads and names them (name, spawn site resolved, state read), beside the same check
+/// finding nothing. The threads are spawned and joined untimed.
 fn failing_report(c: &mut Criterion) {
     let check = LeakCheck::new().settle(Duration::ZERO);
+    let leaky_check = || {
+        let guard = check.guard();
+        let stop = Arc::new(AtomicBool::new(false));
+        let leaked = park(20, &stop);
+        let t = Instant::now();
+        let leak = guard.check().unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(leak.report().leaked(Resource::Threads), 20, "{leak}");
+        release(&stop, leaked);
+        (took, leak)
+    };
     // The first resolution in a process loads the debug info: timed once, apart.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut leaked = Vec::new();
-    let t = Instant::now();
-    let leak = check.run(|| leaked = park(20, &stop)).unwrap_err();
-    let first = t.elapsed();
-    assert_eq!(leak.report().leaked(Resource::Threads), 20, "{leak}");
-    release(&stop, leaked);
+    let (first, leak) = leaky_check();
     eprintln!("first failing report in the process (debug info loaded): {first:?}\n{leak}");
 
-    let mut g = c.benchmark_group("check of a body that leaves 20 parked threads");
-    g.sample_size(30);
-    g.bench_function("failing report naming 20 leaked threads", |b| {
+    let mut g = c.benchmark_group("guard check, settle budget 0");
+    g.bench_function("20 leaked threads, each named with site and state", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| leaky_check().0).sum())
+    });
+    g.bench_function("baseline: nothing leaked", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let stop = Arc::new(AtomicBool::new(false));
-                let mut leaked = Vec::new();
+                let guard = check.guard();
                 let t = Instant::now();
-                let leak = check.run(|| leaked = park(20, &stop)).unwrap_err();
+                guard.check().unwrap();
                 total += t.elapsed();
-                assert_eq!(leak.report().leaked(Resource::Threads), 20);
-                release(&stop, leaked);
             }
             total
         })
     });
-    g.bench_function(
-        "baseline: the same 20 threads spawned, then joined (clean)",
-        |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let stop = Arc::new(AtomicBool::new(false));
-                    let t = Instant::now();
-                    check.run(|| release(&stop, park(20, &stop))).unwrap();
-                    total += t.elapsed();
-                }
-                total
-            })
-        },
-    );
     g.finish();
 }
 
