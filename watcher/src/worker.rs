@@ -29,8 +29,8 @@ pub(crate) struct Crew {
     ledger: Arc<Ledger>,
     counters: Arc<Counters>,
     progress: Arc<Progress>,
-    interrupted: Arc<Interrupted>,
-    runs: Arc<RunIds>,
+    interrupted: Interrupted,
+    runs: RunIds,
     reaper: Arc<Reaper>,
     dir_syncs: Arc<DirSyncs>,
 }
@@ -52,8 +52,8 @@ impl Crew {
             ledger,
             counters,
             progress,
-            interrupted: Arc::new(interrupted),
-            runs: Arc::new(RunIds::starting_now()),
+            interrupted,
+            runs: RunIds::starting_now(),
             reaper,
             dir_syncs: Arc::default(),
         }
