@@ -15,13 +15,14 @@ use watcher::status::Status;
 
 const FILES: [&str; 5] = ["a.txt", "b.txt", "c.txt", "hang.txt", "z.txt"];
 
-/// The per-file command: log the call; with a FIFO, on `hang.txt`, tell the test it has started
-/// (the write blocks until the test reads) and then hang.
-fn command(log: &Path, hang: Option<&Path>) -> Vec<String> {
+/// The per-file command: log the call; with a FIFO, on `hang.txt`, write its pid to `pid`, tell
+/// the test it has started (the write blocks until the test reads) and then hang.
+fn command(log: &Path, hang: Option<(&Path, &Path)>) -> Vec<String> {
     let mut script = format!(r#"echo "$(basename "$1")" >> '{}'"#, log.display());
-    if let Some(fifo) = hang {
+    if let Some((fifo, pid)) = hang {
         script += &format!(
-            r#"; if [ "$(basename "$1")" = hang.txt ]; then echo started > '{}'; exec sleep 600; fi"#,
+            r#"; if [ "$(basename "$1")" = hang.txt ]; then echo $$ > '{}'; echo started > '{}'; exec sleep 600; fi"#,
+            pid.display(),
             fifo.display()
         );
     }
@@ -41,6 +42,7 @@ fn kill_9_mid_file_reruns_only_the_file_in_flight() {
     let inbox = tempfile::tempdir().unwrap();
     let aside = tempfile::tempdir().unwrap();
     let (log, fifo) = (aside.path().join("calls.log"), aside.path().join("started"));
+    let hung_pid = aside.path().join("hung.pid");
     assert!(Command::new("mkfifo")
         .arg(&fifo)
         .status()
@@ -54,10 +56,10 @@ fn kill_9_mid_file_reruns_only_the_file_in_flight() {
     let mut first = Command::new(env!("CARGO_BIN_EXE_watcher"))
         .arg(inbox.path())
         .args(["--workers", "1", "--"])
-        .args(command(&log, Some(&fifo)))
+        .args(command(&log, Some((&fifo, &hung_pid))))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0) // so the kill reaches the hanging command too
+        .process_group(0)
         .spawn()
         .unwrap();
     let (tx, rx) = mpsc::channel();
@@ -79,6 +81,11 @@ fn kill_9_mid_file_reruns_only_the_file_in_flight() {
     );
     assert!(killed.success());
     assert!(!first.wait().unwrap().success());
+    // The watcher runs each command in a process group of its own, so the kill above does not
+    // reach it, and a SIGKILLed watcher can reap nothing: end the hanging command here.
+    if let Ok(pid) = std::fs::read_to_string(&hung_pid) {
+        let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+    }
     assert!(
         inbox.path().join("hang.txt").exists(),
         "the file in flight stays in the inbox"
