@@ -25,12 +25,15 @@ impl Tasks {
 }
 
 /// The one-line hint after a task leak on a runtime that records no spawn sites.
+/// An async `#[leakcheck::test]` instruments its own runtime under the cfg, so there the cfg is
+/// all it takes.
 pub(crate) const HINT: &str = if cfg!(tokio_unstable) {
     "to see where the leaked tasks were spawned, build the runtime with \
      `leakcheck::instrument(&mut builder)`"
 } else {
     "to see where the leaked tasks were spawned, build with RUSTFLAGS=\"--cfg tokio_unstable\" \
-     and build the runtime with `leakcheck::instrument(&mut builder)`"
+     (an async #[leakcheck::test] then instruments its own runtime; elsewhere, build the runtime \
+     with `leakcheck::instrument(&mut builder)`)"
 };
 
 impl Source for Tasks {
