@@ -30,6 +30,28 @@ pub(crate) async fn off_thread<T: Send + 'static>(
     }
 }
 
+/// The sync in progress, ended when dropped: after the sync returns, and also when it panics or
+/// when its blocking task is dropped unrun (a runtime shutting down), so that `running` is never
+/// left set and no later caller waits forever.
+struct Running {
+    inner: Arc<Inner>,
+    /// The last ticket this sync makes durable.
+    covers: u64,
+    ok: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        st.running = false;
+        if self.ok {
+            st.durable = st.durable.max(self.covers);
+        }
+        drop(st);
+        self.inner.ended.notify_waiters();
+    }
+}
+
 /// Group commit of one sync target (a file or a directory). See the [module docs](self).
 #[derive(Default)]
 pub(crate) struct GroupSync {
@@ -94,16 +116,16 @@ impl GroupSync {
             };
             // The outcome is recorded by the blocking task itself, so that a caller dropped
             // while it waits (an aborted worker) cannot leave `running` set.
-            let inner = self.inner.clone();
+            let running = Running {
+                inner: self.inner.clone(),
+                covers,
+                ok: false,
+            };
             return off_thread(move || {
+                // Take the whole guard into the task (a closure would capture only the field).
+                let mut running = running;
                 let result = sync_now();
-                let mut st = inner.lock();
-                st.running = false;
-                if result.is_ok() {
-                    st.durable = st.durable.max(covers);
-                }
-                drop(st);
-                inner.ended.notify_waiters();
+                running.ok = result.is_ok();
                 result
             })
             .await;
@@ -153,6 +175,18 @@ mod tests {
         assert_eq!(err.to_string(), "disk on fire");
         assert_eq!(g.durable(), 0, "a failed sync makes nothing durable");
         g.sync(|| Ok(())).await.unwrap();
+        assert_eq!(g.durable(), 2);
+    }
+
+    /// A sync that panics reaches its caller as an error and leaves the next caller free to
+    /// sync: before `Running` ended a sync on drop, that next caller waited forever.
+    #[tokio::test]
+    async fn a_panicking_sync_does_not_wedge_the_next_caller() {
+        let g = GroupSync::default();
+        let err = g.sync(|| panic!("sync panicked")).await.unwrap_err();
+        assert!(err.to_string().contains("sync task failed"), "{err}");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), g.sync(|| Ok(())));
+        next.await.expect("the next sync ran").unwrap();
         assert_eq!(g.durable(), 2);
     }
 

@@ -157,22 +157,22 @@ pub(crate) fn children(tids: &[u32], out: &mut Vec<u32>) -> io::Result<()> {
                 text.split_ascii_whitespace()
                     .filter_map(|p| p.parse::<u32>().ok()),
             ),
-            // The thread has exited since the listing: its children moved to another thread.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && task_exists(tid) => {
+            // No such file: the kernel keeps no `children` files, or the thread has exited
+            // since the listing and its children moved to another thread, perhaps one already
+            // read (an exiting thread's file can also answer ESRCH). The scan sees them
+            // either way.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
                 out.clear();
                 return children_by_scan(out);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
     out.sort_unstable();
     out.dedup();
     Ok(())
-}
-
-fn task_exists(tid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
 /// Every process in `/proc` whose parent is this process.
