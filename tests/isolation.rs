@@ -63,7 +63,17 @@ mod fixture {
         std::process::exit(0);
     }
 
-    #[leakcheck::test(timeout_ms = 2000)]
+    #[leakcheck::test(settle_ms = 50)]
+    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    fn leaks_a_child_that_holds_its_stdout() {
+        // Inherits the isolated process's stdout, the parent's pipe, and outlives the test.
+        let sleep = Command::new("sleep").arg("30").spawn().unwrap();
+        println!("leaked sleep {}", sleep.id());
+        std::mem::forget(sleep);
+    }
+
+    // Room for the exec and libtest's start-up of a debug binary on a loaded machine.
+    #[leakcheck::test(timeout_ms = 5000)]
     #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
     fn hangs() {
         println!("hanging now");
@@ -312,10 +322,36 @@ fn a_hung_test_is_killed_at_its_deadline() {
     assert!(!ok, "{out}");
     assert!(out.contains("hanging now"), "{out}");
     assert!(
-        out.contains("did not finish within 2000 ms; it was killed and reaped"),
+        out.contains("did not finish within 5000 ms; it was killed and reaped"),
         "{out}"
     );
     assert!(started.elapsed() < Duration::from_secs(30), "{out}");
+}
+
+#[test]
+fn a_leaked_child_holding_the_output_is_reported_as_a_leak_not_a_hang() {
+    let started = Instant::now();
+    let (ok, out) = fixture("leaks_a_child_that_holds_its_stdout", &[]);
+    let elapsed = started.elapsed();
+    // The `sleep` the fixture left behind, if it still runs: not left to its 30 s.
+    let sleep = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("leaked sleep "))
+        .and_then(|pid| pid.parse::<libc::pid_t>().ok());
+    if let Some(pid) = sleep {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep" {
+            // SAFETY: plain syscall on a pid just checked to be a `sleep`.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    assert!(!ok, "{out}");
+    assert!(sleep.is_some(), "{out}");
+    assert!(out.contains("children +1"), "{out}");
+    assert!(out.contains("\"sleep\""), "{out}");
+    assert!(!out.contains("did not finish within"), "{out}");
+    // Well under the 60 s deadline it used to wait for, and under the sleep's 30 s.
+    assert!(elapsed < Duration::from_secs(25), "{elapsed:?}\n{out}");
 }
 
 #[test]

@@ -25,7 +25,11 @@
 //!   The markers carry the test's own outcome and panic message, and the parent re-raises that
 //!   message, so the parent's libtest judges `should_panic(expected = ..)` on it.
 //! - a child that crashes (a signal, an exit in the middle of the test) or hangs: the parent
-//!   fails with what happened; a hung child is killed and reaped at the deadline.
+//!   fails with what happened; a hung child is killed with its process group and reaped at the
+//!   deadline.
+//! - a test that leaves a process behind (the leak the harness reports) hands it the child's
+//!   output pipe: the parent waits for the child's exit, not for the end of the output, or it
+//!   would wait until the deadline and call a leak a hang.
 //! - the name for `--exact` is `module_path!()` without the crate's segment, plus the fn name.
 
 #[cfg(target_os = "linux")]
@@ -336,7 +340,10 @@ pub(crate) fn run_child(path: &str, timeout: Duration) -> Finished {
     ])
     .env(ENV, format!("{nonce} {path}"))
     .stdin(std::process::Stdio::null());
-    match supervise(cmd, timeout) {
+    // The test's end is in: no need to wait for the output's EOF, which a process the test
+    // left behind (with our pipe as its stdout) can hold off.
+    let ended = |raw: &[u8]| has_ended(&String::from_utf8_lossy(raw), &nonce);
+    match supervise(cmd, timeout, &ended) {
         Ok((raw, exit)) => judge(path, &nonce, &raw, exit, timeout),
         Err(e) => Finished {
             output: String::new(),
@@ -347,16 +354,58 @@ pub(crate) fn run_child(path: &str, timeout: Duration) -> Finished {
     }
 }
 
+/// Whether `raw` holds the whole end marker line of the test run marked with `nonce`.
+#[cfg(target_os = "linux")]
+fn has_ended(raw: &str, nonce: &str) -> bool {
+    let mark = marker(nonce);
+    let begin = format!("\n{mark} begin\n");
+    let Some(start) = raw.find(&begin) else {
+        return false;
+    };
+    let body = &raw[start + begin.len()..];
+    let end_mark = format!("\n{mark} ");
+    body.find(&end_mark)
+        .is_some_and(|i| body[i + end_mark.len()..].contains('\n'))
+}
+
+/// How long the output may take to drain once the child has exited (or was killed): what the
+/// child wrote is in the pipe already, but a process it left behind may hold the pipe open, so
+/// its EOF may never come.
+#[cfg(target_os = "linux")]
+const DRAIN: Duration = Duration::from_millis(300);
+
+/// What the relay thread has read so far, and whether it saw the end of the output.
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+struct Relayed {
+    out: Vec<u8>,
+    eof: bool,
+}
+
 /// Starts `cmd` with stdout and stderr on one pipe (so that their order is kept), collects
-/// its output, and waits for it to exit, killing and reaping it at the deadline.
+/// its output, and waits for it to exit, killing its process group and reaping it at the
+/// deadline.
+///
+/// It waits for the child's *exit*, not for the end of its output: a process the child leaves
+/// behind (a leaked child process, `sh -c 'sleep 5 &'`) inherits the pipe and holds it open.
+/// Once the child has exited, the output is given [`DRAIN`] to arrive, or less once `complete`
+/// says that what was read is all that matters; the relay thread is then left to itself.
+///
+/// The child runs in a process group of its own, so that at the deadline its descendants are
+/// killed with it, even those it has already left orphaned. Out of the terminal's foreground
+/// group it no longer gets a terminal's Ctrl-C (SIGINT): that kills this process, and the child
+/// is then killed by the kernel (`PR_SET_PDEATHSIG`, on the death of the thread that started
+/// it, which waits here for as long as the child runs). What the child itself started is not
+/// signalled on Ctrl-C: a test's own processes, which its test is to end anyway.
 #[cfg(target_os = "linux")]
 pub(crate) fn supervise(
     mut cmd: std::process::Command,
     timeout: Duration,
+    complete: &dyn Fn(&[u8]) -> bool,
 ) -> std::io::Result<(String, Exit)> {
     use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::process::ExitStatusExt;
-    use std::sync::{mpsc, Arc, Mutex};
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::sync::{Arc, Condvar, Mutex};
     use std::time::Instant;
 
     let deadline = Instant::now() + timeout;
@@ -369,61 +418,73 @@ pub(crate) fn supervise(
     // SAFETY: both fds were just created and are owned by nothing else.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     cmd.stdout(write.try_clone()?).stderr(write);
+    cmd.process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure calls only prctl and getppid, both async-signal-safe, and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // This process died before the prctl: no signal will come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
     let spawned = cmd.spawn();
     // The command holds our copies of the write end: drop it, or the reader never sees EOF.
     drop(cmd);
     let mut child = spawned?;
 
-    let collected = Arc::new(Mutex::new(Vec::new()));
-    let (done_tx, done_rx) = mpsc::channel();
+    let relayed = Arc::new((Mutex::new(Relayed::default()), Condvar::new()));
     {
-        let collected = collected.clone();
+        let relayed = relayed.clone();
         let mut read = std::fs::File::from(read);
         std::thread::Builder::new()
             .name("leakcheck-relay".into())
             .spawn(move || {
+                let (state, changed) = &*relayed;
+                let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
                 let mut buf = [0u8; 8192];
                 loop {
                     match read.read(&mut buf) {
                         Ok(0) => break,
-                        Ok(n) => collected
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Ok(n) => lock().out.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(_) => break,
                     }
+                    changed.notify_all();
                 }
-                let _ = done_tx.send(());
+                lock().eof = true;
+                changed.notify_all();
             })?;
     }
-    let left = |d: Instant| d.saturating_duration_since(Instant::now());
-    let eof = done_rx.recv_timeout(left(deadline)).is_ok();
-    let exit = if eof {
-        // The output ends when the child exits: its status follows at once (or, for a child
-        // that closed its output and went on, by the deadline).
-        wait_until(&mut child, deadline)?
-    } else {
-        None
-    };
-    let exit = match exit {
+    let exit = match wait_until(&mut child, deadline)? {
         Some(status) => match (status.code(), status.signal()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(sig)) => Exit::Signal(sig),
             (None, None) => Exit::Code(-1),
         },
         None => {
-            // At the deadline: kill (not yet reaped, so the pid is still ours) and reap.
+            // At the deadline: kill the child's group (the child is not yet reaped, so the
+            // group's id, its pid, is still ours), then reap the child.
+            // SAFETY: plain syscall; the group id is the unreaped child's pid.
+            unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
             let _ = child.kill();
             child.wait()?;
-            // What it printed before it was killed, unless something it started holds the
-            // pipe open.
-            let _ = done_rx.recv_timeout(Duration::from_millis(500));
             Exit::TimedOut
         }
     };
-    let raw = collected.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Ok((String::from_utf8_lossy(&raw).into_owned(), exit))
+    // What it printed before it ended, unless something it started holds the pipe open.
+    let (state, changed) = &*relayed;
+    let state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let state = changed
+        .wait_timeout_while(state, DRAIN, |s| !s.eof && !complete(&s.out))
+        .map_or_else(|e| e.into_inner().0, |(s, _)| s);
+    Ok((String::from_utf8_lossy(&state.out).into_owned(), exit))
 }
 
 /// Waits for `child` to exit until `deadline`, polling with backoff; `None` at the deadline.
@@ -541,6 +602,17 @@ mod tests {
         assert!(matches!(f.outcome, Outcome::Broken(ref m) if m.contains("no test ran")));
     }
 
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_end_marker_is_seen_once_its_line_is_whole() {
+        assert!(has_ended(&raw("n1", "x", Some("passed")), "n1"));
+        assert!(!has_ended(&raw("n1", "x", Some("passed")), "n2"));
+        assert!(!has_ended(&raw("n1", "x", None), "n1"));
+        let cut = "\n@@leakcheck-isolated n1 begin\nx\n@@leakcheck-isolated n1 panicked le";
+        assert!(!has_ended(cut, "n1"));
+        assert!(has_ended(&format!("{cut}ak\n"), "n1"));
+    }
+
     #[test]
     fn judges_a_child_that_did_not_end_normally() {
         let r = raw("n", "partial", None);
@@ -566,26 +638,57 @@ mod tests {
         assert!(matches!(f.outcome, Outcome::Broken(ref m) if m.contains("no test ran")));
     }
 
+    /// The parent of `pid` and its state, while it exists.
+    #[cfg(target_os = "linux")]
+    fn parent_and_state(pid: u32) -> Option<(u32, char)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let mut rest = stat.rsplit(')').next()?.split_whitespace();
+        let state = rest.next()?.chars().next()?;
+        Some((rest.next()?.parse().ok()?, state))
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_child_past_its_deadline_is_killed_and_reaped() {
+    fn a_child_past_its_deadline_is_killed_with_its_group_and_reaped() {
         let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", "echo started; echo $$ >&2; exec sleep 60"]);
+        // A descendant in the background, beside the child itself.
+        cmd.args(["-c", "sleep 60 & echo \"$$ $!\"; wait"]);
         let started = std::time::Instant::now();
-        let (out, exit) = supervise(cmd, Duration::from_millis(300)).unwrap();
+        let (out, exit) = supervise(cmd, Duration::from_secs(2), &|_| false).unwrap();
         assert_eq!(exit, Exit::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(10));
-        assert!(out.starts_with("started\n"), "{out:?}");
-        let pid: u32 = out.lines().nth(1).unwrap().trim().parse().unwrap();
+        let pids: Vec<u32> = out.split_whitespace().map(|p| p.parse().unwrap()).collect();
+        let [sh, sleep] = pids[..] else {
+            panic!("{out:?}")
+        };
         // Reaped: no process (not even a zombie) is left under that pid as our child.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        let ours = stat.as_ref().is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                == Some(&std::process::id().to_string())
-        });
-        assert!(!ours, "child {pid} still exists: {stat:?}");
+        let ours = parent_and_state(sh).is_some_and(|(ppid, _)| ppid == std::process::id());
+        assert!(!ours, "child {sh} still exists");
+        // Its descendant was killed with it (by now, or as soon as the kill lands): gone, or a
+        // zombie until its new parent reaps it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let dead = || parent_and_state(sleep).is_none_or(|(_, state)| state == 'Z');
+        while !dead() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(dead(), "{sleep} still runs: {:?}", parent_and_state(sleep));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_exit_is_judged_without_waiting_for_a_left_behind_holder_of_the_output() {
+        let mut cmd = std::process::Command::new("sh");
+        // The background sleep keeps the output pipe open after `sh` exits.
+        cmd.args(["-c", "sleep 30 & echo \"$!\"; echo done; exit 4"]);
+        let started = std::time::Instant::now();
+        let complete = |out: &[u8]| out.ends_with(b"done\n");
+        let (out, exit) = supervise(cmd, Duration::from_secs(60), &complete).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20), "{out:?}");
+        assert_eq!(exit, Exit::Code(4));
+        let sleep: u32 = out.lines().next().unwrap().parse().unwrap();
+        assert!(out.ends_with("\ndone\n"), "{out:?}");
+        // SAFETY: plain syscall; `sleep` is an orphan that holds its pid until reaped.
+        unsafe { libc::kill(sleep as libc::pid_t, libc::SIGKILL) };
     }
 
     #[cfg(target_os = "linux")]
@@ -593,7 +696,7 @@ mod tests {
     fn a_child_output_keeps_its_order_across_stdout_and_stderr() {
         let mut cmd = std::process::Command::new("sh");
         cmd.args(["-c", "echo 1; echo 2 >&2; echo 3; exit 3"]);
-        let (out, exit) = supervise(cmd, Duration::from_secs(20)).unwrap();
+        let (out, exit) = supervise(cmd, Duration::from_secs(20), &|_| false).unwrap();
         assert_eq!((out.as_str(), exit), ("1\n2\n3\n", Exit::Code(3)));
     }
 }
