@@ -5,7 +5,7 @@ use crate::group;
 use crate::probe::{self, Listing};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
-use crate::source::{added, Item, Reading, Source, GONE};
+use crate::source::{new_labels, Item, Reading, Source};
 
 /// Fds by number; labelled with their target (`anon_inode:inotify`, `socket:[…]`, a path),
 /// which fd filters match. The harness's own directory fds are never listed.
@@ -49,9 +49,6 @@ impl Source for Fds {
     /// Targets carry per-item ids (`socket:[81234]`) and per-cycle directories: they group by
     /// kind and by file name (see `group::fd_targets`).
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        let labels = added(b0.ids(), end.ids())
-            .map(|fd| self.label(fd).unwrap_or_else(|| GONE.to_owned()))
-            .filter(|label| !self.ignores(label));
-        group::fd_targets(labels)
+        group::fd_targets(new_labels(self, b0, end))
     }
 }

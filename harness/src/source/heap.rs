@@ -13,7 +13,6 @@
 //! bytes only when its capacity doubles).
 
 use crate::alloc;
-use crate::report::Verdict;
 use crate::resource::Resource;
 use crate::source::{halves, Judged, Reading, Series, Source, Unit};
 
@@ -110,19 +109,13 @@ pub(crate) fn trend(s: &Series<'_>) -> Judged {
         lows.windows(2).all(|w| w[1] > w[0])
     };
     let growth = s.end - s.base;
-    let verdict = if rising && growth > 0 {
-        Verdict::Leaking
-    } else if growth > 0 {
-        Verdict::Bounded
-    } else {
-        Verdict::Clean
-    };
-    Judged { verdict, growth }
+    Judged::new(rising && growth > 0, growth)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Verdict;
 
     /// Judges per-cycle readings `samples` from baseline `base`, the settled readings being
     /// the samples at their cycles.

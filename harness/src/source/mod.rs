@@ -83,10 +83,7 @@ pub(crate) trait Source: Send + Sync {
     /// spawned, what it is doing). The default labels the new ids, leaves out ignored ones and
     /// groups equal labels; a count-only source shows nothing unless it overrides this.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        let labels = added(b0.ids(), end.ids())
-            .map(|id| self.label(id).unwrap_or_else(|| GONE.to_owned()))
-            .filter(|label| !self.ignores(label));
-        group::exact(labels)
+        group::exact(new_labels(self, b0, end))
     }
 
     /// How the report prints an item's label.
@@ -254,19 +251,37 @@ pub(crate) struct Judged {
 /// The rule for quiet counts: growth is end − base; a resource leaks when it keeps growing
 /// (B2 > B1), or with one cycle when it ends above the base; growth that stopped is bounded.
 pub(crate) fn halves(s: &Series<'_>) -> Judged {
-    let growth = s.end - s.base;
     let leaking = match s.b1 {
         Some(b1) => s.end > b1,
         None => s.end > s.base,
     };
-    let verdict = if leaking {
-        Verdict::Leaking
-    } else if growth > 0 {
-        Verdict::Bounded
-    } else {
-        Verdict::Clean
-    };
-    Judged { verdict, growth }
+    Judged::new(leaking, s.end - s.base)
+}
+
+impl Judged {
+    /// Leaking when the source's rule says so; otherwise growth that stayed is bounded.
+    pub(crate) fn new(leaking: bool, growth: i64) -> Self {
+        let verdict = if leaking {
+            Verdict::Leaking
+        } else if growth > 0 {
+            Verdict::Bounded
+        } else {
+            Verdict::Clean
+        };
+        Judged { verdict, growth }
+    }
+}
+
+/// The labels of the ids alive at `end` that were not at `b0`, less those the source ignores
+/// (`GONE` for an item that went before its label was read).
+pub(crate) fn new_labels<'a, S: Source + ?Sized>(
+    source: &'a S,
+    b0: &'a Reading,
+    end: &'a Reading,
+) -> impl Iterator<Item = String> + 'a {
+    added(b0.ids(), end.ids())
+        .map(|id| source.label(id).unwrap_or_else(|| GONE.to_owned()))
+        .filter(|label| !source.ignores(label))
 }
 
 /// The sources of one check, in report order, and their readings.
