@@ -81,6 +81,36 @@ impl GroupChild {
         })
     }
 
+    /// [`GroupChild::spawn`] run on tokio's blocking pool. Why: starting a process suspends
+    /// the thread that starts it until the child has called `exec` (`posix_spawn` shares the
+    /// parent's memory until then); on a runtime thread that stalls every other task for the
+    /// child's set-up and `exec`, and on a busy machine for as long as the child waits for a
+    /// CPU. Dropped before the spawn returns (its worker aborted), the child is killed all the
+    /// same, with its group, and reaches the caller's watcher as if dropped in its scope.
+    pub async fn spawn_off_thread(
+        mut cmd: Command,
+        command: impl Into<String>,
+    ) -> io::Result<GroupChild> {
+        let command = command.into();
+        let scope = SCOPE
+            .try_with(|s| Scope {
+                reaper: s.reaper.clone(),
+                file: s.file.clone(),
+            })
+            .ok();
+        let spawned = tokio::task::spawn_blocking(move || {
+            GroupChild::spawn(&mut cmd, command).map(|child| Handoff {
+                child: Some(child),
+                scope,
+            })
+        });
+        match spawned.await {
+            Ok(Ok(mut handoff)) => Ok(handoff.child.take().expect("taken once")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(io::Error::other(format!("spawn task failed: {e}"))),
+        }
+    }
+
     /// The command's pid (and process group id), while it has not been waited for.
     pub fn id(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
@@ -158,6 +188,22 @@ struct Scope {
     file: PathBuf,
 }
 
+/// A child spawned on the blocking pool on its way to its caller. If the caller is gone when it
+/// arrives, tokio drops it on the pool thread, outside the caller's task and so outside its
+/// scope: it drops the child inside that scope instead.
+struct Handoff {
+    child: Option<GroupChild>,
+    scope: Option<Scope>,
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let (Some(child), Some(scope)) = (self.child.take(), self.scope.take()) {
+            SCOPE.sync_scope(scope, move || drop(child));
+        }
+    }
+}
+
 tokio::task_local! {
     static SCOPE: Scope;
 }
@@ -202,5 +248,58 @@ impl Reaper {
             out.push(k);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A worker aborted while its command is being spawned on the blocking pool: the child
+    /// arrives with nobody waiting for it, and is killed and handed to the watcher all the same.
+    /// The control: a child spawned in the same way and awaited is not handed over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_whose_caller_left_during_the_spawn_is_killed_and_handed_over() {
+        let reaper = Arc::new(Reaper::default());
+        let file = Path::new("inbox/a.txt");
+        let sleep = || {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("300");
+            cmd
+        };
+
+        let mut awaited = reaper
+            .scope(file, GroupChild::spawn_off_thread(sleep(), "sleep 300"))
+            .await
+            .unwrap();
+        assert!(lock(&reaper.killed).is_empty());
+
+        // One poll submits the spawn; then the future is dropped, as an abort would.
+        let mut spawn =
+            Box::pin(reaper.scope(file, GroupChild::spawn_off_thread(sleep(), "sleep 300")));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(spawn.as_mut().poll(cx)));
+        assert!(
+            first.await.is_pending(),
+            "a spawn takes longer than one poll"
+        );
+        drop(spawn);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lock(&reaper.killed).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the child never reached the reaper"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let killed = reaper.reap(Duration::from_secs(30)).await;
+        assert_eq!(killed.len(), 1, "{killed:?}");
+        assert_eq!(killed[0].file, file);
+        assert!(killed[0].reaped, "{killed:?}");
+
+        let pid = awaited.id().unwrap();
+        drop(awaited.inner_mut().start_kill());
+        awaited.wait().await.unwrap();
+        assert_ne!(pid, killed[0].pid);
     }
 }

@@ -155,8 +155,8 @@ impl Watcher {
         ));
         for i in 0..cfg.workers {
             let crew = crew.clone();
-            let spawned = tasks.spawn(Stage::Workers, &format!("worker-{i}"), move |id, token| {
-                crew.run(id, token)
+            let spawned = tasks.spawn(Stage::Workers, &format!("worker-{i}"), move |_, token| {
+                crew.run(token)
             });
             if !spawned {
                 // Not reachable before close, but keep `finished` exact.

@@ -10,50 +10,50 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::group_sync::{off_thread, GroupSync};
+use crate::group_sync::GroupSync;
 
 /// Writes `dir/name` atomically: a temp file `dir/.watcher-tmp-<name>.tmp`, fsync, rename,
 /// fsync of the directory.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
-    let tmp = dir.join(format!(".watcher-tmp-{name}.tmp"));
-    {
-        let mut f = File::create(&tmp).map_err(at("create", &tmp))?;
-        f.write_all(bytes).map_err(at("write", &tmp))?;
-        if fsync {
-            f.sync_all().map_err(at("sync", &tmp))?;
-        }
-    }
-    let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest).map_err(|e| {
-        let what = format!("rename {} to", tmp.display());
-        io::Error::new(e.kind(), PathError::new(what, &dest, e))
-    })?;
+    let tmp = write_temp(dir, name, None, bytes, fsync)?;
+    rename_into_place(&tmp, &dir.join(name))?;
     if fsync {
         sync_dir(dir)?;
     }
     Ok(())
 }
 
-/// [`write_atomic`] with fsync on, for a worker's commit: the temp file's fsync runs off the
-/// runtime thread and the directory's is shared with the other workers (`dir_sync`, see
-/// [`crate::group_sync`]); the write and the rename stay in the caller's task.
-pub(crate) async fn write_atomic_durably(
+/// The first half of an atomic write of `dir/name`: `bytes` written to a temp file
+/// `dir/.watcher-tmp-<name>[.<tag>].tmp` (fsynced when `fsync`), whose path is returned for
+/// [`rename_into_place`]. A `tag` (a worker passes its run id) keeps the temp file its own, even
+/// beside a write of an aborted run still finishing on the blocking pool. Creating a file
+/// allocates an inode, which can be slow (see `BENCHMARKS.md`): a worker runs this off the
+/// runtime thread.
+pub(crate) fn write_temp(
     dir: &Path,
     name: &str,
+    tag: Option<u64>,
     bytes: &[u8],
-    dir_sync: &GroupSync,
-) -> io::Result<()> {
-    let tmp = dir.join(format!(".watcher-tmp-{name}.tmp"));
+    fsync: bool,
+) -> io::Result<PathBuf> {
+    let tmp = match tag {
+        Some(tag) => dir.join(format!(".watcher-tmp-{name}.{tag}.tmp")),
+        None => dir.join(format!(".watcher-tmp-{name}.tmp")),
+    };
     let mut f = File::create(&tmp).map_err(at("create", &tmp))?;
     f.write_all(bytes).map_err(at("write", &tmp))?;
-    let synced = tmp.clone();
-    off_thread(move || f.sync_all().map_err(at("sync", &synced))).await?;
-    let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest).map_err(|e| {
+    if fsync {
+        f.sync_all().map_err(at("sync", &tmp))?;
+    }
+    Ok(tmp)
+}
+
+/// Renames the temp file `tmp` to `dest`; the error names both.
+pub(crate) fn rename_into_place(tmp: &Path, dest: &Path) -> io::Result<()> {
+    std::fs::rename(tmp, dest).map_err(|e| {
         let what = format!("rename {} to", tmp.display());
-        io::Error::new(e.kind(), PathError::new(what, &dest, e))
-    })?;
-    sync_dir_grouped(dir, dir_sync).await
+        io::Error::new(e.kind(), PathError::new(what, dest, e))
+    })
 }
 
 /// [`sync_dir`] off the runtime thread, shared with the other workers syncing `dir` (see

@@ -110,7 +110,8 @@ impl Processor for Command {
             .stderr(Stdio::piped());
         // In a process group of its own, killed whole if this future is dropped (an abort).
         let out = async {
-            GroupChild::spawn(&mut cmd, &self.shown)?
+            GroupChild::spawn_off_thread(cmd, &self.shown)
+                .await?
                 .wait_with_output()
                 .await
         }

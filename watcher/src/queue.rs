@@ -1,6 +1,6 @@
 //! The work queue between intake and the workers, and everything whose rule is tied to it: the
-//! claims (names queued or being processed), the files handed back unprocessed, the file each
-//! worker holds, the queue's depth and its counters, and the workers' request for a rescan.
+//! claims (names queued or being processed), the files handed back unprocessed, the files the
+//! workers hold, the queue's depth and its counters, and the workers' request for a rescan.
 //!
 //! One owner, so that each rule lives in one place: a name is claimed as it is queued and
 //! released when its worker is done with it (or when it could not be queued); the depth goes up
@@ -11,8 +11,8 @@
 //! The sending half, an [`Inlet`], belongs to the intake task alone: when intake ends, the
 //! queue closes, and the workers leave once they have emptied it ([`Mode::Once`](crate::Mode)).
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +30,7 @@ pub(crate) fn bounded(capacity: usize) -> (Inlet, Arc<WorkQueue>) {
         rx: tokio::sync::Mutex::new(rx),
         claimed: Mutex::new(HashSet::new()),
         handed_back: Mutex::new(Vec::new()),
-        in_progress: Mutex::new(HashMap::new()),
+        in_progress: Mutex::new(HashSet::new()),
         rescan: Notify::new(),
         depth: AtomicI64::new(0),
         queued: AtomicU64::new(0),
@@ -51,8 +51,9 @@ pub(crate) struct WorkQueue {
     claimed: Mutex<HashSet<String>>,
     /// Files left unprocessed, for the shutdown report.
     handed_back: Mutex<Vec<PathBuf>>,
-    /// Per worker task id, the file it is processing.
-    in_progress: Mutex<HashMap<u64, PathBuf>>,
+    /// The files the workers hold, from [`WorkQueue::take`] to [`WorkQueue::done`]: up to two
+    /// per worker, one being processed and the one before it being committed.
+    in_progress: Mutex<HashSet<PathBuf>>,
     /// Asks intake to scan the directory again (see [`WorkQueue::request_rescan`]).
     rescan: Notify,
     /// Files in the queue now (signed: a worker may take a file before intake counts it).
@@ -125,23 +126,23 @@ impl Inlet {
 }
 
 impl WorkQueue {
-    /// The next file for worker `task_id`, which then holds it (until [`WorkQueue::done`]);
-    /// `None` when cancelled, or once the queue is closed and empty.
-    pub async fn take(&self, task_id: u64, cancel: &CancellationToken) -> Option<PathBuf> {
+    /// The next file for a worker, which then holds it (until [`WorkQueue::done`]); `None` when
+    /// cancelled, or once the queue is closed and empty.
+    pub async fn take(&self, cancel: &CancellationToken) -> Option<PathBuf> {
         let path = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
             p = async { self.rx.lock().await.recv().await } => p,
         }?;
         self.depth.fetch_sub(1, Relaxed);
-        lock(&self.in_progress).insert(task_id, path.clone());
+        lock(&self.in_progress).insert(path.clone());
         Some(path)
     }
 
-    /// Worker `task_id` is done with its file `name` (committed, or handed back): intake may
-    /// queue that name again.
-    pub fn done(&self, task_id: u64, name: &str) {
-        lock(&self.in_progress).remove(&task_id);
+    /// A worker is done with its file `path`, named `name` (committed, or handed back): intake
+    /// may queue that name again.
+    pub fn done(&self, path: &Path, name: &str) {
+        lock(&self.in_progress).remove(path);
         lock(&self.claimed).remove(name);
     }
 
@@ -170,7 +171,7 @@ impl WorkQueue {
                 handed_back.push(p);
             }
         }
-        handed_back.extend(lock(&self.in_progress).drain().map(|(_, p)| p));
+        handed_back.extend(lock(&self.in_progress).drain());
         handed_back.sort();
         // A file handed back by a worker may have been queued and handed back again (Poll mode).
         handed_back.dedup();

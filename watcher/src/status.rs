@@ -16,6 +16,11 @@
 //! `group_sync.rs`): one `fdatasync` of the journal, or one `fsync` of a directory, covers every
 //! worker's record or rename made before it started.
 //!
+//! A worker overlaps two files: steps 4-5 of one run while it takes its next file, records it
+//! (step 1) and processes it (step 2). Step 3 of a file is durable before the worker's next
+//! command starts, so that after a crash the only file of a worker that runs again is the one
+//! whose command was running (or whose command was about to start).
+//!
 //! On restart, an in-flight entry is resolved: if its status (same `run`) exists, the move is
 //! finished (2-3 done, 4 not) or just recorded (4 done, 5 not), without running again;
 //! otherwise, if the file is still in the inbox, it runs again with `interrupted: true`.

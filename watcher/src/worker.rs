@@ -1,18 +1,21 @@
 //! Workers: take files from the bounded queue, process them (with retries), and commit the
 //! result (status, move, ledger) in the crash-safe order described in [`crate::status`].
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::child::Reaper;
 use crate::config::Config;
 use crate::file_outcome::FileOutcome;
-use crate::files::{sync_dir_grouped, write_atomic, write_atomic_durably};
-use crate::group_sync::GroupSync;
+use crate::files::{rename_into_place, sync_dir_grouped, write_temp};
+use crate::group_sync::{off_thread, GroupSync};
 use crate::inbox_file;
 use crate::ledger::Ledger;
 use crate::metrics::Counters;
@@ -59,29 +62,203 @@ impl Crew {
         }
     }
 
-    /// The worker task `task_id`: runs until its token is cancelled (it finishes its current
-    /// file first) or the queue is closed and empty.
-    pub async fn run(self: Arc<Self>, task_id: u64, cancel: CancellationToken) {
-        while let Some(path) = self.queue.take(task_id, &cancel).await {
-            self.counters.worker_busy();
-            self.progress.changed();
-            let name = file_name(&path);
-            let moved_out = match process_file(&self, &path, &name, &cancel).await {
-                Ok(moved_out) => moved_out,
-                Err(Abandoned) => {
-                    self.queue.hand_back(path.clone());
-                    false
-                }
-            };
-            self.queue.done(task_id, &name);
-            if moved_out && std::fs::symlink_metadata(&path).is_ok() {
-                // Dropped again while claimed: intake ignored it then.
-                self.queue.request_rescan();
+    /// A worker task: runs until its token is cancelled (it finishes its files first) or the
+    /// queue is closed and empty.
+    ///
+    /// A worker overlaps two files: while it takes, records and processes one, it finishes the
+    /// commit of the one before (the move out of the inbox, whose directory syncs are the slow
+    /// part). What it never overlaps is a result and the next command: a file's status is
+    /// durable before the worker's next command starts, so a crash re-runs only files whose
+    /// command was running (the rest of a commit is finished from the status at restart, see
+    /// [`crate::recovery`]).
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let hands = Hands {
+            held: AtomicU32::new(0),
+            crew: &self,
+        };
+        // The previous file's commit, driven alongside whatever the worker does next, and the
+        // signal that its status is durable.
+        let mut committing: Option<Committing<'_>> = None;
+        let mut status_durable: Option<oneshot::Receiver<()>> = None;
+        while let Some(file) = alongside(&mut committing, self.next_file(&cancel, &hands)).await {
+            if let Some(durable) = status_durable.take() {
+                let _ = alongside(&mut committing, durable).await;
             }
-            self.counters.worker_idle();
-            self.progress.changed();
+            let decision = alongside(&mut committing, self.decide_file(&file, &cancel)).await;
+            // At most one commit in progress per worker.
+            if let Some(previous) = committing.take() {
+                previous.await;
+            }
+            match decision {
+                Ok(d) => {
+                    let (durable, signal) = oneshot::channel();
+                    status_durable = Some(signal);
+                    committing = Some(Box::pin(self.commit_file(file, d, durable, &hands)));
+                }
+                Err(Abandoned) => {
+                    self.queue.hand_back(file.path.clone());
+                    hands.release(&file);
+                }
+            }
+        }
+        if let Some(last) = committing.take() {
+            last.await;
         }
         self.progress.worker_exited();
+    }
+
+    /// The next file this worker takes and records in flight; `None` when cancelled or when
+    /// the queue is closed and empty. A file that vanished since it was queued, or that cannot
+    /// be recorded, is let go on the way.
+    async fn next_file(&self, cancel: &CancellationToken, hands: &Hands<'_>) -> Option<InHand> {
+        loop {
+            let path = self.queue.take(cancel).await?;
+            let name = file_name(&path);
+            let file = hands.take(path, name);
+            if std::fs::symlink_metadata(&file.path).is_err() {
+                hands.release(&file); // vanished since it was queued
+                continue;
+            }
+            if let Err(e) = in_flight(self, &file.name, file.run).await {
+                eprintln!(
+                    "watcher: cannot record {} in the ledger: {e}; leaving it in place",
+                    file.name
+                );
+                self.queue.hand_back(file.path.clone());
+                hands.release(&file);
+                continue;
+            }
+            return Some(InHand {
+                interrupted: self.interrupted.take(&file.name),
+                ..file
+            });
+        }
+    }
+
+    /// Processes `file` (with retries): its outcome, or `Abandoned` when close interrupted a
+    /// retry backoff (its ledger entry is then removed: handed back on purpose, the next run
+    /// starts afresh).
+    async fn decide_file(
+        &self,
+        file: &InHand,
+        cancel: &CancellationToken,
+    ) -> Result<Decision, Abandoned> {
+        let decision = decide(self, &file.path, cancel).await;
+        if decision.is_err() {
+            let _ = self.ledger.forget(&file.name);
+            if file.interrupted {
+                self.interrupted.put_back(&file.name);
+            }
+        }
+        decision
+    }
+
+    /// Commits `file`: its status, made durable (then `durable` is signalled, also when that
+    /// failed), the move out of the inbox and the ledger's `done`; then reports it and lets it go.
+    async fn commit_file(
+        &self,
+        file: InHand,
+        d: Decision,
+        durable: oneshot::Sender<()>,
+        hands: &Hands<'_>,
+    ) {
+        let outcome = d.outcome;
+        let recorded = write_status(self, &file, d).await;
+        drop(durable);
+        let committed = match recorded {
+            Ok(r) => move_out(self, &file, r).await,
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(status) => {
+                let took = file.t0.elapsed();
+                self.counters.committed(outcome, took);
+                if let Some(on_file) = &self.cfg.on_file {
+                    on_file(&FileOutcome {
+                        name: status.file,
+                        outcome,
+                        attempts: status.attempts,
+                        max_attempts: self.cfg.retries.saturating_add(1),
+                        duration: took,
+                        error: status.error,
+                        moved_to: self.cfg.dir.join(outcome.dir_name()).join(status.moved_to),
+                        interrupted: file.interrupted,
+                    });
+                }
+                hands.release(&file);
+                if std::fs::symlink_metadata(&file.path).is_ok() {
+                    // Dropped again while claimed: intake ignored it then.
+                    self.queue.request_rescan();
+                }
+            }
+            Err(e) => {
+                // Left in flight: the next start resolves it (see `recovery`).
+                eprintln!("watcher: cannot commit {}: {e}", file.name);
+                hands.release(&file);
+            }
+        }
+    }
+}
+
+/// The commit a worker finishes while it goes on with its next file.
+type Committing<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Runs `work` to its end while driving `side` (the previous file's commit) too; `side` is
+/// cleared once it has ended.
+async fn alongside<T>(side: &mut Option<Committing<'_>>, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        let Some(running) = side.as_mut() else {
+            return work.await;
+        };
+        tokio::select! {
+            biased;
+            () = running.as_mut() => *side = None,
+            out = &mut work => return out,
+        }
+    }
+}
+
+/// One file in a worker's hands, from its in-flight record to its commit.
+struct InHand {
+    path: PathBuf,
+    name: String,
+    run: u64,
+    started: SystemTime,
+    t0: Instant,
+    /// An earlier run of it was interrupted (see [`Interrupted`]).
+    interrupted: bool,
+}
+
+/// The files one worker holds (up to two): it counts as busy while it holds any.
+struct Hands<'a> {
+    held: AtomicU32,
+    crew: &'a Crew,
+}
+
+impl Hands<'_> {
+    fn take(&self, path: PathBuf, name: String) -> InHand {
+        if self.held.fetch_add(1, Relaxed) == 0 {
+            self.crew.counters.worker_busy();
+        }
+        self.crew.progress.changed();
+        InHand {
+            path,
+            name,
+            run: self.crew.runs.next(),
+            started: SystemTime::now(),
+            t0: Instant::now(),
+            interrupted: false,
+        }
+    }
+
+    /// Done with `file` (committed, handed back, or let go): intake may queue its name again.
+    fn release(&self, file: &InHand) {
+        self.crew.queue.done(&file.path, &file.name);
+        if self.held.fetch_sub(1, Relaxed) == 1 {
+            self.crew.counters.worker_idle();
+        }
+        self.crew.progress.changed();
     }
 }
 
@@ -139,62 +316,6 @@ impl Decision {
             outcome: Outcome::Failed,
             attempts,
             error: Some(error),
-        }
-    }
-}
-
-/// Processes and commits one file; `Ok(true)` when it was moved out of the inbox.
-async fn process_file(
-    crew: &Crew,
-    path: &Path,
-    name: &str,
-    cancel: &CancellationToken,
-) -> Result<bool, Abandoned> {
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(false); // vanished since it was queued
-    }
-    let run = crew.runs.next();
-    let started = SystemTime::now();
-    let t0 = Instant::now();
-    if let Err(e) = in_flight(crew, name, run).await {
-        eprintln!("watcher: cannot record {name} in the ledger: {e}; leaving it in place");
-        return Err(Abandoned);
-    }
-    let interrupted = crew.interrupted.take(name);
-    let decision = match decide(crew, path, cancel).await {
-        Ok(d) => d,
-        Err(Abandoned) => {
-            // Handed back on purpose, not interrupted: the next run starts afresh.
-            let _ = crew.ledger.forget(name);
-            if interrupted {
-                crew.interrupted.put_back(name);
-            }
-            return Err(Abandoned);
-        }
-    };
-    let outcome = decision.outcome;
-    match commit(crew, path, name, run, decision, interrupted, started).await {
-        Ok(status) => {
-            let took = t0.elapsed();
-            crew.counters.committed(outcome, took);
-            if let Some(on_file) = &crew.cfg.on_file {
-                on_file(&FileOutcome {
-                    name: status.file,
-                    outcome,
-                    attempts: status.attempts,
-                    max_attempts: crew.cfg.retries.saturating_add(1),
-                    duration: took,
-                    error: status.error,
-                    moved_to: crew.cfg.dir.join(outcome.dir_name()).join(status.moved_to),
-                    interrupted,
-                });
-            }
-            Ok(true)
-        }
-        Err(e) => {
-            // Left in flight: the next start resolves it (see `recovery`).
-            eprintln!("watcher: cannot commit {name}: {e}");
-            Ok(false)
         }
     }
 }
@@ -263,53 +384,76 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(Duration::from_secs(60))
 }
 
-/// Status (atomic) → move → ledger `done`. See [`crate::status`] for why this order. Returns
-/// the status written. With fsync on, the syncs run off the runtime thread and are shared with
-/// the other workers' (see [`crate::group_sync`]); every other step runs here, in the worker's
-/// task.
-async fn commit(
-    crew: &Crew,
-    path: &Path,
-    name: &str,
-    run: u64,
-    d: Decision,
-    interrupted: bool,
-    started: SystemTime,
-) -> std::io::Result<Status> {
+/// A file's status, durable in its destination directory; the file not moved yet.
+struct Recorded {
+    status: Status,
+    dest_dir: PathBuf,
+    dest: PathBuf,
+}
+
+/// The first half of a commit, in the crash-safe order of [`crate::status`]: the status,
+/// written atomically (temp file, fsync, rename, directory sync). With fsync on, picking the
+/// name and writing the temp file run off the runtime thread in one go (creating a file can be
+/// slow); the rename stays in the worker's task, and the directory's sync is shared with the
+/// other workers (see [`crate::group_sync`]).
+async fn write_status(crew: &Crew, file: &InHand, d: Decision) -> std::io::Result<Recorded> {
     let cfg = &crew.cfg;
     let dest_dir = cfg.dir.join(d.outcome.dir_name());
-    let dest_name = free_name(&dest_dir, name, run);
-    let status = Status {
-        file: name.to_string(),
-        moved_to: dest_name.clone(),
+    let mut status = Status {
+        file: file.name.clone(),
+        moved_to: String::new(),
         outcome: d.outcome,
         attempts: d.attempts,
         error: d.error.as_deref().map(bound_message),
-        interrupted,
-        run,
-        started_at: rfc3339(started),
+        interrupted: file.interrupted,
+        run: file.run,
+        started_at: rfc3339(file.started),
         finished_at: rfc3339(SystemTime::now()),
     };
-    let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
-    let status_name = format!("{dest_name}{STATUS_SUFFIX}");
-    let dest: PathBuf = dest_dir.join(&dest_name);
+    let (dir, fsync) = (dest_dir.clone(), cfg.fsync);
+    let (name, run) = (file.name.clone(), file.run);
+    let write = move || {
+        status.moved_to = free_name(&dir, &name, run);
+        let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
+        let status_name = format!("{}{STATUS_SUFFIX}", status.moved_to);
+        let tmp = write_temp(&dir, &status_name, Some(run), &json, fsync)?;
+        Ok((status, tmp, dir.join(status_name)))
+    };
+    // With fsync off the whole commit runs in one poll, as the processing's end does: a watcher
+    // dropped without close never leaves a processed file uncommitted.
+    let (status, tmp, status_path) = if fsync {
+        off_thread(write).await?
+    } else {
+        write()?
+    };
+    rename_into_place(&tmp, &status_path)?;
     if cfg.fsync {
-        let dest_sync = crew.dir_syncs.of(d.outcome);
-        write_atomic_durably(&dest_dir, &status_name, &json, dest_sync).await?;
-        std::fs::rename(path, &dest)?;
+        sync_dir_grouped(&dest_dir, crew.dir_syncs.of(d.outcome)).await?;
+    }
+    let dest = dest_dir.join(&status.moved_to);
+    Ok(Recorded {
+        status,
+        dest_dir,
+        dest,
+    })
+}
+
+/// The second half: the move out of the inbox (both directories synced) → ledger `done`.
+async fn move_out(crew: &Crew, file: &InHand, r: Recorded) -> std::io::Result<Status> {
+    let cfg = &crew.cfg;
+    std::fs::rename(&file.path, &r.dest)?;
+    if cfg.fsync {
         // Both directories at once: neither sync needs the other.
         let (to, from) = tokio::join!(
-            sync_dir_grouped(&dest_dir, dest_sync),
+            sync_dir_grouped(&r.dest_dir, crew.dir_syncs.of(r.status.outcome)),
             sync_dir_grouped(&cfg.dir, &crew.dir_syncs.inbox),
         );
         to?;
         from?;
-    } else {
-        write_atomic(&dest_dir, &status_name, &json, false)?;
-        std::fs::rename(path, &dest)?;
     }
-    crew.ledger.record_done(name, run, d.outcome)?;
-    Ok(status)
+    crew.ledger
+        .record_done(&file.name, file.run, r.status.outcome)?;
+    Ok(r.status)
 }
 
 /// The name `name` gets in `dest_dir`: its own, or `NAME.<run>` when an earlier file (or its
