@@ -84,10 +84,10 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 # last minutes one by one (`recently_deleted`), so after a mass deletion (another run's clean-up,
 # a build, a test suite) this figure can grow 20-fold and, with it, the watcher's time. Printed
 # before and after the rounds, so that a reader can tell a taxed run from a quiet one.
-probes=0
+
 creation_cost() {
-  probes=$((probes + 1))
-  local d=$work/probe$probes t0
+
+  local d=$work/probe-$1 t0
   mkdir "$d"
   t0=$(now)
   (cd "$d" && seq -f 'p%05g' 1 "$files" | xargs touch)
@@ -95,7 +95,7 @@ creation_cost() {
 }
 
 echo "files=$files rounds=$rounds workers=$workers watcher args: ${extra[*]:-(none)}; $(nproc) cores"
-echo "creating a file here: $(creation_cost) µs (touch of $files files)"
+echo "creating a file here: $(creation_cost before) µs (touch of $files files)"
 declare -A ratios
 for ((r = 1; r <= rounds; r++)); do
   # Alternate which side goes first, so that drift in the machine's load evens out.
@@ -116,6 +116,6 @@ for i in "${!bins[@]}"; do
   m=$(tr ' ' '\n' <<< "${ratios[$i]}" | grep . | median)
   printf 'median ratio xargs/watcher[%d] (%s): %.3f×\n' "$i" "${bins[$i]}" "$m"
 done
-echo "creating a file here after the rounds: $(creation_cost) µs"
+echo "creating a file here after the rounds: $(creation_cost after) µs"
 [ "$smoke" = 1 ] && echo "smoke run: the figures above mean nothing"
 exit 0

@@ -569,6 +569,11 @@ fn check_dir(
                     return Err(format!("ledger {name}: {e:?} has no matching status"));
                 }
             }
+            // With fsync off (as here) a commit runs in the poll that ends the processing: no
+            // run leaves a result without its move.
+            EntryState::Decided => {
+                return Err(format!("ledger {name}: {e:?} left decided after {end:?}"));
+            }
             EntryState::InFlight => {
                 let left_before = m.in_flight.get(name) == Some(e);
                 if (end == End::Close && !left_before) || !dir.join(name).exists() {

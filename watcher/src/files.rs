@@ -10,8 +10,6 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::group_sync::GroupSync;
-
 /// Writes `dir/name` atomically: a temp file `dir/.watcher-tmp-<name>.tmp`, fsync, rename,
 /// fsync of the directory.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
@@ -54,13 +52,6 @@ pub(crate) fn rename_into_place(tmp: &Path, dest: &Path) -> io::Result<()> {
         let what = format!("rename {} to", tmp.display());
         io::Error::new(e.kind(), PathError::new(what, dest, e))
     })
-}
-
-/// [`sync_dir`] off the runtime thread, shared with the other workers syncing `dir` (see
-/// [`crate::group_sync`]).
-pub(crate) async fn sync_dir_grouped(dir: &Path, dir_sync: &GroupSync) -> io::Result<()> {
-    let dir = dir.to_path_buf();
-    dir_sync.sync(move || sync_dir(&dir)).await
 }
 
 /// fsyncs a directory, making renames in it durable.

@@ -7,13 +7,14 @@
 //! (see [`crate::status`]): with 4 workers the syncs went one at a time and bounded throughput
 //! (`BENCHMARKS.md`). Here a sync runs on the runtime's blocking pool while the task awaits it,
 //! so the other workers go on (spawning their commands, writing their records), and their syncs
-//! of the same file or directory share one: a worker makes its change (appends a record,
-//! renames a file), then awaits [`GroupSync::sync`]; if a sync that started after its change
-//! completes meanwhile, it is done without a sync of its own.
+//! of the same file share one: a worker makes its change (appends a ledger record), then awaits
+//! [`GroupSync::sync`]; if a sync that started after its change completes meanwhile, it is done
+//! without a sync of its own. The ledger's journal is synced this way; the syncs of status files
+//! and directories are shared differently, by checkpoints (`checkpoint.rs`).
 //!
-//! Only syncs go off the thread: every change of state (a write, a rename, a ledger record)
-//! stays in the task's poll, so an aborted worker leaves at most an `fsync` finishing on a pool
-//! thread, which changes nothing.
+//! Only syncs go off the thread: every change of state (a rename, a ledger record) stays in the
+//! task's poll, so an aborted worker leaves at most an `fsync` finishing on a pool thread,
+//! which changes nothing.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -20,11 +20,12 @@
 //! the first append opens it again and [`Ledger::close`] closes it: an idle watcher holds no fd
 //! for it.
 //!
-//! Per file, a worker records `in_flight` (durable before the file is read) and `done` after
-//! the file was moved out of the inbox (see [`crate::status`] for the order of the steps
-//! between). A worker's `done` is not synced on its own: no step follows it, and until it is
-//! durable (with the journal's next sync or compaction) a restart reaches the same state from
-//! the in-flight entry and the status file of the same run, without running the file again.
+//! Per file, a worker records `in_flight` (durable before the file is read), `decided` with the
+//! file's whole status record once it has been processed (durable before the worker's next
+//! command starts), and `done` after the status file was written and the file moved out of the
+//! inbox (see [`crate::status`] for the order). A worker's `done` is not synced on its own: no
+//! step follows it, and until it is durable (with the journal's next sync or compaction) a
+//! restart reaches the same state from the `decided` entry, without running the file again.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::group_sync::GroupSync;
 
 use crate::files::{at, sync_dir, write_atomic};
-use crate::status::Outcome;
+use crate::status::{Outcome, Status};
 
 /// File name of the ledger snapshot in the watched directory.
 pub const SNAPSHOT: &str = ".watcher-ledger.json";
@@ -53,6 +54,10 @@ pub const COMPACT_EVERY: usize = 4096;
 pub enum EntryState {
     /// A worker started processing it and has not finished (or crashed).
     InFlight,
+    /// Processed (or failed), its status record in the entry: the status file and the move out
+    /// of the inbox may not have happened yet. A restart finishes them without running the
+    /// file again.
+    Decided,
     /// Processed and moved to `processed/` or `failed/`.
     Done,
 }
@@ -69,6 +74,9 @@ pub struct Entry {
     pub outcome: Option<Outcome>,
     /// When the entry was last written, in seconds since the Unix epoch.
     pub at: u64,
+    /// The status record, while [`EntryState::Decided`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -209,6 +217,12 @@ impl Ledger {
         self.append(done(name, run, outcome), SyncNow(true))
     }
 
+    /// Records the result of run `status.run` of `status.file` (`decided`), its status record
+    /// with it: a restart writes that status file and moves the file, without running it again.
+    pub fn mark_decided(&self, status: &Status) -> io::Result<()> {
+        self.append(decided(status), SyncNow(true))
+    }
+
     /// Removes the entry of `name`.
     pub fn forget(&self, name: &str) -> io::Result<()> {
         self.append(
@@ -224,6 +238,12 @@ impl Ledger {
     /// [`synced`](Self::synced) returns.
     pub(crate) fn record_in_flight(&self, name: &str, run: u64) -> io::Result<()> {
         self.append(in_flight(name, run), SyncNow(false))
+    }
+
+    /// A worker's [`mark_decided`](Self::mark_decided): appended now, durable once
+    /// [`synced`](Self::synced) returns.
+    pub(crate) fn record_decided(&self, status: &Status) -> io::Result<()> {
+        self.append(decided(status), SyncNow(false))
     }
 
     /// A worker's [`mark_done`](Self::mark_done): appended now, durable with the journal's
@@ -262,14 +282,14 @@ impl Ledger {
     }
 
     /// Removes `done` entries written more than `older_than` ago, then compacts. Returns how
-    /// many were removed. In-flight entries are never pruned.
+    /// many were removed. In-flight and decided entries are never pruned.
     pub fn prune(&self, older_than: Duration) -> io::Result<usize> {
         let cutoff = unix_now().saturating_sub(older_than.as_secs());
         let removed = {
             let mut book = self.lock();
             let before = book.entries.len();
             book.entries
-                .retain(|_, e| e.state == EntryState::InFlight || e.at >= cutoff);
+                .retain(|_, e| e.state != EntryState::Done || e.at >= cutoff);
             let removed = before - book.entries.len();
             book.dirty |= removed > 0;
             removed
@@ -374,6 +394,20 @@ fn in_flight(name: &str, run: u64) -> Record {
             run,
             outcome: None,
             at: unix_now(),
+            status: None,
+        }),
+    }
+}
+
+fn decided(status: &Status) -> Record {
+    Record {
+        name: status.file.clone(),
+        entry: Some(Entry {
+            state: EntryState::Decided,
+            run: status.run,
+            outcome: Some(status.outcome),
+            at: unix_now(),
+            status: Some(status.clone()),
         }),
     }
 }
@@ -386,6 +420,7 @@ fn done(name: &str, run: u64, outcome: Outcome) -> Record {
             run,
             outcome: Some(outcome),
             at: unix_now(),
+            status: None,
         }),
     }
 }

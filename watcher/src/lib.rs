@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod background;
+mod checkpoint;
 pub mod child;
 pub mod config;
 mod debounce;

@@ -139,6 +139,20 @@ impl WorkQueue {
         Some(path)
     }
 
+    /// The next file for a worker if one is queued now, without waiting (see
+    /// [`WorkQueue::take`]).
+    pub fn try_take(&self) -> Option<PathBuf> {
+        let path = self.rx.try_lock().ok()?.try_recv().ok()?;
+        self.depth.fetch_sub(1, Relaxed);
+        lock(&self.in_progress).insert(path.clone());
+        Some(path)
+    }
+
+    /// Whether no file is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.depth.load(Relaxed) <= 0
+    }
+
     /// A worker is done with its file `path`, named `name` (committed, or handed back): intake
     /// may queue that name again.
     pub fn done(&self, path: &Path, name: &str) {

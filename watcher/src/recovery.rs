@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::config::Config;
-use crate::files::{at, sync_dir};
+use crate::files::{at, sync_dir, write_atomic};
 use crate::ledger::{EntryState, Ledger};
 use crate::mutex::lock;
 use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
@@ -16,6 +16,12 @@ use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 /// - status found, file moved → record done;
 /// - no status, file in the inbox → run it again, marked interrupted (returned);
 /// - no status, file gone → forget it.
+///
+/// For each decided entry (its status record in the ledger): write the status file unless it is
+/// there, finish the move if the file is still in the inbox, record done. Never run again.
+///
+/// A move counts as done when its destination exists: a file in the inbox under the same name
+/// is then one dropped again since, left for this run to process.
 ///
 /// Also removes temp files a crash left behind.
 pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> {
@@ -29,29 +35,58 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
     }
     let mut interrupted = HashSet::new();
     for (name, entry) in ledger.entries() {
-        if entry.state != EntryState::InFlight {
-            continue;
-        }
         let inbox = crate::names::inbox_path(dir, &name);
         let in_inbox = std::fs::symlink_metadata(&inbox).is_ok();
-        match (find_status(dir, &name, entry.run), in_inbox) {
-            (Some((outcome, dest)), true) => {
-                let dest_dir = dir.join(outcome.dir_name());
-                std::fs::rename(&inbox, dest_dir.join(&dest)).map_err(at("move", &inbox))?;
-                if cfg.fsync {
-                    sync_dir(&dest_dir)?;
-                    sync_dir(dir)?;
+        match (entry.state, entry.status) {
+            (EntryState::Done, _) => {}
+            (EntryState::Decided, Some(status)) => {
+                let dest_dir = dir.join(status.outcome.dir_name());
+                let dest = dest_dir.join(&status.moved_to);
+                let written = status_path(&dest);
+                if !Status::read(&written).is_ok_and(|s| s == status) {
+                    let json = serde_json::to_vec_pretty(&status).map_err(io::Error::other)?;
+                    let status_name = written.file_name().expect("a file name");
+                    write_atomic(&dest_dir, &status_name.to_string_lossy(), &json, cfg.fsync)?;
                 }
-                ledger.mark_done(&name, entry.run, outcome)?;
+                finish_move(cfg, &inbox, in_inbox, &dest_dir, &dest)?;
+                ledger.mark_done(&name, entry.run, status.outcome)?;
             }
-            (Some((outcome, _)), false) => ledger.mark_done(&name, entry.run, outcome)?,
-            (None, true) => {
-                interrupted.insert(name);
+            (EntryState::InFlight | EntryState::Decided, _) => {
+                match (find_status(dir, &name, entry.run), in_inbox) {
+                    (Some((outcome, dest)), _) => {
+                        let dest_dir = dir.join(outcome.dir_name());
+                        finish_move(cfg, &inbox, in_inbox, &dest_dir, &dest_dir.join(&dest))?;
+                        ledger.mark_done(&name, entry.run, outcome)?;
+                    }
+                    (None, true) => {
+                        interrupted.insert(name);
+                    }
+                    (None, false) => ledger.forget(&name)?,
+                }
             }
-            (None, false) => ledger.forget(&name)?,
         }
     }
     Ok(Interrupted(Mutex::new(interrupted)))
+}
+
+/// Moves `inbox` to `dest` unless the move already happened (`dest` exists) or the file is
+/// gone; with fsync on, both directories are synced before the caller records `done`.
+fn finish_move(
+    cfg: &Config,
+    inbox: &Path,
+    in_inbox: bool,
+    dest_dir: &Path,
+    dest: &Path,
+) -> io::Result<()> {
+    if !in_inbox || std::fs::symlink_metadata(dest).is_ok() {
+        return Ok(());
+    }
+    std::fs::rename(inbox, dest).map_err(at("move", inbox))?;
+    if cfg.fsync {
+        sync_dir(dest_dir)?;
+        sync_dir(&cfg.dir)?;
+    }
+    Ok(())
 }
 
 /// The names whose earlier run was interrupted (found in flight at start, file still in the

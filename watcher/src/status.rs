@@ -6,24 +6,31 @@
 //! Commit order for one file (each step crash-safe; see [`crate::ledger`]):
 //! 1. ledger: `in_flight(name, run)` (fsynced);
 //! 2. process;
-//! 3. status written atomically into the destination directory (records `run`);
-//! 4. the file is renamed from the inbox into the destination directory (directories fsynced);
-//! 5. ledger: `done(name, run)` (durable with the journal's next sync: nothing follows it, and
-//!    until then the restart below reaches the same state from step 3's status).
+//! 3. ledger: `decided(name, run)` with the whole status record (fsynced): from here on the
+//!    file never runs again;
+//! 4. status written atomically into the destination directory (a temp file renamed), then the
+//!    file renamed from the inbox into the destination directory;
+//! 5. the status file and both directories fsynced, then ledger: `done(name, run)` (durable
+//!    with the journal's next sync: nothing follows it, and until then the restart below
+//!    reaches the same state from step 3).
 //!
 //! Each step starts only once the syncs of the one before have completed. With fsync on, the
-//! syncs run off the runtime thread and the workers share them (group commit, see
-//! `group_sync.rs`): one `fdatasync` of the journal, or one `fsync` of a directory, covers every
-//! worker's record or rename made before it started.
+//! syncs run off the runtime thread and are shared: the workers share the journal's
+//! `fdatasync` (group commit, see `group_sync.rs`), and step 5 is a checkpoint of many files at
+//! once (see `checkpoint.rs`): it syncs every status file and each directory once, then appends
+//! their `done` records.
 //!
-//! A worker overlaps two files: steps 4-5 of one run while it takes its next file, records it
-//! (step 1) and processes it (step 2). Step 3 of a file is durable before the worker's next
-//! command starts, so that after a crash the only file of a worker that runs again is the one
-//! whose command was running (or whose command was about to start).
+//! A worker overlaps two files: step 4 of one runs while it processes the next. Step 3 of a
+//! file is durable before the worker's next command starts, so that after a crash the only
+//! file of a worker that runs again is the one whose command was running; when the next file
+//! is already queued, its step 1 shares step 3's sync.
 //!
-//! On restart, an in-flight entry is resolved: if its status (same `run`) exists, the move is
-//! finished (2-3 done, 4 not) or just recorded (4 done, 5 not), without running again;
-//! otherwise, if the file is still in the inbox, it runs again with `interrupted: true`.
+//! On restart, a decided entry is finished from the ledger: its status file written unless it
+//! is there, the move done unless its destination exists, then `done`; never run again. An
+//! in-flight entry is resolved: if its status (same `run`) exists (written by an earlier
+//! version, which wrote the status before the ledger), the move is finished or just recorded,
+//! without running again; otherwise, if the file is still in the inbox, it runs again with
+//! `interrupted: true`.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

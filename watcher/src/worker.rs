@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{Checkpoints, Moved, BATCH};
 use crate::child::Reaper;
 use crate::config::Config;
 use crate::file_outcome::FileOutcome;
-use crate::files::{rename_into_place, sync_dir_grouped, write_temp};
-use crate::group_sync::{off_thread, GroupSync};
+use crate::files::{at, rename_into_place, write_temp};
+use crate::group_sync::off_thread;
 use crate::inbox_file;
 use crate::ledger::Ledger;
 use crate::metrics::Counters;
@@ -35,7 +35,7 @@ pub(crate) struct Crew {
     interrupted: Interrupted,
     runs: RunIds,
     reaper: Arc<Reaper>,
-    dir_syncs: Arc<DirSyncs>,
+    checkpoints: Checkpoints,
 }
 
 impl Crew {
@@ -50,6 +50,7 @@ impl Crew {
         reaper: Arc<Reaper>,
     ) -> Self {
         Crew {
+            checkpoints: Checkpoints::new(cfg.dir.clone(), ledger.clone()),
             cfg,
             queue,
             ledger,
@@ -58,51 +59,69 @@ impl Crew {
             interrupted,
             runs: RunIds::starting_now(),
             reaper,
-            dir_syncs: Arc::default(),
         }
     }
 
     /// A worker task: runs until its token is cancelled (it finishes its files first) or the
     /// queue is closed and empty.
     ///
-    /// A worker overlaps two files: while it takes, records and processes one, it finishes the
-    /// commit of the one before (the move out of the inbox, whose directory syncs are the slow
-    /// part). What it never overlaps is a result and the next command: a file's status is
-    /// durable before the worker's next command starts, so a crash re-runs only files whose
-    /// command was running (the rest of a commit is finished from the status at restart, see
-    /// [`crate::recovery`]).
+    /// A worker overlaps two files: while it processes one, it finishes the commit of the one
+    /// before (the status file and the move out of the inbox, with their syncs). What it never
+    /// overlaps is a result and the next command: a file's result is durable in the ledger
+    /// before the worker's next command starts, so a crash re-runs only a file whose command was
+    /// running (the rest of a commit is finished from the ledger at restart, see
+    /// [`crate::recovery`]). The next file's in-flight record, when that file is already
+    /// queued, shares the sync of that result.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let hands = Hands {
             held: AtomicU32::new(0),
             crew: &self,
         };
-        // The previous file's commit, driven alongside whatever the worker does next, and the
-        // signal that its status is durable.
-        let mut committing: Option<Committing<'_>> = None;
-        let mut status_durable: Option<oneshot::Receiver<()>> = None;
-        while let Some(file) = alongside(&mut committing, self.next_file(&cancel, &hands)).await {
-            if let Some(durable) = status_durable.take() {
-                let _ = alongside(&mut committing, durable).await;
-            }
-            let decision = alongside(&mut committing, self.decide_file(&file, &cancel)).await;
-            // At most one commit in progress per worker.
-            if let Some(previous) = committing.take() {
+        // The previous file's move, driven alongside whatever the worker does next.
+        let mut moving: Option<Moving<'_>> = None;
+        let mut next = self.next_file(&cancel, &hands).await;
+        while let Some(file) = next.take() {
+            let decision = alongside(&mut moving, self.decide_file(&file, &cancel)).await;
+            let Ok(d) = decision else {
+                self.queue.hand_back(file.path.clone());
+                hands.release(&file);
+                next = alongside(&mut moving, self.next_file(&cancel, &hands)).await;
+                continue;
+            };
+            let status = status_of(&self, &file, d);
+            let recorded = self.ledger.record_decided(&status);
+            let waiting = match recorded {
+                Ok(()) => self.waiting_file(&cancel, &hands),
+                Err(_) => None,
+            };
+            let synced = alongside(&mut moving, self.ledger.synced()).await;
+            let decided = recorded.and(synced);
+            // At most one move in progress per worker.
+            if let Some(previous) = moving.take() {
                 previous.await;
             }
-            match decision {
-                Ok(d) => {
-                    let (durable, signal) = oneshot::channel();
-                    status_durable = Some(signal);
-                    committing = Some(Box::pin(self.commit_file(file, d, durable, &hands)));
-                }
-                Err(Abandoned) => {
-                    self.queue.hand_back(file.path.clone());
+            match &decided {
+                Ok(()) => moving = Some(Box::pin(self.move_file(file, status, &hands))),
+                Err(e) => {
+                    // Left in flight: the next start runs it again (see `recovery`).
+                    eprintln!("watcher: cannot commit {}: {e}", file.name);
                     hands.release(&file);
                 }
             }
+            next = match (waiting, decided) {
+                (Some(w), Ok(())) => Some(self.recorded(w)),
+                (Some(w), Err(e)) => {
+                    self.let_go(w, &e, &hands);
+                    alongside(&mut moving, self.next_file(&cancel, &hands)).await
+                }
+                (None, _) => alongside(&mut moving, self.next_file(&cancel, &hands)).await,
+            };
         }
-        if let Some(last) = committing.take() {
+        if let Some(last) = moving.take() {
             last.await;
+        }
+        if let Err(e) = self.checkpoints.run().await {
+            eprintln!("watcher: checkpoint failed: {e}; the next start finishes its files");
         }
         self.progress.worker_exited();
     }
@@ -113,26 +132,59 @@ impl Crew {
     async fn next_file(&self, cancel: &CancellationToken, hands: &Hands<'_>) -> Option<InHand> {
         loop {
             let path = self.queue.take(cancel).await?;
-            let name = file_name(&path);
-            let file = hands.take(path, name);
-            if std::fs::symlink_metadata(&file.path).is_err() {
-                hands.release(&file); // vanished since it was queued
+            let Some(file) = self.claim(path, hands) else {
                 continue;
-            }
+            };
             if let Err(e) = in_flight(self, &file.name, file.run).await {
-                eprintln!(
-                    "watcher: cannot record {} in the ledger: {e}; leaving it in place",
-                    file.name
-                );
-                self.queue.hand_back(file.path.clone());
-                hands.release(&file);
+                self.let_go(file, &e, hands);
                 continue;
             }
-            return Some(InHand {
-                interrupted: self.interrupted.take(&file.name),
-                ..file
-            });
+            return Some(self.recorded(file));
         }
+    }
+
+    /// A file already queued, taken without waiting, its in-flight record appended but not
+    /// synced yet.
+    fn waiting_file(&self, cancel: &CancellationToken, hands: &Hands<'_>) -> Option<InHand> {
+        if cancel.is_cancelled() {
+            return None;
+        }
+        let file = self.claim(self.queue.try_take()?, hands)?;
+        if let Err(e) = self.ledger.record_in_flight(&file.name, file.run) {
+            self.let_go(file, &e, hands);
+            return None;
+        }
+        Some(file)
+    }
+
+    /// `path`, taken from the queue, in this worker's hands; `None` when it vanished since it
+    /// was queued.
+    fn claim(&self, path: PathBuf, hands: &Hands<'_>) -> Option<InHand> {
+        let name = file_name(&path);
+        let file = hands.take(path, name);
+        if std::fs::symlink_metadata(&file.path).is_err() {
+            hands.release(&file);
+            return None;
+        }
+        Some(file)
+    }
+
+    /// `file`, durably in flight: whether an earlier run of it was interrupted.
+    fn recorded(&self, file: InHand) -> InHand {
+        InHand {
+            interrupted: self.interrupted.take(&file.name),
+            ..file
+        }
+    }
+
+    /// `file` could not be recorded in flight: it stays in the inbox, handed back.
+    fn let_go(&self, file: InHand, e: &std::io::Error, hands: &Hands<'_>) {
+        eprintln!(
+            "watcher: cannot record {} in the ledger: {e}; leaving it in place",
+            file.name
+        );
+        self.queue.hand_back(file.path.clone());
+        hands.release(&file);
     }
 
     /// Processes `file` (with retries): its outcome, or `Abandoned` when close interrupted a
@@ -153,23 +205,11 @@ impl Crew {
         decision
     }
 
-    /// Commits `file`: its status, made durable (then `durable` is signalled, also when that
-    /// failed), the move out of the inbox and the ledger's `done`; then reports it and lets it go.
-    async fn commit_file(
-        &self,
-        file: InHand,
-        d: Decision,
-        durable: oneshot::Sender<()>,
-        hands: &Hands<'_>,
-    ) {
-        let outcome = d.outcome;
-        let recorded = write_status(self, &file, d).await;
-        drop(durable);
-        let committed = match recorded {
-            Ok(r) => move_out(self, &file, r).await,
-            Err(e) => Err(e),
-        };
-        match committed {
+    /// The rest of `file`'s commit, its result durable in the ledger: the status file, the
+    /// move out of the inbox and the ledger's `done`; then reports it and lets it go.
+    async fn move_file(&self, file: InHand, status: Status, hands: &Hands<'_>) {
+        let outcome = status.outcome;
+        match move_out(self, &file, status).await {
             Ok(status) => {
                 let took = file.t0.elapsed();
                 self.counters.committed(outcome, took);
@@ -192,20 +232,23 @@ impl Crew {
                 }
             }
             Err(e) => {
-                // Left in flight: the next start resolves it (see `recovery`).
-                eprintln!("watcher: cannot commit {}: {e}", file.name);
+                // Decided in the ledger: the next start finishes it (see `recovery`).
+                eprintln!(
+                    "watcher: cannot commit {}: {e}; the next start finishes it",
+                    file.name
+                );
                 hands.release(&file);
             }
         }
     }
 }
 
-/// The commit a worker finishes while it goes on with its next file.
-type Committing<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// The move a worker finishes while it goes on with its next file.
+type Moving<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Runs `work` to its end while driving `side` (the previous file's commit) too; `side` is
+/// Runs `work` to its end while driving `side` (the previous file's move) too; `side` is
 /// cleared once it has ended.
-async fn alongside<T>(side: &mut Option<Committing<'_>>, work: impl Future<Output = T>) -> T {
+async fn alongside<T>(side: &mut Option<Moving<'_>>, work: impl Future<Output = T>) -> T {
     tokio::pin!(work);
     loop {
         let Some(running) = side.as_mut() else {
@@ -259,24 +302,6 @@ impl Hands<'_> {
             self.crew.counters.worker_idle();
         }
         self.crew.progress.changed();
-    }
-}
-
-/// The syncs of the directories a commit renames into and out of, shared by the workers
-/// (group commit, see [`crate::group_sync`]).
-#[derive(Default)]
-struct DirSyncs {
-    inbox: GroupSync,
-    processed: GroupSync,
-    failed: GroupSync,
-}
-
-impl DirSyncs {
-    fn of(&self, outcome: Outcome) -> &GroupSync {
-        match outcome {
-            Outcome::Processed => &self.processed,
-            Outcome::Failed => &self.failed,
-        }
     }
 }
 
@@ -384,24 +409,13 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(factor).min(Duration::from_secs(60))
 }
 
-/// A file's status, durable in its destination directory; the file not moved yet.
-struct Recorded {
-    status: Status,
-    dest_dir: PathBuf,
-    dest: PathBuf,
-}
-
-/// The first half of a commit, in the crash-safe order of [`crate::status`]: the status,
-/// written atomically (temp file, fsync, rename, directory sync). With fsync on, picking the
-/// name and writing the temp file run off the runtime thread in one go (creating a file can be
-/// slow); the rename stays in the worker's task, and the directory's sync is shared with the
-/// other workers (see [`crate::group_sync`]).
-async fn write_status(crew: &Crew, file: &InHand, d: Decision) -> std::io::Result<Recorded> {
-    let cfg = &crew.cfg;
-    let dest_dir = cfg.dir.join(d.outcome.dir_name());
-    let mut status = Status {
+/// The status record of `file`, processed as `d` says, with the name it gets in its
+/// destination directory.
+fn status_of(crew: &Crew, file: &InHand, d: Decision) -> Status {
+    let dest_dir = crew.cfg.dir.join(d.outcome.dir_name());
+    Status {
         file: file.name.clone(),
-        moved_to: String::new(),
+        moved_to: free_name(&dest_dir, &file.name, file.run),
         outcome: d.outcome,
         attempts: d.attempts,
         error: d.error.as_deref().map(bound_message),
@@ -409,51 +423,52 @@ async fn write_status(crew: &Crew, file: &InHand, d: Decision) -> std::io::Resul
         run: file.run,
         started_at: rfc3339(file.started),
         finished_at: rfc3339(SystemTime::now()),
-    };
-    let (dir, fsync) = (dest_dir.clone(), cfg.fsync);
-    let (name, run) = (file.name.clone(), file.run);
+    }
+}
+
+/// The commit after the ledger's `decided`, in the crash-safe order of [`crate::status`]: the
+/// status written to a temp file and renamed into place, then the file moved. With fsync on,
+/// writing the temp file runs off the runtime thread (creating a file can be slow), and the
+/// syncs and the ledger's `done` are left to a checkpoint shared with the other workers (see
+/// [`crate::checkpoint`]), which this call runs when enough files are pending or nothing is
+/// queued. With fsync off the whole commit runs in the poll that ended the processing: a
+/// watcher dropped without close never leaves a processed file uncommitted.
+async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result<Status> {
+    let cfg = &crew.cfg;
+    let dest_dir = cfg.dir.join(status.outcome.dir_name());
+    let dest = dest_dir.join(&status.moved_to);
+    let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
+    let status_name = format!("{}{STATUS_SUFFIX}", status.moved_to);
+    let (dir, run) = (dest_dir.clone(), file.run);
     let write = move || {
-        status.moved_to = free_name(&dir, &name, run);
-        let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
-        let status_name = format!("{}{STATUS_SUFFIX}", status.moved_to);
-        let tmp = write_temp(&dir, &status_name, Some(run), &json, fsync)?;
-        Ok((status, tmp, dir.join(status_name)))
+        let tmp = write_temp(&dir, &status_name, Some(run), &json, false)?;
+        Ok((tmp, dir.join(status_name)))
     };
-    // With fsync off the whole commit runs in one poll, as the processing's end does: a watcher
-    // dropped without close never leaves a processed file uncommitted.
-    let (status, tmp, status_path) = if fsync {
+    let (tmp, status_path) = if cfg.fsync {
         off_thread(write).await?
     } else {
         write()?
     };
     rename_into_place(&tmp, &status_path)?;
-    if cfg.fsync {
-        sync_dir_grouped(&dest_dir, crew.dir_syncs.of(d.outcome)).await?;
+    std::fs::rename(&file.path, &dest).map_err(at("move", &file.path))?;
+    if !cfg.fsync {
+        crew.ledger
+            .record_done(&file.name, file.run, status.outcome)?;
+        return Ok(status);
     }
-    let dest = dest_dir.join(&status.moved_to);
-    Ok(Recorded {
-        status,
-        dest_dir,
-        dest,
-    })
-}
-
-/// The second half: the move out of the inbox (both directories synced) → ledger `done`.
-async fn move_out(crew: &Crew, file: &InHand, r: Recorded) -> std::io::Result<Status> {
-    let cfg = &crew.cfg;
-    std::fs::rename(&file.path, &r.dest)?;
-    if cfg.fsync {
-        // Both directories at once: neither sync needs the other.
-        let (to, from) = tokio::join!(
-            sync_dir_grouped(&r.dest_dir, crew.dir_syncs.of(r.status.outcome)),
-            sync_dir_grouped(&cfg.dir, &crew.dir_syncs.inbox),
-        );
-        to?;
-        from?;
+    let pending = crew.checkpoints.push(Moved {
+        name: file.name.clone(),
+        run: file.run,
+        outcome: status.outcome,
+        status: status_path,
+    });
+    if pending >= BATCH || crew.queue.is_empty() {
+        if let Err(e) = crew.checkpoints.run().await {
+            // The files stay decided in the ledger: the next start finishes them.
+            eprintln!("watcher: checkpoint failed: {e}; the next start finishes its files");
+        }
     }
-    crew.ledger
-        .record_done(&file.name, file.run, r.status.outcome)?;
-    Ok(r.status)
+    Ok(status)
 }
 
 /// The name `name` gets in `dest_dir`: its own, or `NAME.<run>` when an earlier file (or its

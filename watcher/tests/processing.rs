@@ -409,6 +409,133 @@ async fn a_committed_file_whose_done_record_was_lost_is_not_run_again() {
     assert!(status(d, "never_committed.txt").interrupted);
 }
 
+/// A file whose result the ledger holds (`decided`), in each state a crash can leave its commit
+/// in: neither the status file nor the move done, the status written but the file not moved,
+/// the file moved but no status. A restart finishes each from the ledger without running it
+/// again. A file dropped again under the name of one already moved is a new file: processed,
+/// and the moved one left as it is. Negative control: an in-flight entry with its file in the
+/// inbox runs again, so the check can tell the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_file_is_finished_from_the_ledger_without_running_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("processed")).unwrap();
+    let decided = |name: &str, run: u64| watcher::Status {
+        file: name.into(),
+        moved_to: name.into(),
+        outcome: Outcome::Processed,
+        attempts: 1,
+        error: None,
+        interrupted: false,
+        run,
+        started_at: "2024-01-01T00:00:00Z".into(),
+        finished_at: "2024-01-01T00:00:01Z".into(),
+    };
+    write(d, "nothing_yet.txt", b"x");
+    write(d, "status_only.txt", b"x");
+    std::fs::write(
+        d.join("processed/status_only.txt.status.json"),
+        serde_json::to_vec(&decided("status_only.txt", 21)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(d.join("processed/moved_only.txt"), b"x").unwrap();
+    std::fs::write(d.join("processed/again.txt"), b"first").unwrap();
+    write(d, "again.txt", b"second");
+    write(d, "inflight.txt", b"x");
+    {
+        let ledger = Ledger::open(d).unwrap();
+        ledger
+            .mark_decided(&decided("nothing_yet.txt", 20))
+            .unwrap();
+        ledger
+            .mark_decided(&decided("status_only.txt", 21))
+            .unwrap();
+        ledger.mark_decided(&decided("moved_only.txt", 22)).unwrap();
+        ledger.mark_decided(&decided("again.txt", 23)).unwrap();
+        ledger.mark_in_flight("inflight.txt", 24).unwrap();
+    }
+
+    let p = Scripted::default();
+    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
+        .await
+        .unwrap();
+    w.finished().await;
+    w.close().await;
+    for (name, run) in [
+        ("nothing_yet.txt", 20),
+        ("status_only.txt", 21),
+        ("moved_only.txt", 22),
+    ] {
+        assert_eq!(p.calls(name), 0, "{name} ran again");
+        assert_eq!(status(d, name), decided(name, run));
+        assert!(d.join("processed").join(name).exists(), "{name} not moved");
+        assert!(!d.join(name).exists(), "{name} left in the inbox");
+    }
+    assert_eq!(status(d, "again.txt"), decided("again.txt", 23));
+    assert_eq!(
+        std::fs::read(d.join("processed/again.txt")).unwrap(),
+        b"first"
+    );
+    assert_eq!(p.calls("again.txt"), 1, "the file dropped again is new");
+    let second = Ledger::open(d).unwrap().entries()["again.txt"].run;
+    let moved = d.join(format!("processed/again.txt.{second}"));
+    assert_eq!(std::fs::read(moved).unwrap(), b"second");
+    // The control: no result in the ledger, so it ran again, marked interrupted.
+    assert_eq!(p.calls("inflight.txt"), 1);
+    assert!(status(d, "inflight.txt").interrupted);
+    let entries = Ledger::open(d).unwrap().entries();
+    assert!(entries
+        .values()
+        .all(|e| e.state == watcher::ledger::EntryState::Done && e.status.is_none()));
+}
+
+/// With fsync on, a worker leaves the syncs of a file's status and move, and its `done`, to a
+/// checkpoint shared by the workers, run every 64 files, when the queue is empty, and as each
+/// worker leaves. After a close every file is done in the ledger with its status on disk, and a
+/// restart runs nothing again. 150 files, so that full batches and a last partial one both run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fsync_on_every_file_is_done_after_close_and_nothing_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n = 150;
+    for i in 0..n {
+        write(
+            d,
+            &format!("f{i:03}.txt"),
+            if i % 7 == 0 { b"bad" } else { b"ok" },
+        );
+    }
+    let p = Scripted::default();
+    let once = || {
+        builder(d, p.clone())
+            .mode(Mode::Once)
+            .workers(4)
+            .fsync(true)
+            .build()
+            .unwrap()
+    };
+    let w = Watcher::start(once()).await.unwrap();
+    w.finished().await;
+    let report = w.close().await;
+    assert!(report.handed_back.is_empty(), "{report}");
+    let entries = Ledger::open(d).unwrap().entries();
+    assert_eq!(entries.len(), n);
+    for i in 0..n {
+        let name = format!("f{i:03}.txt");
+        let e = &entries[&name];
+        assert_eq!(e.state, watcher::ledger::EntryState::Done, "{name}: {e:?}");
+        assert_eq!(status(d, &name).run, e.run);
+        assert_eq!(p.calls(&name), 1);
+    }
+    let w = Watcher::start(once()).await.unwrap();
+    w.finished().await;
+    w.close().await;
+    assert_eq!(w.metrics().processed + w.metrics().failed, 0);
+    for i in 0..n {
+        assert_eq!(p.calls(&format!("f{i:03}.txt")), 1);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_across_close_and_restart() {
     let dir = tempfile::tempdir().unwrap();
