@@ -2,10 +2,11 @@
 //! library API, `Mode::Once`, 4 workers, a current-thread runtime as the CLI's), fsync on (the
 //! default) and off, beside the floors measured in the same run:
 //!
-//! - `floor/commit_serial`: the file-system steps of one file's commit (the ledger's in-flight
-//!   and done records, the status written to a temp file and renamed, the file renamed into
-//!   `processed/`, with the same syncs as the watcher's commit order), done file after file in
-//!   a plain loop, without the watcher: what the durable protocol costs by itself;
+//! - `floor/commit_serial`: the file-system steps of one file's commit (the ledger's in-flight,
+//!   decided and done records, the status written to a temp file and renamed, the file renamed
+//!   into `processed/`, with the same syncs as the watcher's commit order, its checkpoint every
+//!   64 files included), done file after file in a plain loop, without the watcher: what the
+//!   durable protocol costs by itself;
 //! - `floor/fdatasync`: one append and `fdatasync` of a small file (the device's flush);
 //! - `floor/create_rename`: a new small file written and renamed, no sync (inode allocation
 //!   and two directory updates).
@@ -94,8 +95,12 @@ fn watcher_run(rt: &Runtime, fsync: bool) -> Duration {
 }
 
 /// The commit's file-system steps for `n` files of `dir`, one after the other, as the
-/// watcher's commit order does them (see `watcher::status`), without the watcher.
+/// watcher's commit order does them (see `watcher::status`), without the watcher: per file the
+/// in-flight and decided records, each synced, the status written to a temp file and renamed,
+/// the file moved; every 64 files (the watcher's checkpoint) the status files and both
+/// directories synced, then the done records.
 fn commit_serial(dir: &Path, n: usize, fsync: bool) {
+    const BATCH: usize = 64;
     let processed = dir.join("processed");
     std::fs::create_dir_all(&processed).unwrap();
     let mut journal = OpenOptions::new()
@@ -108,30 +113,37 @@ fn commit_serial(dir: &Path, n: usize, fsync: bool) {
             File::open(d).and_then(|f| f.sync_all()).unwrap();
         }
     };
+    let mut pending = Vec::new();
     for i in 0..n {
         let name = format!("f{i:05}.txt");
-        writeln!(
-            journal,
-            r#"{{"name":"{name}","entry":{{"state":"in_flight"}}}}"#
-        )
-        .unwrap();
-        if fsync {
-            journal.sync_data().unwrap();
+        for state in ["in_flight", "decided"] {
+            writeln!(
+                journal,
+                r#"{{"name":"{name}","entry":{{"state":"{state}"}}}}"#
+            )
+            .unwrap();
+            if fsync {
+                journal.sync_data().unwrap();
+            }
         }
         let tmp = processed.join(format!(".tmp-{name}.status.json"));
-        let mut f = File::create(&tmp).unwrap();
-        f.write_all(br#"{"file":"x","outcome":"processed"}"#)
-            .unwrap();
-        if fsync {
-            f.sync_all().unwrap();
-        }
-        drop(f);
-        std::fs::rename(&tmp, processed.join(format!("{name}.status.json"))).unwrap();
-        sync_dir(&processed);
+        std::fs::write(&tmp, br#"{"file":"x","outcome":"processed"}"#).unwrap();
+        let status = processed.join(format!("{name}.status.json"));
+        std::fs::rename(&tmp, &status).unwrap();
         std::fs::rename(dir.join(&name), processed.join(&name)).unwrap();
-        sync_dir(&processed);
-        sync_dir(dir);
-        writeln!(journal, r#"{{"name":"{name}","entry":{{"state":"done"}}}}"#).unwrap();
+        pending.push((name, status));
+        if pending.len() == BATCH || i + 1 == n {
+            if fsync {
+                for (_, status) in &pending {
+                    File::open(status).and_then(|f| f.sync_data()).unwrap();
+                }
+            }
+            sync_dir(&processed);
+            sync_dir(dir);
+            for (name, _) in pending.drain(..) {
+                writeln!(journal, r#"{{"name":"{name}","entry":{{"state":"done"}}}}"#).unwrap();
+            }
+        }
     }
 }
 

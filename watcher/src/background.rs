@@ -13,6 +13,7 @@ use crate::ledger::Ledger;
 use crate::metrics::Counters;
 use crate::progress::Progress;
 use crate::tasks::Tasks;
+use crate::warnings::Warnings;
 
 /// What the two routines use, and how often they run.
 pub(crate) struct Routines {
@@ -24,6 +25,7 @@ pub(crate) struct Routines {
     pub file_state_every: Duration,
     pub counters: Arc<Counters>,
     pub progress: Arc<Progress>,
+    pub warnings: Warnings,
 }
 
 impl Routines {
@@ -67,7 +69,8 @@ impl Routines {
 
     fn cleanup_once(&self) {
         if let Err(e) = self.ledger.prune(self.cleanup_after) {
-            eprintln!("watcher: ledger cleanup failed: {e}");
+            self.warnings
+                .warn(format_args!("ledger cleanup failed: {e}"));
         }
         self.counters.cleanup_ran();
         self.progress.changed();

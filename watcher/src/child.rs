@@ -13,7 +13,7 @@
 //! which closes gracefully, and not the commands in the middle of their files.
 //!
 //! How the watcher learns of a kill: its workers run the processor inside a task-local scope
-//! ([`Reaper::scope`]); a `GroupChild` dropped inside it (tokio drops an aborted task's future
+//! (`Reaper::scope`); a `GroupChild` dropped inside it (tokio drops an aborted task's future
 //! with its task-locals set) hands itself over. Outside a watcher, the kill happens all the
 //! same and tokio reaps the child in the background.
 

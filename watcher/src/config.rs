@@ -12,6 +12,7 @@ use crate::file_outcome::{FileOutcome, OnFile};
 use crate::processor::{DynProcessor, Processor};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::service::WatchService;
+use crate::warnings::Warnings;
 
 /// How the watcher finds files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +151,7 @@ pub struct Config {
     pub(crate) watch_service: Option<WatchService>,
     pub(crate) processor: Arc<dyn DynProcessor>,
     pub(crate) on_file: Option<OnFile>,
+    pub(crate) warnings: Warnings,
 }
 
 impl fmt::Debug for Config {
@@ -242,6 +244,7 @@ pub struct Builder {
     watch_service: Option<WatchService>,
     processor: Option<Arc<dyn DynProcessor>>,
     on_file: Option<OnFile>,
+    warnings: Warnings,
 }
 
 impl Builder {
@@ -266,6 +269,7 @@ impl Builder {
             watch_service: None,
             processor: None,
             on_file: None,
+            warnings: Warnings::default(),
         }
     }
 
@@ -367,6 +371,27 @@ impl Builder {
         self.on_file = Some(Arc::new(f));
         self
     }
+    /// Calls `f` with each problem the watcher works around on its own, as it happens: a ledger
+    /// record or a commit it could not write (the file is left in place for the next start to
+    /// finish), a failed checkpoint, compaction or cleanup of the ledger. Without it, each is
+    /// printed to stderr as `watcher: MESSAGE`. Called on the task that met the problem: keep
+    /// it short.
+    ///
+    /// ```
+    /// use watcher::{processor, ProcessError, Watcher};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = Watcher::builder(dir.path())
+    ///     .processor(processor::from_fn(|_, _| async { Ok::<(), ProcessError>(()) }))
+    ///     .on_warning(|message| eprintln!("{{\"warning\": {message:?}}}"))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = config;
+    /// ```
+    pub fn on_warning(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.warnings = Warnings::to(f);
+        self
+    }
     /// The processor that handles each file.
     pub fn processor(mut self, p: impl Processor) -> Self {
         self.processor = Some(Arc::new(p));
@@ -442,6 +467,7 @@ impl Builder {
             watch_service: self.watch_service,
             processor,
             on_file: self.on_file,
+            warnings: self.warnings,
         })
     }
 }

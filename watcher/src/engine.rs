@@ -174,6 +174,7 @@ impl Watcher {
             file_state_every: cfg.file_state_cleanup_every,
             counters: counters.clone(),
             progress: progress.clone(),
+            warnings: cfg.warnings.clone(),
         };
         if cfg.leaky_background {
             routines.start_leaky(&tasks); // test fixture: see `start_leaky`
@@ -210,7 +211,7 @@ impl Watcher {
         m
     }
 
-    /// Resolves once every worker has exited: in [`Mode::Once`], when every file present at
+    /// Resolves once every worker has exited: in [`Mode::Once`](crate::Mode::Once), when every file present at
     /// start has been processed; in the other modes, only after close (or drop).
     pub async fn finished(&self) {
         self.progress.finished().await
@@ -263,7 +264,9 @@ impl Watcher {
         let handed_back = self.queue.close().await;
         if let Err(e) = self.ledger.close() {
             // Left in the journal: the next start replays it.
-            eprintln!("watcher: cannot compact the ledger at close: {e}");
+            self.cfg
+                .warnings
+                .warn(format_args!("cannot compact the ledger at close: {e}"));
         }
         // Last: every task is gone and the ledger is compacted, so the next watcher may start.
         self.tasks.release_lock();

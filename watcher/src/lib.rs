@@ -62,6 +62,7 @@ pub mod service;
 mod shutdown_report;
 pub mod status;
 mod tasks;
+mod warnings;
 mod worker;
 
 pub use child::KilledCommand;

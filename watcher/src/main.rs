@@ -235,14 +235,15 @@ async fn run(args: Args) -> ExitCode {
         quiet: args.quiet,
         bar: bar.clone(),
     });
-    let on_file = log.clone();
+    let (on_file, on_warning) = (log.clone(), log.clone());
     let mut b = Watcher::builder(&args.dir)
         .processor(Command {
             program,
             args: cmd.collect(),
             shown: shown.clone(),
         })
-        .on_file(move |f| on_file.file(f));
+        .on_file(move |f| on_file.file(f))
+        .on_warning(move |m| on_warning.warning(m));
     if let Some(n) = args.workers {
         b = b.workers(n);
     }
@@ -285,7 +286,7 @@ async fn run(args: Args) -> ExitCode {
     let w = match Watcher::start(config).await {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("watcher: {e}");
+            log.error(&e.to_string());
             return ExitCode::from(2);
         }
     };

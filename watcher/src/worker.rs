@@ -104,7 +104,10 @@ impl Crew {
                 Ok(()) => moving = Some(Box::pin(self.move_file(file, status, &hands))),
                 Err(e) => {
                     // Left in flight: the next start runs it again (see `recovery`).
-                    eprintln!("watcher: cannot commit {}: {e}", file.name);
+                    let name = &file.name;
+                    self.cfg
+                        .warnings
+                        .warn(format_args!("cannot commit {name}: {e}"));
                     hands.release(&file);
                 }
             }
@@ -121,7 +124,10 @@ impl Crew {
             last.await;
         }
         if let Err(e) = self.checkpoints.run().await {
-            eprintln!("watcher: checkpoint failed: {e}; the next start finishes its files");
+            let warnings = &self.cfg.warnings;
+            warnings.warn(format_args!(
+                "checkpoint failed: {e}; the next start finishes its files"
+            ));
         }
         self.progress.worker_exited();
     }
@@ -179,10 +185,11 @@ impl Crew {
 
     /// `file` could not be recorded in flight: it stays in the inbox, handed back.
     fn let_go(&self, file: InHand, e: &std::io::Error, hands: &Hands<'_>) {
-        eprintln!(
-            "watcher: cannot record {} in the ledger: {e}; leaving it in place",
-            file.name
-        );
+        let name = &file.name;
+        let warnings = &self.cfg.warnings;
+        warnings.warn(format_args!(
+            "cannot record {name} in the ledger: {e}; leaving it in place"
+        ));
         self.queue.hand_back(file.path.clone());
         hands.release(&file);
     }
@@ -233,10 +240,11 @@ impl Crew {
             }
             Err(e) => {
                 // Decided in the ledger: the next start finishes it (see `recovery`).
-                eprintln!(
-                    "watcher: cannot commit {}: {e}; the next start finishes it",
-                    file.name
-                );
+                let name = &file.name;
+                let warnings = &self.cfg.warnings;
+                warnings.warn(format_args!(
+                    "cannot commit {name}: {e}; the next start finishes it"
+                ));
                 hands.release(&file);
             }
         }
@@ -465,7 +473,10 @@ async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result
     if pending >= BATCH || crew.queue.is_empty() {
         if let Err(e) = crew.checkpoints.run().await {
             // The files stay decided in the ledger: the next start finishes them.
-            eprintln!("watcher: checkpoint failed: {e}; the next start finishes its files");
+            let warnings = &cfg.warnings;
+            warnings.warn(format_args!(
+                "checkpoint failed: {e}; the next start finishes its files"
+            ));
         }
     }
     Ok(status)

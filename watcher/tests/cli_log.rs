@@ -352,3 +352,86 @@ fn json_shutdown_names_a_killed_command_and_a_name_that_is_not_utf8() {
         "the file stays for the next run"
     );
 }
+
+/// With `--log-format json`, what the watcher works around on its own comes as a `warning`
+/// object too, not as free text: here the ledger's journal turns into a directory while the
+/// watcher waits, so the next file cannot be recorded (it stays in the inbox). Every line on
+/// stderr parses as JSON.
+#[test]
+fn json_warnings_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--log-format", "json", "--", "true"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line on stderr");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    assert_eq!(next()["event"], "start");
+    // Idle, the watcher holds no fd for its journal: the next append opens it again, and fails.
+    let journal = dir.path().join(watcher::ledger::JOURNAL);
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir(&journal).unwrap();
+    write(dir.path(), "late.txt", b"x");
+    let warning = next();
+    assert_eq!(warning["event"], "warning", "{warning}");
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("cannot record late.txt in the ledger: ")
+            && message.ends_with("; leaving it in place"),
+        "{message}"
+    );
+    assert!(dir.path().join("late.txt").exists());
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let rest: Vec<Value> = rx
+        .iter()
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    child.wait().unwrap();
+    let events: Vec<_> = rest.iter().map(|o| o["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["shutdown", "summary"], "{rest:#?}");
+}
+
+/// A start that fails says why as one JSON object with `--log-format json` (exit 2), and as
+/// a `watcher: ` line without it.
+#[test]
+fn a_failed_start_is_one_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // `processed` cannot be created: a file has its name.
+    write(dir.path(), "processed", b"not a directory");
+    for json in [true, false] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(dir.path()).arg("--once");
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let out = cmd.args(["--", "true"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        if json {
+            let o: Value = serde_json::from_str(lines[0]).unwrap();
+            assert_eq!(o["event"], "error");
+            assert!(o["message"].as_str().unwrap().contains("processed"), "{o}");
+        } else {
+            assert!(lines[0].starts_with("watcher: "), "{err}");
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! What the CLI prints on stderr: a line as it starts, one line per file as it finishes (unless
 //! `--quiet`), and at the end the shutdown report and a summary. `--log-format json` prints
 //! each of them as one JSON object on a line of its own (`"event"`: `start`, `file`,
-//! `shutdown`, `summary`), for a log shipper.
+//! `warning`, `error`, `shutdown`, `summary`), for a log shipper. The watcher's own warnings
+//! (see `Builder::on_warning`) and a failed start come through here too, so that a JSON log
+//! has nothing but JSON on it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -110,6 +112,23 @@ impl Log {
                     }
                 }
             }
+        }
+    }
+
+    /// A problem the watcher worked around (`watcher: MESSAGE`), even with `--quiet`.
+    pub fn warning(&self, message: &str) {
+        self.problem("warning", message);
+    }
+
+    /// Why the watcher could not start (`watcher: MESSAGE`).
+    pub fn error(&self, message: &str) {
+        self.problem("error", message);
+    }
+
+    fn problem(&self, event: &str, message: &str) {
+        match self.format {
+            LogFormat::Text => self.line(&format!("watcher: {}", one_line(message))),
+            LogFormat::Json => self.line(&json!({"event": event, "message": message}).to_string()),
         }
     }
 
