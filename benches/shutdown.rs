@@ -73,7 +73,7 @@ fn record(id: &str, d: Duration) {
         .push(d);
 }
 
-/// The runtime the watchers run on: current-thread by default, as the CLI's;
+/// The runtime the watchers run on: current-thread by default (the smallest);
 /// `SHUTDOWN_BENCH_RUNTIME=multi_thread` for a 2-worker one (cross-thread wake-ups cost
 /// tens of µs per stage on 2 cores).
 fn runtime() -> Runtime {

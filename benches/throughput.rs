@@ -1,5 +1,5 @@
 //! Files per second through the watcher with an in-process processor that does nothing (the
-//! library API, `Mode::Once`, 4 workers, a current-thread runtime as the CLI's), fsync on (the
+//! library API, `Mode::Once`, 4 workers, a current-thread runtime, the smallest), fsync on (the
 //! default) and off, beside the floors measured in the same run:
 //!
 //! - `floor/commit_serial`: the file-system steps of one file's commit (the ledger's in-flight,
