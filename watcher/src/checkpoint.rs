@@ -23,6 +23,7 @@ use crate::files::{at, sync_dir};
 use crate::group_sync::off_thread;
 use crate::ledger::Ledger;
 use crate::mutex::lock;
+use crate::queue::WorkQueue;
 use crate::status::Outcome;
 
 /// A checkpoint runs once this many files are pending (or when the queue is empty).
@@ -35,21 +36,26 @@ pub(crate) struct Moved {
     pub outcome: Outcome,
     /// Its status file.
     pub status: PathBuf,
+    /// Where it was in the inbox.
+    pub path: PathBuf,
 }
 
 /// The files moved since the last checkpoint, shared by the workers of one watcher.
 pub(crate) struct Checkpoints {
     dir: PathBuf,
     ledger: Arc<Ledger>,
+    queue: Arc<WorkQueue>,
     pending: Mutex<Vec<Moved>>,
 }
 
 impl Checkpoints {
-    /// The checkpoints of the watched directory `dir`, recorded in `ledger`.
-    pub fn new(dir: PathBuf, ledger: Arc<Ledger>) -> Self {
+    /// The checkpoints of the watched directory `dir`, recorded in `ledger`; each file's name
+    /// stays claimed in `queue` until its `done` is appended (see [`Checkpoints::run`]).
+    pub fn new(dir: PathBuf, ledger: Arc<Ledger>, queue: Arc<WorkQueue>) -> Self {
         Checkpoints {
             dir,
             ledger,
+            queue,
             pending: Mutex::new(Vec::new()),
         }
     }
@@ -61,42 +67,78 @@ impl Checkpoints {
         pending.len()
     }
 
+    /// Whether files are pending.
+    pub fn any_pending(&self) -> bool {
+        !lock(&self.pending).is_empty()
+    }
+
     /// Makes every pending file durable (its status file, then each directory involved, on the
-    /// blocking pool) and records it `done`. On an error the files stay `decided` in the
-    /// ledger: the next start finishes them.
+    /// blocking pool), records it `done`, and only then releases its name: a file dropped
+    /// again under that name cannot start a run whose records would interleave with this
+    /// one's. On an error the files stay pending, for the next checkpoint (and `decided` in
+    /// the ledger, which the next start finishes).
     pub async fn run(&self) -> io::Result<()> {
         let batch = std::mem::take(&mut *lock(&self.pending));
         if batch.is_empty() {
             return Ok(());
         }
         let dir = self.dir.clone();
-        let batch = off_thread(move || {
-            let files = batch
-                .iter()
-                .map(|m| File::open(&m.status).map_err(at("open", &m.status)))
-                .collect::<io::Result<Vec<_>>>()?;
-            // Start the writes of every file first, so that the device takes them together,
-            // then wait for each: one round trip to the disk for the batch, not one per file.
-            for f in &files {
-                start_writeback(f);
+        let synced = off_thread(move || {
+            Ok(match sync_all(&dir, &batch) {
+                Ok(()) => Ok(batch),
+                Err(e) => Err((batch, e)),
+            })
+        });
+        let (batch, synced) = match synced.await {
+            Ok(Ok(batch)) => (batch, Ok(())),
+            Ok(Err((batch, e))) => (batch, Err(e)),
+            Err(e) => (Vec::new(), Err(e)), // the sync task failed; its batch went with it
+        };
+        if let Err(e) = synced {
+            lock(&self.pending).extend(batch);
+            return Err(e);
+        }
+        let mut batch = batch.into_iter();
+        while let Some(m) = batch.next() {
+            if let Err(e) = self.ledger.record_done(&m.name, m.run, m.outcome) {
+                lock(&self.pending).extend(std::iter::once(m).chain(batch));
+                return Err(e);
             }
-            for (f, m) in files.iter().zip(&batch) {
-                f.sync_data().map_err(at("sync", &m.status))?;
+            self.queue.release(&m.name);
+            if std::fs::symlink_metadata(&m.path).is_ok() {
+                // Dropped again while claimed: intake ignored it then.
+                self.queue.request_rescan();
             }
-            for outcome in [Outcome::Processed, Outcome::Failed] {
-                if batch.iter().any(|m| m.outcome == outcome) {
-                    sync_dir(&dir.join(outcome.dir_name()))?;
-                }
-            }
-            sync_dir(&dir)?;
-            Ok(batch)
-        })
-        .await?;
-        for m in batch {
-            self.ledger.record_done(&m.name, m.run, m.outcome)?;
         }
         Ok(())
     }
+}
+
+/// Syncs the status files of `batch` (a file removed since is skipped: there is nothing of it
+/// left to sync), then each directory involved.
+fn sync_all(dir: &std::path::Path, batch: &[Moved]) -> io::Result<()> {
+    let mut files = Vec::with_capacity(batch.len());
+    for m in batch {
+        match File::open(&m.status) {
+            Ok(f) => files.push((f, &m.status)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(at("open", &m.status)(e)),
+        }
+    }
+    // Start the writes of every file first, so that the device takes them together, then wait
+    // for each: one round trip to the disk for the batch, not one per file.
+    for (f, _) in &files {
+        start_writeback(f);
+    }
+    for (f, path) in &files {
+        f.sync_data().map_err(at("sync", path))?;
+    }
+    for outcome in [Outcome::Processed, Outcome::Failed] {
+        if batch.iter().any(|m| m.outcome == outcome) {
+            sync_dir(&dir.join(outcome.dir_name()))?;
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Starts writing `f`'s dirty pages back without waiting (Linux `sync_file_range`); elsewhere,

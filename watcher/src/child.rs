@@ -191,6 +191,9 @@ struct Scope {
 /// A child spawned on the blocking pool on its way to its caller. If the caller is gone when it
 /// arrives, tokio drops it on the pool thread, outside the caller's task and so outside its
 /// scope: it drops the child inside that scope instead.
+/// (Left alone: a child that arrives only after its watcher's close has reaped, a close out of
+/// budget while the spawn was under way, is killed all the same but missing from that report;
+/// it is reaped when the watcher, and its reaper, are dropped.)
 struct Handoff {
     child: Option<GroupChild>,
     scope: Option<Scope>,

@@ -12,7 +12,7 @@
 //! without a sync of its own. The ledger's journal is synced this way; the syncs of status files
 //! and directories are shared differently, by checkpoints (`checkpoint.rs`).
 //!
-//! Only syncs go off the thread: every change of state (a rename, a ledger record) stays in the
+//! Only the sync goes off the thread: the change it makes durable (a ledger record) stays in the
 //! task's poll, so an aborted worker leaves at most an `fsync` finishing on a pool thread,
 //! which changes nothing.
 

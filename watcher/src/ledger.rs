@@ -77,6 +77,11 @@ pub struct Entry {
     /// The status record, while [`EntryState::Decided`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// While [`EntryState::Decided`], the inode number the file had in the inbox (Unix): a
+    /// restart moves the file in the inbox only if it is still that one, not a new file dropped
+    /// under the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,8 +90,12 @@ struct Record {
     entry: Option<Entry>,
 }
 
-/// The snapshot format written (and the only one read).
-const VERSION: u32 = 1;
+/// The snapshot format written. Version 2 added `decided` entries; version 1 snapshots are read
+/// too. An older watcher refuses a version-2 snapshot rather than misread it (downgrading is not
+/// supported).
+const VERSION: u32 = 2;
+/// The oldest snapshot format read.
+const OLDEST_READ: u32 = 1;
 
 #[derive(Deserialize, Default)]
 struct Snapshot {
@@ -150,11 +159,11 @@ impl Ledger {
                         format!("ledger {} is corrupt: {e}", snapshot.display()),
                     )
                 })?;
-                if snap.version != VERSION {
+                if !(OLDEST_READ..=VERSION).contains(&snap.version) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(
-                            "ledger {} has version {}; this watcher reads version {VERSION}",
+                            "ledger {} has version {}; this watcher reads versions {OLDEST_READ} to {VERSION}",
                             snapshot.display(),
                             snap.version
                         ),
@@ -219,8 +228,9 @@ impl Ledger {
 
     /// Records the result of run `status.run` of `status.file` (`decided`), its status record
     /// with it: a restart writes that status file and moves the file, without running it again.
-    pub fn mark_decided(&self, status: &Status) -> io::Result<()> {
-        self.append(decided(status), SyncNow(true))
+    /// `inode`: the file's inode number in the inbox, when known (see [`Entry::inode`]).
+    pub fn mark_decided(&self, status: &Status, inode: Option<u64>) -> io::Result<()> {
+        self.append(decided(status, inode), SyncNow(true))
     }
 
     /// Removes the entry of `name`.
@@ -242,8 +252,8 @@ impl Ledger {
 
     /// A worker's [`mark_decided`](Self::mark_decided): appended now, durable once
     /// [`synced`](Self::synced) returns.
-    pub(crate) fn record_decided(&self, status: &Status) -> io::Result<()> {
-        self.append(decided(status), SyncNow(false))
+    pub(crate) fn record_decided(&self, status: &Status, inode: Option<u64>) -> io::Result<()> {
+        self.append(decided(status, inode), SyncNow(false))
     }
 
     /// A worker's [`mark_done`](Self::mark_done): appended now, durable with the journal's
@@ -395,11 +405,12 @@ fn in_flight(name: &str, run: u64) -> Record {
             outcome: None,
             at: unix_now(),
             status: None,
+            inode: None,
         }),
     }
 }
 
-fn decided(status: &Status) -> Record {
+fn decided(status: &Status, inode: Option<u64>) -> Record {
     Record {
         name: status.file.clone(),
         entry: Some(Entry {
@@ -408,6 +419,7 @@ fn decided(status: &Status) -> Record {
             outcome: Some(status.outcome),
             at: unix_now(),
             status: Some(status.clone()),
+            inode,
         }),
     }
 }
@@ -421,6 +433,7 @@ fn done(name: &str, run: u64, outcome: Outcome) -> Record {
             outcome: Some(outcome),
             at: unix_now(),
             status: None,
+            inode: None,
         }),
     }
 }
@@ -447,6 +460,13 @@ fn closed(journal: &Path) -> io::Error {
 
 fn apply(entries: &mut BTreeMap<String, Entry>, rec: Record) {
     match rec.entry {
+        // A `done` ends the run it names only: appended late by a checkpoint, it must not end
+        // a later run of the same name.
+        Some(e) if e.state == EntryState::Done => {
+            if entries.get(&rec.name).is_none_or(|old| old.run == e.run) {
+                entries.insert(rec.name, e);
+            }
+        }
         Some(e) => {
             entries.insert(rec.name, e);
         }
@@ -519,13 +539,42 @@ mod tests {
         assert_eq!(reopened.get("a").unwrap().state, EntryState::InFlight);
     }
 
+    /// A checkpoint appends `done` late: by then a later run of the same name may have started.
+    /// That `done` must not end the later run, in memory or on replay. The control: a `done`
+    /// of the current run does end it.
+    #[test]
+    fn a_late_done_does_not_end_a_later_run_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open_with(dir.path(), false).unwrap();
+        ledger.mark_in_flight("a", 1).unwrap();
+        ledger.mark_in_flight("a", 2).unwrap();
+        ledger.mark_done("a", 1, Outcome::Processed).unwrap();
+        ledger.mark_in_flight("b", 3).unwrap();
+        ledger.mark_done("b", 3, Outcome::Failed).unwrap();
+        for l in [&ledger, &Ledger::open_with(dir.path(), false).unwrap()] {
+            let (a, b) = (l.get("a").unwrap(), l.get("b").unwrap());
+            assert_eq!((a.state, a.run), (EntryState::InFlight, 2));
+            assert_eq!(
+                (b.state, b.outcome),
+                (EntryState::Done, Some(Outcome::Failed))
+            );
+        }
+    }
+
     #[test]
     fn refuses_a_snapshot_of_another_version() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SNAPSHOT), br#"{"version":2,"entries":{}}"#).unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT), br#"{"version":3,"entries":{}}"#).unwrap();
         let err = Ledger::open(dir.path()).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(err.to_string().contains("has version 2"), "{err}");
+        assert!(err.to_string().contains("has version 3"), "{err}");
+        // The version before `decided` entries is read.
+        std::fs::write(
+            dir.path().join(SNAPSHOT),
+            br#"{"version":1,"entries":{"a":{"state":"done","run":7,"outcome":"processed","at":1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(Ledger::open(dir.path()).unwrap().get("a").unwrap().run, 7);
     }
 
     #[test]

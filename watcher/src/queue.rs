@@ -148,16 +148,27 @@ impl WorkQueue {
         Some(path)
     }
 
+    /// A worker's file `path` is committed (its result durable in the ledger): no longer one
+    /// that close would hand back. Its name stays claimed until [`WorkQueue::release`].
+    pub fn committed(&self, path: &Path) {
+        lock(&self.in_progress).remove(path);
+    }
+
+    /// Releases the claim on `name`: intake may queue that name again.
+    pub fn release(&self, name: &str) {
+        lock(&self.claimed).remove(name);
+    }
+
     /// Whether no file is queued now.
     pub fn is_empty(&self) -> bool {
         self.depth.load(Relaxed) <= 0
     }
 
-    /// A worker is done with its file `path`, named `name` (committed, or handed back): intake
-    /// may queue that name again.
+    /// A worker lets go of its file `path`, named `name`, uncommitted (handed back, vanished):
+    /// intake may queue that name again.
     pub fn done(&self, path: &Path, name: &str) {
-        lock(&self.in_progress).remove(path);
-        lock(&self.claimed).remove(name);
+        self.committed(path);
+        self.release(name);
     }
 
     /// Leaves `path` unprocessed; it is named in the shutdown report.

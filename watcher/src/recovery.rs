@@ -20,8 +20,9 @@ use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 /// For each decided entry (its status record in the ledger): write the status file unless it is
 /// there, finish the move if the file is still in the inbox, record done. Never run again.
 ///
-/// A move counts as done when its destination exists: a file in the inbox under the same name
-/// is then one dropped again since, left for this run to process.
+/// A move counts as done when its destination exists, or when the file in the inbox under that
+/// name is not the one processed (another inode): that file was dropped again since, and is left
+/// for this run to process.
 ///
 /// Also removes temp files a crash left behind.
 pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> {
@@ -48,14 +49,15 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
                     let status_name = written.file_name().expect("a file name");
                     write_atomic(&dest_dir, &status_name.to_string_lossy(), &json, cfg.fsync)?;
                 }
-                finish_move(cfg, &inbox, in_inbox, &dest_dir, &dest)?;
+                finish_move(cfg, &inbox, in_inbox, entry.inode, &dest_dir, &dest)?;
                 ledger.mark_done(&name, entry.run, status.outcome)?;
             }
             (EntryState::InFlight | EntryState::Decided, _) => {
                 match (find_status(dir, &name, entry.run), in_inbox) {
                     (Some((outcome, dest)), _) => {
                         let dest_dir = dir.join(outcome.dir_name());
-                        finish_move(cfg, &inbox, in_inbox, &dest_dir, &dest_dir.join(&dest))?;
+                        let dest = dest_dir.join(&dest);
+                        finish_move(cfg, &inbox, in_inbox, None, &dest_dir, &dest)?;
                         ledger.mark_done(&name, entry.run, outcome)?;
                     }
                     (None, true) => {
@@ -69,18 +71,29 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
     Ok(Interrupted(Mutex::new(interrupted)))
 }
 
-/// Moves `inbox` to `dest` unless the move already happened (`dest` exists) or the file is
-/// gone; with fsync on, both directories are synced before the caller records `done`.
+/// Moves `inbox` to `dest` unless the move already happened (`dest` exists), the file is gone,
+/// or the file in the inbox is not the one processed (its inode is not `inode`, when known);
+/// with fsync on, both directories are synced before the caller records `done`.
 fn finish_move(
     cfg: &Config,
     inbox: &Path,
     in_inbox: bool,
+    inode: Option<u64>,
     dest_dir: &Path,
     dest: &Path,
 ) -> io::Result<()> {
     if !in_inbox || std::fs::symlink_metadata(dest).is_ok() {
         return Ok(());
     }
+    #[cfg(unix)]
+    if let Some(ino) = inode {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(inbox).is_ok_and(|m| m.ino() != ino) {
+            return Ok(()); // dropped again since: a new file, for this run to process
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = inode;
     std::fs::rename(inbox, dest).map_err(at("move", inbox))?;
     if cfg.fsync {
         sync_dir(dest_dir)?;

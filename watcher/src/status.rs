@@ -6,8 +6,8 @@
 //! Commit order for one file (each step crash-safe; see [`crate::ledger`]):
 //! 1. ledger: `in_flight(name, run)` (fsynced);
 //! 2. process;
-//! 3. ledger: `decided(name, run)` with the whole status record (fsynced): from here on the
-//!    file never runs again;
+//! 3. ledger: `decided(name, run)` with the whole status record and the file's inode
+//!    (fsynced): from here on the file never runs again;
 //! 4. status written atomically into the destination directory (a temp file renamed), then the
 //!    file renamed from the inbox into the destination directory;
 //! 5. the status file and both directories fsynced, then ledger: `done(name, run)` (durable

@@ -50,7 +50,7 @@ impl Crew {
         reaper: Arc<Reaper>,
     ) -> Self {
         Crew {
-            checkpoints: Checkpoints::new(cfg.dir.clone(), ledger.clone()),
+            checkpoints: Checkpoints::new(cfg.dir.clone(), ledger.clone(), queue.clone()),
             cfg,
             queue,
             ledger,
@@ -89,7 +89,7 @@ impl Crew {
                 continue;
             };
             let status = status_of(&self, &file, d);
-            let recorded = self.ledger.record_decided(&status);
+            let recorded = self.ledger.record_decided(&status, file.inode);
             let waiting = match recorded {
                 Ok(()) => self.waiting_file(&cancel, &hands),
                 Err(_) => None,
@@ -101,9 +101,13 @@ impl Crew {
                 previous.await;
             }
             match &decided {
-                Ok(()) => moving = Some(Box::pin(self.move_file(file, status, &hands))),
+                Ok(()) => {
+                    self.queue.committed(&file.path);
+                    moving = Some(Box::pin(self.move_file(file, status, &hands)));
+                }
                 Err(e) => {
-                    // Left in flight: the next start runs it again (see `recovery`).
+                    // Whether its `decided` record reached the disk is unknown: the next start
+                    // either finishes it from there or runs it again (see `recovery`).
                     let name = &file.name;
                     self.cfg
                         .warnings
@@ -123,12 +127,7 @@ impl Crew {
         if let Some(last) = moving.take() {
             last.await;
         }
-        if let Err(e) = self.checkpoints.run().await {
-            let warnings = &self.cfg.warnings;
-            warnings.warn(format_args!(
-                "checkpoint failed: {e}; the next start finishes its files"
-            ));
-        }
+        self.checkpoint().await;
         self.progress.worker_exited();
     }
 
@@ -137,6 +136,11 @@ impl Crew {
     /// be recorded, is let go on the way.
     async fn next_file(&self, cancel: &CancellationToken, hands: &Hands<'_>) -> Option<InHand> {
         loop {
+            if self.queue.is_empty() && self.checkpoints.any_pending() {
+                // About to wait for a file: first make the moves so far durable, so that none
+                // waits for the next file to arrive (their names stay claimed until then).
+                self.checkpoint().await;
+            }
             let path = self.queue.take(cancel).await?;
             let Some(file) = self.claim(path, hands) else {
                 continue;
@@ -167,12 +171,17 @@ impl Crew {
     /// was queued.
     fn claim(&self, path: PathBuf, hands: &Hands<'_>) -> Option<InHand> {
         let name = file_name(&path);
-        let file = hands.take(path, name);
-        if std::fs::symlink_metadata(&file.path).is_err() {
-            hands.release(&file);
-            return None;
+        let mut file = hands.take(path, name);
+        match std::fs::symlink_metadata(&file.path) {
+            Ok(meta) => {
+                file.inode = inode_of(&meta);
+                Some(file)
+            }
+            Err(_) => {
+                hands.release(&file);
+                None
+            }
         }
-        Some(file)
     }
 
     /// `file`, durably in flight: whether an earlier run of it was interrupted.
@@ -192,6 +201,16 @@ impl Crew {
         ));
         self.queue.hand_back(file.path.clone());
         hands.release(&file);
+    }
+
+    /// Runs a checkpoint of the files moved so far (see [`crate::checkpoint`]).
+    async fn checkpoint(&self) {
+        if let Err(e) = self.checkpoints.run().await {
+            let warnings = &self.cfg.warnings;
+            warnings.warn(format_args!(
+                "checkpoint failed: {e}; the next checkpoint or start finishes its files"
+            ));
+        }
     }
 
     /// Processes `file` (with retries): its outcome, or `Abandoned` when close interrupted a
@@ -232,20 +251,17 @@ impl Crew {
                         interrupted: file.interrupted,
                     });
                 }
-                hands.release(&file);
-                if std::fs::symlink_metadata(&file.path).is_ok() {
-                    // Dropped again while claimed: intake ignored it then.
-                    self.queue.request_rescan();
-                }
+                hands.put_down(&file);
             }
             Err(e) => {
-                // Decided in the ledger: the next start finishes it (see `recovery`).
+                // Decided in the ledger: the next start finishes it (see `recovery`). Its name
+                // stays claimed, so that this run does not take the file up again.
                 let name = &file.name;
                 let warnings = &self.cfg.warnings;
                 warnings.warn(format_args!(
                     "cannot commit {name}: {e}; the next start finishes it"
                 ));
-                hands.release(&file);
+                hands.put_down(&file);
             }
         }
     }
@@ -279,6 +295,8 @@ struct InHand {
     t0: Instant,
     /// An earlier run of it was interrupted (see [`Interrupted`]).
     interrupted: bool,
+    /// Its inode number in the inbox (Unix), recorded with its result.
+    inode: Option<u64>,
 }
 
 /// The files one worker holds (up to two): it counts as busy while it holds any.
@@ -300,12 +318,20 @@ impl Hands<'_> {
             started: SystemTime::now(),
             t0: Instant::now(),
             interrupted: false,
+            inode: None,
         }
     }
 
-    /// Done with `file` (committed, handed back, or let go): intake may queue its name again.
+    /// Lets go of `file` uncommitted (handed back, vanished, not recorded): intake may queue
+    /// its name again.
     fn release(&self, file: &InHand) {
         self.crew.queue.done(&file.path, &file.name);
+        self.put_down(file);
+    }
+
+    /// Done with `file`: committed (its name released by the commit, see [`move_out`]), or
+    /// left for the next start.
+    fn put_down(&self, _file: &InHand) {
         if self.held.fetch_sub(1, Relaxed) == 1 {
             self.crew.counters.worker_idle();
         }
@@ -327,6 +353,17 @@ impl RunIds {
 
     fn next(&self) -> u64 {
         self.0.fetch_add(1, Relaxed)
+    }
+}
+
+/// The inode number of a file (Unix; `None` elsewhere).
+fn inode_of(meta: &std::fs::Metadata) -> Option<u64> {
+    #[cfg(unix)]
+    return Some(std::os::unix::fs::MetadataExt::ino(meta));
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
     }
 }
 
@@ -462,6 +499,11 @@ async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result
     if !cfg.fsync {
         crew.ledger
             .record_done(&file.name, file.run, status.outcome)?;
+        crew.queue.release(&file.name);
+        if std::fs::symlink_metadata(&file.path).is_ok() {
+            // Dropped again while claimed: intake ignored it then.
+            crew.queue.request_rescan();
+        }
         return Ok(status);
     }
     let pending = crew.checkpoints.push(Moved {
@@ -469,15 +511,10 @@ async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result
         run: file.run,
         outcome: status.outcome,
         status: status_path,
+        path: file.path.clone(),
     });
     if pending >= BATCH || crew.queue.is_empty() {
-        if let Err(e) = crew.checkpoints.run().await {
-            // The files stay decided in the ledger: the next start finishes them.
-            let warnings = &cfg.warnings;
-            warnings.warn(format_args!(
-                "checkpoint failed: {e}; the next start finishes its files"
-            ));
-        }
+        crew.checkpoint().await;
     }
     Ok(status)
 }

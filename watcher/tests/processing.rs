@@ -413,8 +413,9 @@ async fn a_committed_file_whose_done_record_was_lost_is_not_run_again() {
 /// in: neither the status file nor the move done, the status written but the file not moved,
 /// the file moved but no status. A restart finishes each from the ledger without running it
 /// again. A file dropped again under the name of one already moved is a new file: processed,
-/// and the moved one left as it is. Negative control: an in-flight entry with its file in the
-/// inbox runs again, so the check can tell the two apart.
+/// and the moved one left as it is; so is one dropped again after a consumer took the moved
+/// one out of `processed/` (told apart by its inode). Negative control: an in-flight entry
+/// with its file in the inbox runs again, so the check can tell the two apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decided_file_is_finished_from_the_ledger_without_running_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -442,16 +443,37 @@ async fn a_decided_file_is_finished_from_the_ledger_without_running_again() {
     std::fs::write(d.join("processed/again.txt"), b"first").unwrap();
     write(d, "again.txt", b"second");
     write(d, "inflight.txt", b"x");
+    // `replaced.txt` was processed (inode `first`), moved, taken out of `processed/` by a
+    // consumer, and dropped again: a new file (a new inode: written before the old one goes).
+    let inode = |name: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(d.join(name)).unwrap().ino()
+    };
+    write(d, "replaced.txt", b"first");
+    let first = inode("replaced.txt");
+    write(d, ".new", b"second");
+    std::fs::rename(d.join(".new"), d.join("replaced.txt")).unwrap();
+    assert_ne!(inode("replaced.txt"), first);
     {
         let ledger = Ledger::open(d).unwrap();
         ledger
-            .mark_decided(&decided("nothing_yet.txt", 20))
+            .mark_decided(&decided("replaced.txt", 25), Some(first))
             .unwrap();
         ledger
-            .mark_decided(&decided("status_only.txt", 21))
+            .mark_decided(
+                &decided("nothing_yet.txt", 20),
+                Some(inode("nothing_yet.txt")),
+            )
             .unwrap();
-        ledger.mark_decided(&decided("moved_only.txt", 22)).unwrap();
-        ledger.mark_decided(&decided("again.txt", 23)).unwrap();
+        ledger
+            .mark_decided(&decided("status_only.txt", 21), None)
+            .unwrap();
+        ledger
+            .mark_decided(&decided("moved_only.txt", 22), None)
+            .unwrap();
+        ledger
+            .mark_decided(&decided("again.txt", 23), None)
+            .unwrap();
         ledger.mark_in_flight("inflight.txt", 24).unwrap();
     }
 
@@ -479,6 +501,19 @@ async fn a_decided_file_is_finished_from_the_ledger_without_running_again() {
     assert_eq!(p.calls("again.txt"), 1, "the file dropped again is new");
     let second = Ledger::open(d).unwrap().entries()["again.txt"].run;
     let moved = d.join(format!("processed/again.txt.{second}"));
+    assert_eq!(std::fs::read(moved).unwrap(), b"second");
+    let written = d.join("processed/replaced.txt.status.json");
+    assert_eq!(
+        watcher::Status::read(&written).unwrap(),
+        decided("replaced.txt", 25)
+    );
+    assert!(
+        !d.join("processed/replaced.txt").exists(),
+        "the new file moved unprocessed"
+    );
+    assert_eq!(p.calls("replaced.txt"), 1, "the file dropped again is new");
+    let second = Ledger::open(d).unwrap().entries()["replaced.txt"].run;
+    let moved = d.join(format!("processed/replaced.txt.{second}"));
     assert_eq!(std::fs::read(moved).unwrap(), b"second");
     // The control: no result in the ledger, so it ran again, marked interrupted.
     assert_eq!(p.calls("inflight.txt"), 1);
