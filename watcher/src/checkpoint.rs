@@ -75,35 +75,18 @@ impl Checkpoints {
     /// Makes every pending file durable (its status file, then each directory involved, on the
     /// blocking pool), records it `done`, and only then releases its name: a file dropped
     /// again under that name cannot start a run whose records would interleave with this
-    /// one's. On an error the files stay pending, for the next checkpoint (and `decided` in
-    /// the ledger, which the next start finishes).
+    /// one's. On an error the files of the batch are not tried again (a second `fsync` after a
+    /// failed one can succeed over lost data): they stay `decided` in the ledger, which the next
+    /// start finishes, and their names stay claimed until then.
     pub async fn run(&self) -> io::Result<()> {
         let batch = std::mem::take(&mut *lock(&self.pending));
         if batch.is_empty() {
             return Ok(());
         }
         let dir = self.dir.clone();
-        let synced = off_thread(move || {
-            Ok(match sync_all(&dir, &batch) {
-                Ok(()) => Ok(batch),
-                Err(e) => Err((batch, e)),
-            })
-        });
-        let (batch, synced) = match synced.await {
-            Ok(Ok(batch)) => (batch, Ok(())),
-            Ok(Err((batch, e))) => (batch, Err(e)),
-            Err(e) => (Vec::new(), Err(e)), // the sync task failed; its batch went with it
-        };
-        if let Err(e) = synced {
-            lock(&self.pending).extend(batch);
-            return Err(e);
-        }
-        let mut batch = batch.into_iter();
-        while let Some(m) = batch.next() {
-            if let Err(e) = self.ledger.record_done(&m.name, m.run, m.outcome) {
-                lock(&self.pending).extend(std::iter::once(m).chain(batch));
-                return Err(e);
-            }
+        let batch = off_thread(move || sync_all(&dir, &batch).map(|()| batch)).await?;
+        for m in batch {
+            self.ledger.record_done(&m.name, m.run, m.outcome)?;
             self.queue.release(&m.name);
             if std::fs::symlink_metadata(&m.path).is_ok() {
                 // Dropped again while claimed: intake ignored it then.

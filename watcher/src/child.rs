@@ -121,32 +121,83 @@ impl GroupChild {
         self.child.as_mut().expect("present until drop")
     }
 
-    /// Waits for the command to exit.
+    /// Waits for the command to exit; then kills whatever it left running in its group (`sh -c
+    /// 'job &'` leaves `job`): a command is done when it exits, and nothing it started outlives
+    /// it. (The group's id cannot have been reused between the reap and the kill: the kernel
+    /// hands out pids in a cycle, and this kill follows the reap at once.)
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let pid = self.id();
         let status = self.inner_mut().wait().await?;
         self.exited = true;
+        if let Some(pid) = pid {
+            kill_group(pid);
+        }
         Ok(status)
     }
 
     /// Waits for the command to exit, collecting its piped stdout and stderr (as tokio's
-    /// `Child::wait_with_output`, without giving the child up).
+    /// `Child::wait_with_output`, without giving the child up). Once the command has exited
+    /// (and its group been killed, see [`GroupChild::wait`]) the pipes get [`PIPE_GRACE`] to
+    /// reach their end: a process that left the group (`setsid`) may hold them open for as long
+    /// as it likes, and the output read by then is what is returned.
     pub async fn wait_with_output(&mut self) -> io::Result<Output> {
-        async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> io::Result<Vec<u8>> {
-            let mut buf = Vec::new();
+        async fn read_all(
+            pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+            buf: &mut Vec<u8>,
+        ) -> io::Result<()> {
             if let Some(mut p) = pipe {
-                p.read_to_end(&mut buf).await?;
+                p.read_to_end(buf).await?;
             }
-            Ok(buf)
+            Ok(())
         }
         let child = self.inner_mut();
         let (out, err) = (child.stdout.take(), child.stderr.take());
-        let (status, stdout, stderr) = tokio::join!(self.wait(), read_all(out), read_all(err));
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status = {
+            // Read while waiting: a command that fills a pipe would block on it otherwise.
+            let mut reads = std::pin::pin!(async {
+                tokio::try_join!(read_all(out, &mut stdout), read_all(err, &mut stderr))
+            });
+            let mut read = None;
+            let status = loop {
+                tokio::select! {
+                    status = self.wait() => break status?,
+                    r = &mut reads, if read.is_none() => read = Some(r),
+                }
+            };
+            match read {
+                Some(r) => {
+                    r?;
+                }
+                None => {
+                    if let Ok(r) = tokio::time::timeout(PIPE_GRACE, reads).await {
+                        r?;
+                    }
+                }
+            }
+            status
+        };
         Ok(Output {
-            status: status?,
-            stdout: stdout?,
-            stderr: stderr?,
+            status,
+            stdout,
+            stderr,
         })
     }
+}
+
+/// How long [`GroupChild::wait_with_output`] waits for the pipes' end once the command has
+/// exited.
+pub const PIPE_GRACE: Duration = Duration::from_secs(1);
+
+/// Kills the process group `pgid` with `SIGKILL`; a group that has gone already is fine.
+fn kill_group(pgid: u32) {
+    #[cfg(unix)]
+    // SAFETY: plain syscall; a group that has already gone gives ESRCH, which is fine.
+    unsafe {
+        libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
+    }
+    #[cfg(not(unix))]
+    let _ = pgid;
 }
 
 impl Drop for GroupChild {
@@ -161,11 +212,7 @@ impl Drop for GroupChild {
             return; // already reaped
         };
         // The group is the unreaped child's own pid: no other group can have that id.
-        #[cfg(unix)]
-        // SAFETY: plain syscall; a group that has already gone gives ESRCH, which is fine.
-        unsafe {
-            libc::killpg(pid as libc::pid_t, libc::SIGKILL);
-        }
+        kill_group(pid);
         let command = std::mem::take(&mut self.command);
         // Outside a watcher the closure, and `child` with it, is dropped unrun: tokio kills
         // (again) and reaps it in the background.

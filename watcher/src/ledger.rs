@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::group_sync::GroupSync;
 
+pub use crate::file_id::FileId;
 use crate::files::{at, sync_dir, write_atomic};
 use crate::status::{Outcome, Status};
 
@@ -77,11 +78,11 @@ pub struct Entry {
     /// The status record, while [`EntryState::Decided`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
-    /// While [`EntryState::Decided`], the inode number the file had in the inbox (Unix): a
+    /// While [`EntryState::Decided`], which file the name stood for in the inbox (Unix): a
     /// restart moves the file in the inbox only if it is still that one, not a new file dropped
     /// under the same name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inode: Option<u64>,
+    pub file_id: Option<FileId>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -228,9 +229,9 @@ impl Ledger {
 
     /// Records the result of run `status.run` of `status.file` (`decided`), its status record
     /// with it: a restart writes that status file and moves the file, without running it again.
-    /// `inode`: the file's inode number in the inbox, when known (see [`Entry::inode`]).
-    pub fn mark_decided(&self, status: &Status, inode: Option<u64>) -> io::Result<()> {
-        self.append(decided(status, inode), SyncNow(true))
+    /// `file_id`: which file it was in the inbox, when known (see [`Entry::file_id`]).
+    pub fn mark_decided(&self, status: &Status, file_id: Option<FileId>) -> io::Result<()> {
+        self.append(decided(status, file_id), SyncNow(true))
     }
 
     /// Removes the entry of `name`.
@@ -252,8 +253,12 @@ impl Ledger {
 
     /// A worker's [`mark_decided`](Self::mark_decided): appended now, durable once
     /// [`synced`](Self::synced) returns.
-    pub(crate) fn record_decided(&self, status: &Status, inode: Option<u64>) -> io::Result<()> {
-        self.append(decided(status, inode), SyncNow(false))
+    pub(crate) fn record_decided(
+        &self,
+        status: &Status,
+        file_id: Option<FileId>,
+    ) -> io::Result<()> {
+        self.append(decided(status, file_id), SyncNow(false))
     }
 
     /// A worker's [`mark_done`](Self::mark_done): appended now, durable with the journal's
@@ -405,12 +410,12 @@ fn in_flight(name: &str, run: u64) -> Record {
             outcome: None,
             at: unix_now(),
             status: None,
-            inode: None,
+            file_id: None,
         }),
     }
 }
 
-fn decided(status: &Status, inode: Option<u64>) -> Record {
+fn decided(status: &Status, file_id: Option<FileId>) -> Record {
     Record {
         name: status.file.clone(),
         entry: Some(Entry {
@@ -419,7 +424,7 @@ fn decided(status: &Status, inode: Option<u64>) -> Record {
             outcome: Some(status.outcome),
             at: unix_now(),
             status: Some(status.clone()),
-            inode,
+            file_id,
         }),
     }
 }
@@ -433,7 +438,7 @@ fn done(name: &str, run: u64, outcome: Outcome) -> Record {
             outcome: Some(outcome),
             at: unix_now(),
             status: None,
-            inode: None,
+            file_id: None,
         }),
     }
 }

@@ -42,6 +42,7 @@ mod dirlock;
 mod engine;
 mod error;
 mod events;
+mod file_id;
 mod file_outcome;
 mod files;
 mod group_sync;

@@ -51,8 +51,9 @@ pub(crate) struct WorkQueue {
     claimed: Mutex<HashSet<String>>,
     /// Files left unprocessed, for the shutdown report.
     handed_back: Mutex<Vec<PathBuf>>,
-    /// The files the workers hold, from [`WorkQueue::take`] to [`WorkQueue::done`]: up to two
-    /// per worker, one being processed and the one before it being committed.
+    /// The files the workers hold uncommitted, from [`WorkQueue::take`] until their result is
+    /// durable ([`WorkQueue::committed`]) or they are let go ([`WorkQueue::done`]): up to two
+    /// per worker, the one being processed and the next, taken while that result syncs.
     in_progress: Mutex<HashSet<PathBuf>>,
     /// Asks intake to scan the directory again (see [`WorkQueue::request_rescan`]).
     rescan: Notify,

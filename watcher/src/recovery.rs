@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::config::Config;
 use crate::files::{at, sync_dir, write_atomic};
-use crate::ledger::{EntryState, Ledger};
+use crate::ledger::{EntryState, FileId, Ledger};
 use crate::mutex::lock;
 use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 
@@ -21,7 +21,7 @@ use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 /// there, finish the move if the file is still in the inbox, record done. Never run again.
 ///
 /// A move counts as done when its destination exists, or when the file in the inbox under that
-/// name is not the one processed (another inode): that file was dropped again since, and is left
+/// name is not the one processed (another file, see `file_id.rs`): that file was dropped again since, and is left
 /// for this run to process.
 ///
 /// Also removes temp files a crash left behind.
@@ -49,7 +49,7 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
                     let status_name = written.file_name().expect("a file name");
                     write_atomic(&dest_dir, &status_name.to_string_lossy(), &json, cfg.fsync)?;
                 }
-                finish_move(cfg, &inbox, in_inbox, entry.inode, &dest_dir, &dest)?;
+                finish_move(cfg, &inbox, in_inbox, entry.file_id, &dest_dir, &dest)?;
                 ledger.mark_done(&name, entry.run, status.outcome)?;
             }
             (EntryState::InFlight | EntryState::Decided, _) => {
@@ -72,28 +72,24 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
 }
 
 /// Moves `inbox` to `dest` unless the move already happened (`dest` exists), the file is gone,
-/// or the file in the inbox is not the one processed (its inode is not `inode`, when known);
+/// or the file in the inbox is not the one processed (not `file_id`, when known);
 /// with fsync on, both directories are synced before the caller records `done`.
 fn finish_move(
     cfg: &Config,
     inbox: &Path,
     in_inbox: bool,
-    inode: Option<u64>,
+    file_id: Option<FileId>,
     dest_dir: &Path,
     dest: &Path,
 ) -> io::Result<()> {
     if !in_inbox || std::fs::symlink_metadata(dest).is_ok() {
         return Ok(());
     }
-    #[cfg(unix)]
-    if let Some(ino) = inode {
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::symlink_metadata(inbox).is_ok_and(|m| m.ino() != ino) {
+    if let Some(id) = file_id {
+        if std::fs::symlink_metadata(inbox).is_ok_and(|m| !id.matches(&m)) {
             return Ok(()); // dropped again since: a new file, for this run to process
         }
     }
-    #[cfg(not(unix))]
-    let _ = inode;
     std::fs::rename(inbox, dest).map_err(at("move", inbox))?;
     if cfg.fsync {
         sync_dir(dest_dir)?;

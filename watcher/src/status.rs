@@ -26,7 +26,8 @@
 //! is already queued, its step 1 shares step 3's sync.
 //!
 //! On restart, a decided entry is finished from the ledger: its status file written unless it
-//! is there, the move done unless its destination exists, then `done`; never run again. An
+//! is there, the move done unless its destination exists or the inbox holds another file under
+//! that name (see `file_id.rs`), then `done`; never run again. An
 //! in-flight entry is resolved: if its status (same `run`) exists (written by an earlier
 //! version, which wrote the status before the ledger), the move is finished or just recorded,
 //! without running again; otherwise, if the file is still in the inbox, it runs again with

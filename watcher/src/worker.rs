@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{Checkpoints, Moved, BATCH};
 use crate::child::Reaper;
 use crate::config::Config;
+use crate::file_id::FileId;
 use crate::file_outcome::FileOutcome;
 use crate::files::{at, rename_into_place, write_temp};
 use crate::group_sync::off_thread;
@@ -89,7 +90,7 @@ impl Crew {
                 continue;
             };
             let status = status_of(&self, &file, d);
-            let recorded = self.ledger.record_decided(&status, file.inode);
+            let recorded = self.ledger.record_decided(&status, file.file_id);
             let waiting = match recorded {
                 Ok(()) => self.waiting_file(&cancel, &hands),
                 Err(_) => None,
@@ -174,7 +175,7 @@ impl Crew {
         let mut file = hands.take(path, name);
         match std::fs::symlink_metadata(&file.path) {
             Ok(meta) => {
-                file.inode = inode_of(&meta);
+                file.file_id = FileId::of(&meta);
                 Some(file)
             }
             Err(_) => {
@@ -208,7 +209,7 @@ impl Crew {
         if let Err(e) = self.checkpoints.run().await {
             let warnings = &self.cfg.warnings;
             warnings.warn(format_args!(
-                "checkpoint failed: {e}; the next checkpoint or start finishes its files"
+                "checkpoint failed: {e}; the next start finishes its files (their names wait till then)"
             ));
         }
     }
@@ -295,8 +296,8 @@ struct InHand {
     t0: Instant,
     /// An earlier run of it was interrupted (see [`Interrupted`]).
     interrupted: bool,
-    /// Its inode number in the inbox (Unix), recorded with its result.
-    inode: Option<u64>,
+    /// Which file the name stood for when taken (Unix), recorded with its result.
+    file_id: Option<FileId>,
 }
 
 /// The files one worker holds (up to two): it counts as busy while it holds any.
@@ -318,7 +319,7 @@ impl Hands<'_> {
             started: SystemTime::now(),
             t0: Instant::now(),
             interrupted: false,
-            inode: None,
+            file_id: None,
         }
     }
 
@@ -353,17 +354,6 @@ impl RunIds {
 
     fn next(&self) -> u64 {
         self.0.fetch_add(1, Relaxed)
-    }
-}
-
-/// The inode number of a file (Unix; `None` elsewhere).
-fn inode_of(meta: &std::fs::Metadata) -> Option<u64> {
-    #[cfg(unix)]
-    return Some(std::os::unix::fs::MetadataExt::ino(meta));
-    #[cfg(not(unix))]
-    {
-        let _ = meta;
-        None
     }
 }
 
@@ -495,7 +485,12 @@ async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result
         write()?
     };
     rename_into_place(&tmp, &status_path)?;
-    std::fs::rename(&file.path, &dest).map_err(at("move", &file.path))?;
+    if !move_if_same(file, &dest)? {
+        let name = &file.name;
+        cfg.warnings.warn(format_args!(
+            "{name} was removed or replaced while it was processed: its status is written, nothing moved"
+        ));
+    }
     if !cfg.fsync {
         crew.ledger
             .record_done(&file.name, file.run, status.outcome)?;
@@ -517,6 +512,20 @@ async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result
         crew.checkpoint().await;
     }
     Ok(status)
+}
+
+/// Moves `file` to `dest` if the inbox still holds it under its name; false when it is gone or
+/// another file took its name meanwhile (that one is left for intake).
+fn move_if_same(file: &InHand, dest: &Path) -> std::io::Result<bool> {
+    match std::fs::symlink_metadata(&file.path) {
+        Ok(meta) if file.file_id.is_none_or(|id| id.matches(&meta)) => {}
+        _ => return Ok(false),
+    }
+    match std::fs::rename(&file.path, dest) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(at("move", &file.path)(e)),
+    }
 }
 
 /// The name `name` gets in `dest_dir`: its own, or `NAME.<run>` when an earlier file (or its

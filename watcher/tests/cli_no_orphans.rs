@@ -128,3 +128,65 @@ fn sigterm_kills_a_hung_forking_command_and_its_children() {
     );
     assert!(inbox.path().join("hang.txt").exists());
 }
+
+/// A command that exits at once but leaves a job running in the background (`sleep 300 &`):
+/// the job goes with it (its process group is killed as the command is reaped), and the
+/// watcher does not wait on the job's hold of the command's stderr pipe. Before, the job
+/// outlived the watcher and each file took as long as the job. Control: the job was running
+/// while the command ran (it wrote its pid, and the pid was alive then).
+#[test]
+fn a_command_that_leaves_a_job_behind_takes_it_along() {
+    let inbox = tempfile::tempdir().unwrap();
+    let aside = tempfile::tempdir().unwrap();
+    let pids = aside.path().join("pids");
+    for f in ["a.txt", "b.txt"] {
+        write(inbox.path(), f, b"x");
+    }
+    // Each run starts a background sleep, records its pid and start time, and exits 0.
+    let script = format!(
+        r#"sleep 300 & p=$!; echo "$p $(cut -d' ' -f22 /proc/$p/stat)" >> '{}'"#,
+        pids.display()
+    );
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .arg(inbox.path())
+        .args(["--once", "--workers", "2", "--", "sh", "-c", &script, "sh"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        let _ = tx.send(s);
+    });
+    let finished = wait_until(Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !finished {
+        let _ = child.kill();
+    }
+    let err = rx.recv().unwrap_or_default();
+    assert!(finished, "the watcher waited on the jobs: {err}");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let jobs: Vec<(u32, u64)> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace().map(|w| w.parse::<u64>().unwrap());
+            (w.next().unwrap() as u32, w.next().unwrap())
+        })
+        .collect();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    for (pid, start) in jobs {
+        let gone = wait_until(Duration::from_secs(10), || !still_runs(pid, start));
+        if !gone {
+            // SAFETY: a pid this test's command started; do not leave it behind.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        assert!(gone, "the job {pid} outlived its command and the watcher");
+    }
+}

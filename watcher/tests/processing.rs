@@ -4,7 +4,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use watcher::ledger::Ledger;
+use watcher::ledger::{FileId, Ledger};
 use watcher::{Mode, Outcome, Stage, Watcher};
 
 #[tokio::test]
@@ -443,27 +443,21 @@ async fn a_decided_file_is_finished_from_the_ledger_without_running_again() {
     std::fs::write(d.join("processed/again.txt"), b"first").unwrap();
     write(d, "again.txt", b"second");
     write(d, "inflight.txt", b"x");
-    // `replaced.txt` was processed (inode `first`), moved, taken out of `processed/` by a
-    // consumer, and dropped again: a new file (a new inode: written before the old one goes).
-    let inode = |name: &str| {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(d.join(name)).unwrap().ino()
-    };
+    // `replaced.txt` was processed (file `first`), moved, taken out of `processed/` by a
+    // consumer, and dropped again: a new file (written before the old one goes).
+    let id = |name: &str| FileId::of(&std::fs::metadata(d.join(name)).unwrap());
     write(d, "replaced.txt", b"first");
-    let first = inode("replaced.txt");
+    let first = id("replaced.txt");
     write(d, ".new", b"second");
     std::fs::rename(d.join(".new"), d.join("replaced.txt")).unwrap();
-    assert_ne!(inode("replaced.txt"), first);
+    assert_ne!(id("replaced.txt"), first);
     {
         let ledger = Ledger::open(d).unwrap();
         ledger
-            .mark_decided(&decided("replaced.txt", 25), Some(first))
+            .mark_decided(&decided("replaced.txt", 25), first)
             .unwrap();
         ledger
-            .mark_decided(
-                &decided("nothing_yet.txt", 20),
-                Some(inode("nothing_yet.txt")),
-            )
+            .mark_decided(&decided("nothing_yet.txt", 20), id("nothing_yet.txt"))
             .unwrap();
         ledger
             .mark_decided(&decided("status_only.txt", 21), None)
@@ -784,4 +778,57 @@ fn start_on_a_runtime_handle_from_outside_the_runtime() {
     assert!(r.aborted.is_empty());
     assert_eq!(status(dir.path(), "a.txt").outcome, Outcome::Processed);
     assert_eq!(rt.metrics().num_alive_tasks(), 0);
+}
+
+/// A producer replaces a file under its name while the watcher processes it (a new file renamed
+/// over it). The processed file is gone: its status is written, and the new file is not moved
+/// into `processed/` as if it had been processed; it runs itself, as a file of its own. With
+/// fsync off and on (the move, then the checkpoint, release the name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_while_it_is_processed_is_not_moved_in_its_place() {
+    for fsync in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (inbox, calls) = (d.clone(), seen.clone());
+        let replace_once = watcher::processor::from_fn(move |path, bytes: Vec<u8>| {
+            let (inbox, calls) = (inbox.clone(), calls.clone());
+            async move {
+                let first = calls.lock().unwrap().is_empty();
+                calls.lock().unwrap().push(bytes);
+                if first {
+                    std::fs::write(inbox.join(".new"), b"second").unwrap();
+                    std::fs::rename(inbox.join(".new"), path).unwrap();
+                }
+                Ok::<(), watcher::ProcessError>(())
+            }
+        });
+        write(&d, "a.txt", b"first");
+        let cfg = Watcher::builder(&d)
+            .debounce(Duration::from_millis(20))
+            .fsync(fsync)
+            .processor(replace_once)
+            .build()
+            .unwrap();
+        let w = Watcher::start(cfg).await.unwrap();
+        assert!(
+            w.wait_for(|m| m.processed == 2, LONG).await,
+            "fsync {fsync}"
+        );
+        w.close().await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [b"first".to_vec(), b"second".to_vec()]
+        );
+        let first = watcher::Status::read(&d.join("processed/a.txt.status.json")).unwrap();
+        assert!(
+            !d.join("processed/a.txt").exists(),
+            "the new file moved in its place"
+        );
+        let second = Ledger::open(&d).unwrap().entries()["a.txt"].run;
+        assert_ne!(first.run, second);
+        let moved = d.join(format!("processed/a.txt.{second}"));
+        assert_eq!(std::fs::read(moved).unwrap(), b"second", "fsync {fsync}");
+        assert!(!d.join("a.txt").exists());
+    }
 }
