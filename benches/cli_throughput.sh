@@ -36,7 +36,14 @@ fi
 bins=("$WATCHER_BIN" "${bins[@]}")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cli-throughput.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# KEEP_WORK=1 leaves the work directory (and says where): deleting 30 000 files taxes the next
+# run's file creation on an ext4 without a journal (see below), so a series of runs keeps them
+# and removes them all at the end.
+if [ -n "${KEEP_WORK:-}" ]; then
+  trap 'echo "kept $work" >&2' EXIT
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 
 # A fresh inbox of $files small files (names f00001.txt ...), written back to disk. Earlier
 # inboxes are removed only at the end: on an ext4 without a journal (this VM's), every inode

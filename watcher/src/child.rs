@@ -2,7 +2,9 @@
 //! process group of its own and, when it is dropped before the command has exited (its worker
 //! was aborted: close ran out of budget, or the watcher was dropped), kills the whole group
 //! with `SIGKILL` — the command and everything it forked — and hands the child to its watcher,
-//! which reaps it and names it in the [`ShutdownReport`](crate::ShutdownReport).
+//! which reaps it and names it in the [`ShutdownReport`](crate::ShutdownReport). When the
+//! command exits on its own, whatever it left running in its group (`sh -c 'job &'`) is killed
+//! as it is reaped.
 //!
 //! Why a group of its own: killing only the command (tokio's `kill_on_drop`) leaves whatever
 //! it forked running (`sh -c 'sleep 300; :'` loses its `sh`, keeps its `sleep`), orphaned. A
