@@ -252,7 +252,7 @@ impl Crew {
                         interrupted: file.interrupted,
                     });
                 }
-                hands.put_down(&file);
+                hands.put_down();
             }
             Err(e) => {
                 // Decided in the ledger: the next start finishes it (see `recovery`). Its name
@@ -262,7 +262,7 @@ impl Crew {
                 warnings.warn(format_args!(
                     "cannot commit {name}: {e}; the next start finishes it"
                 ));
-                hands.put_down(&file);
+                hands.put_down();
             }
         }
     }
@@ -280,6 +280,8 @@ async fn alongside<T>(side: &mut Option<Moving<'_>>, work: impl Future<Output = 
             return work.await;
         };
         tokio::select! {
+            // The move first: with fsync off it ends in this very poll, so a file's commit
+            // ends in the poll that follows its processing, with no await point between.
             biased;
             () = running.as_mut() => *side = None,
             out = &mut work => return out,
@@ -327,12 +329,12 @@ impl Hands<'_> {
     /// its name again.
     fn release(&self, file: &InHand) {
         self.crew.queue.done(&file.path, &file.name);
-        self.put_down(file);
+        self.put_down();
     }
 
     /// Done with `file`: committed (its name released by the commit, see [`move_out`]), or
     /// left for the next start.
-    fn put_down(&self, _file: &InHand) {
+    fn put_down(&self) {
         if self.held.fetch_sub(1, Relaxed) == 1 {
             self.crew.counters.worker_idle();
         }

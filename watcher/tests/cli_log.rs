@@ -240,11 +240,14 @@ fn quiet_drops_the_file_lines_only() {
     }
 }
 
-#[test]
-fn watch_mode_says_each_file_as_it_finishes() {
-    let dir = tempfile::tempdir().unwrap();
+/// `watcher DIR EXTRA -- true` in watch mode, and its stderr lines as they come.
+fn watching(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
-        .arg(dir.path())
+        .arg(dir)
+        .args(extra)
         .args(["--", "true"])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -259,6 +262,13 @@ fn watch_mode_says_each_file_as_it_finishes() {
             }
         }
     });
+    (child, rx)
+}
+
+#[test]
+fn watch_mode_says_each_file_as_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, rx) = watching(dir.path(), &[]);
     let next = || {
         rx.recv_timeout(Duration::from_secs(20))
             .expect("a line on stderr")
@@ -360,22 +370,7 @@ fn json_shutdown_names_a_killed_command_and_a_name_that_is_not_utf8() {
 #[test]
 fn json_warnings_are_json_too() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .arg(dir.path())
-        .args(["--log-format", "json", "--", "true"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stderr.lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = watching(dir.path(), &["--log-format", "json"]);
     let next = || -> Value {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
