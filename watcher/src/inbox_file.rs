@@ -25,7 +25,19 @@ pub(crate) async fn read(path: &Path, dir: &Path, max: u64) -> Result<Vec<u8>, S
         .unwrap_or_else(|e| Err(format!("cannot read file: {e}")))
 }
 
-fn read_blocking(path: &Path, dir: &Path, max: u64) -> Result<Vec<u8>, String> {
+/// The checks of [`read`] without the read, from the file's metadata alone (it is not opened,
+/// so it cannot block on a FIFO): for a processor that does not read the contents.
+pub(crate) fn check(path: &Path, dir: &Path, max: u64) -> Result<(), String> {
+    let meta = checked_metadata(path, dir)?;
+    if meta.len() > max {
+        return Err(too_large(meta.len(), max));
+    }
+    Ok(())
+}
+
+/// The metadata of `path` (of its target, for a symlink that stays inside `dir`), if it is a
+/// regular file.
+fn checked_metadata(path: &Path, dir: &Path) -> Result<Metadata, String> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot stat file: {e}"))?;
     let meta = if meta.file_type().is_symlink() {
         let target = inside(path, dir)?;
@@ -34,6 +46,11 @@ fn read_blocking(path: &Path, dir: &Path, max: u64) -> Result<Vec<u8>, String> {
         meta
     };
     regular(&meta)?;
+    Ok(meta)
+}
+
+fn read_blocking(path: &Path, dir: &Path, max: u64) -> Result<Vec<u8>, String> {
+    checked_metadata(path, dir)?;
     let f = open_nonblocking(path).map_err(|e| format!("cannot open file: {e}"))?;
     let meta = f.metadata().map_err(|e| format!("cannot stat file: {e}"))?;
     regular(&meta)?;
@@ -97,19 +114,21 @@ fn open_nonblocking(path: &Path) -> std::io::Result<File> {
 
 /// Reads `f` (whose size was `len`), refusing, without reading it whole, one over `max` bytes.
 fn read_bounded(f: File, len: u64, max: u64) -> Result<Vec<u8>, String> {
-    let too_big =
-        |len: u64| format!("file too large: {len} bytes exceeds max_file_size of {max} bytes");
     if len > max {
-        return Err(too_big(len));
+        return Err(too_large(len, max));
     }
     let mut buf = Vec::with_capacity(len as usize);
     f.take(max + 1)
         .read_to_end(&mut buf)
         .map_err(|e| format!("cannot read file: {e}"))?;
     if buf.len() as u64 > max {
-        return Err(too_big(buf.len() as u64));
+        return Err(too_large(buf.len() as u64, max));
     }
     Ok(buf)
+}
+
+fn too_large(len: u64, max: u64) -> String {
+    format!("file too large: {len} bytes exceeds max_file_size of {max} bytes")
 }
 
 #[cfg(test)]
@@ -133,6 +152,37 @@ mod tests {
             e,
             "file too large: 100 bytes exceeds max_file_size of 99 bytes"
         );
+    }
+
+    /// The check without the read refuses what the read refuses, with the same words, and
+    /// passes what it passes.
+    #[cfg(unix)]
+    #[test]
+    fn check_refuses_what_read_refuses_without_opening() {
+        let (_d, dir) = canonical_tempdir();
+        let (outside_dir, outside) = canonical_tempdir();
+        let big = dir.join("big");
+        std::fs::write(&big, vec![0u8; 100]).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        std::fs::write(outside.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), dir.join("out")).unwrap();
+        std::os::unix::fs::symlink(&big, dir.join("in")).unwrap();
+        for (p, max) in [
+            (&big, 100),
+            (&big, 99),
+            (&fifo, 100),
+            (&dir.join("out"), 100),
+        ] {
+            let read = read_blocking(p, &dir, max).map(|_| ());
+            assert_eq!(check(p, &dir, max), read, "{}", p.display());
+        }
+        assert_eq!(check(&dir.join("in"), &dir, 100), Ok(()));
+        assert!(check(&fifo, &dir, 100).unwrap_err().contains("a FIFO"));
+        assert!(check(&big, &dir, 99).unwrap_err().contains("too large"));
+        drop(outside_dir);
     }
 
     #[cfg(unix)]

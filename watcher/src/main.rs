@@ -95,14 +95,23 @@ struct Args {
 /// Runs the command on each file.
 struct Command {
     program: String,
+    /// `program` found in `PATH` once, at start: a spawn by name searches `PATH` again each time,
+    /// one failed `exec` per directory before the one that holds it.
+    found: PathBuf,
     args: Vec<String>,
     /// The program and its arguments, as reports name it.
     shown: String,
 }
 
 impl Processor for Command {
+    /// The command opens the file itself.
+    fn reads_contents(&self) -> bool {
+        false
+    }
+
     async fn process(&self, path: &Path, _contents: Vec<u8>) -> Result<(), ProcessError> {
-        let mut cmd = tokio::process::Command::new(&self.program);
+        let mut cmd = tokio::process::Command::new(&self.found);
+        cmd.arg0(&self.program);
         cmd.args(&self.args)
             .arg(path)
             .stdin(Stdio::null())
@@ -165,6 +174,34 @@ fn main() -> ExitCode {
     code
 }
 
+/// Where `program` is: itself when it names a path (it holds a `/`), else the first executable
+/// file of that name in a directory of `PATH` (as the shell and `execvp` look for it).
+fn find_program(program: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let Some(path) = std::env::var_os("PATH") else {
+        return Ok(PathBuf::from(program)); // let the spawn search its default path
+    };
+    for dir in std::env::split_paths(&path) {
+        // An empty entry is the current directory.
+        let candidate = if dir.as_os_str().is_empty() {
+            Path::new(".").join(program)
+        } else {
+            dir.join(program)
+        };
+        let runnable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if runnable {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "{program}: command not found in PATH (a command with a / in it is taken as a path)"
+    ))
+}
+
 /// A duration: `humantime` (`250ms`, `2s`, `1m 30s`) or a number of seconds (`0.5`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.trim().parse::<f64>() {
@@ -225,6 +262,13 @@ async fn run(args: Args) -> ExitCode {
     let shown = args.cmd.join(" ");
     let mut cmd = args.cmd.into_iter();
     let program = cmd.next().unwrap_or_default();
+    let found = match find_program(&program) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("watcher: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let bar = (args.once && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -244,6 +288,7 @@ async fn run(args: Args) -> ExitCode {
     let mut b = Watcher::builder(&args.dir)
         .processor(Command {
             program,
+            found,
             args: cmd.collect(),
             shown: shown.clone(),
         })

@@ -81,6 +81,16 @@ pub trait Processor: Send + Sync + 'static {
         path: &Path,
         contents: Vec<u8>,
     ) -> impl Future<Output = Result<(), ProcessError>> + Send;
+
+    /// Whether [`process`](Processor::process) uses `contents` (default: yes). A processor that
+    /// hands the path to something that opens the file itself (the CLI's command) says no: the
+    /// watcher then checks the file as it would before reading it (a regular file, not a
+    /// symlink out of the inbox, at most `max_file_size`), from its metadata without opening
+    /// it, and passes empty `contents`; that saves a read and a hop to the blocking pool per
+    /// file.
+    fn reads_contents(&self) -> bool {
+        true
+    }
 }
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -92,6 +102,8 @@ pub(crate) trait DynProcessor: Send + Sync + 'static {
         path: &'a Path,
         contents: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), ProcessError>>;
+
+    fn reads_contents_dyn(&self) -> bool;
 }
 
 impl<P: Processor> DynProcessor for P {
@@ -101,6 +113,10 @@ impl<P: Processor> DynProcessor for P {
         contents: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), ProcessError>> {
         Box::pin(self.process(path, contents))
+    }
+
+    fn reads_contents_dyn(&self) -> bool {
+        self.reads_contents()
     }
 }
 

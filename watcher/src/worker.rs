@@ -398,7 +398,13 @@ async fn decide(
     let max = cfg.max_file_size;
     let mut attempts = 0u32;
     loop {
-        let contents = match inbox_file::read(path, &cfg.dir, max).await {
+        let checked = if cfg.processor.reads_contents_dyn() {
+            inbox_file::read(path, &cfg.dir, max).await
+        } else {
+            // From the metadata alone, on this thread: a `stat` cannot block on a FIFO.
+            inbox_file::check(path, &cfg.dir, max).map(|()| Vec::new())
+        };
+        let contents = match checked {
             Ok(c) => c,
             Err(msg) => return Ok(Decision::failed(attempts, msg)),
         };

@@ -185,3 +185,30 @@ fn exit_75_is_retried_up_to_retries_times() {
         "{err}"
     );
 }
+
+/// A command that is not in `PATH` is an error at start (exit 2, naming it), not a failure of
+/// every file: nothing is moved. The control: the same inbox with a command that is there runs.
+#[test]
+fn a_command_not_in_path_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    let out = Command::new(BIN)
+        .arg(dir.path())
+        .args(["--once", "--", "no-such-command-anywhere", "-x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "watcher: no-such-command-anywhere: command not found in PATH (a command with a / in it is taken as a path)"
+    );
+    assert!(dir.path().join("a.txt").exists(), "the file stays");
+    assert!(
+        !dir.path().join("failed").exists(),
+        "nothing ran, nothing failed"
+    );
+    let (code, err) = run(dir.path(), &["--once"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(status(dir.path(), "a.txt").outcome, Outcome::Processed);
+}
