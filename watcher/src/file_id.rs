@@ -8,6 +8,8 @@
 //! system hands a freed inode to the next new file readily; the birth time tells them apart.
 
 use std::fs::Metadata;
+use std::io;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +62,20 @@ impl FileId {
             }
             None => true,
         }
+    }
+}
+
+/// Renames `from` to `to` if `from` still names the file `id` (any file, when `id` is unknown);
+/// false when it is gone or names another file now (that one is left where it is).
+pub(crate) fn move_if_same(from: &Path, id: Option<FileId>, to: &Path) -> io::Result<bool> {
+    match std::fs::symlink_metadata(from) {
+        Ok(meta) if id.is_none_or(|id| id.matches(&meta)) => {}
+        _ => return Ok(false),
+    }
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(crate::files::at("move", from)(e)),
     }
 }
 

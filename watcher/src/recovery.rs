@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::config::Config;
-use crate::files::{at, sync_dir, write_atomic};
+use crate::file_id::move_if_same;
+use crate::files::{sync_dir, write_atomic};
 use crate::ledger::{EntryState, FileId, Ledger};
 use crate::mutex::lock;
 use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
@@ -49,7 +50,7 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
                     let status_name = written.file_name().expect("a file name");
                     write_atomic(&dest_dir, &status_name.to_string_lossy(), &json, cfg.fsync)?;
                 }
-                finish_move(cfg, &inbox, in_inbox, entry.file_id, &dest_dir, &dest)?;
+                finish_move(cfg, &inbox, entry.file_id, &dest_dir, &dest)?;
                 ledger.mark_done(&name, entry.run, status.outcome)?;
             }
             (EntryState::InFlight | EntryState::Decided, _) => {
@@ -57,7 +58,7 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
                     (Some((outcome, dest)), _) => {
                         let dest_dir = dir.join(outcome.dir_name());
                         let dest = dest_dir.join(&dest);
-                        finish_move(cfg, &inbox, in_inbox, None, &dest_dir, &dest)?;
+                        finish_move(cfg, &inbox, None, &dest_dir, &dest)?;
                         ledger.mark_done(&name, entry.run, outcome)?;
                     }
                     (None, true) => {
@@ -77,21 +78,13 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
 fn finish_move(
     cfg: &Config,
     inbox: &Path,
-    in_inbox: bool,
     file_id: Option<FileId>,
     dest_dir: &Path,
     dest: &Path,
 ) -> io::Result<()> {
-    if !in_inbox || std::fs::symlink_metadata(dest).is_ok() {
-        return Ok(());
-    }
-    if let Some(id) = file_id {
-        if std::fs::symlink_metadata(inbox).is_ok_and(|m| !id.matches(&m)) {
-            return Ok(()); // dropped again since: a new file, for this run to process
-        }
-    }
-    std::fs::rename(inbox, dest).map_err(at("move", inbox))?;
-    if cfg.fsync {
+    // A file dropped again since is new, for this run to process.
+    let moved = std::fs::symlink_metadata(dest).is_err() && move_if_same(inbox, file_id, dest)?;
+    if moved && cfg.fsync {
         sync_dir(dest_dir)?;
         sync_dir(&cfg.dir)?;
     }

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{Checkpoints, Moved, BATCH};
 use crate::child::Reaper;
 use crate::config::Config;
-use crate::file_id::FileId;
+use crate::file_id::{move_if_same, FileId};
 use crate::file_outcome::FileOutcome;
-use crate::files::{at, rename_into_place, write_temp};
+use crate::files::{rename_into_place, write_temp};
 use crate::group_sync::off_thread;
 use crate::inbox_file;
 use crate::ledger::Ledger;
@@ -493,7 +493,8 @@ async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result
         write()?
     };
     rename_into_place(&tmp, &status_path)?;
-    if !move_if_same(file, &dest)? {
+    // Another file that took its name meanwhile is left for intake.
+    if !move_if_same(&file.path, file.file_id, &dest)? {
         let name = &file.name;
         cfg.warnings.warn(format_args!(
             "{name} was removed or replaced while it was processed: its status is written, nothing moved"
@@ -520,20 +521,6 @@ async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result
         crew.checkpoint().await;
     }
     Ok(status)
-}
-
-/// Moves `file` to `dest` if the inbox still holds it under its name; false when it is gone or
-/// another file took its name meanwhile (that one is left for intake).
-fn move_if_same(file: &InHand, dest: &Path) -> std::io::Result<bool> {
-    match std::fs::symlink_metadata(&file.path) {
-        Ok(meta) if file.file_id.is_none_or(|id| id.matches(&meta)) => {}
-        _ => return Ok(false),
-    }
-    match std::fs::rename(&file.path, dest) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(at("move", &file.path)(e)),
-    }
 }
 
 /// The name `name` gets in `dest_dir`: its own, or `NAME.<run>` when an earlier file (or its
