@@ -1,15 +1,12 @@
 //! The builder, and the sync and async ways to run a check.
 
 use std::time::Duration;
-#[cfg(feature = "tokio")]
-use std::time::Instant;
 
 use crate::alloc;
 use crate::filter::Filter;
 use crate::guard::Guard;
 use crate::protocol::{Plan, Protocol};
 use crate::report::{Leak, Report};
-use crate::settle::{Settled, Step};
 use crate::source::{self, Source, Sources};
 
 /// The default settle budget, unless `LEAKCHECK_SETTLE_MS` says otherwise.
@@ -240,10 +237,10 @@ impl LeakCheck {
                 drop(counting);
                 protocol.after_cycle();
             }
-            let settled = settle_blocking(&protocol);
+            let settled = protocol.settle_blocking();
             protocol.record(settled);
         }
-        verdict(protocol.finish())
+        protocol.finish().into_result()
     }
 
     /// Like [`LeakCheck::run`], and panics with the report if anything leaked.
@@ -303,12 +300,12 @@ impl LeakCheck {
                 let _paused = alloc::pause();
                 protocol.after_cycle();
             }
-            let settled = settle_async(&protocol).await;
+            let settled = protocol.settle_async().await;
             let _paused = alloc::pause();
             protocol.record(settled);
         }
         let _paused = alloc::pause();
-        verdict(protocol.finish())
+        protocol.finish().into_result()
     }
 
     /// A guard that takes its baseline now and checks when it is checked or dropped: the
@@ -366,57 +363,20 @@ impl LeakCheck {
     }
 }
 
-pub(crate) fn verdict(report: Report) -> Result<Report, Leak> {
-    if report.is_clean() {
-        Ok(report)
-    } else {
-        Err(Leak::new(report))
+impl Guard {
+    /// A guard with the default check (threads, fds and child processes, settle budget from
+    /// `LEAKCHECK_SETTLE_MS` or 1 s). For filters or tasks, use [`LeakCheck::guard`].
+    ///
+    /// (Defined here, beside the builder whose defaults it takes, so that `guard` needs
+    /// nothing from this module.)
+    pub fn new() -> Self {
+        LeakCheck::new().guard()
     }
 }
 
-/// Takes snapshots until they settle, sleeping the calling thread in between.
-pub(crate) fn settle_blocking(protocol: &Protocol) -> Settled {
-    let mut settler = protocol.settler();
-    loop {
-        match settler.step(protocol.snapshot()) {
-            Step::Done(settled) => return settled,
-            Step::Wait(d) => std::thread::sleep(d),
-        }
-    }
-}
-
-/// Takes snapshots until they settle, awaiting on the runtime in between. Counting is paused
-/// while it takes them, not while it awaits.
-#[cfg(feature = "tokio")]
-pub(crate) async fn settle_async(protocol: &Protocol) -> Settled {
-    let mut settler = {
-        let _paused = alloc::pause();
-        protocol.settler()
-    };
-    loop {
-        let step = {
-            let _paused = alloc::pause();
-            settler.step(protocol.snapshot())
-        };
-        match step {
-            Step::Done(settled) => {
-                // The settler's own bookkeeping was allocated while paused: free it so too.
-                let _paused = alloc::pause();
-                drop(settler);
-                return settled;
-            }
-            Step::Wait(d) => {
-                let before = Instant::now();
-                tokio::time::sleep(d).await;
-                // A paused clock returns at once, but threads need real time to exit: let the
-                // runtime's tasks run, then let the rest of the wait pass in real time.
-                let slept = before.elapsed();
-                if slept < d {
-                    tokio::task::yield_now().await;
-                    std::thread::sleep(d - slept);
-                }
-            }
-        }
+impl Default for Guard {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -74,7 +74,7 @@ pub(crate) fn on_a_libtest_thread() -> bool {
 /// libtest runs each test on a thread named after the test, not on the process's main thread.
 fn on_libtest_thread(name: Option<&str>) -> bool {
     let named_test = name.is_some_and(|n| n != "main");
-    let off_main = crate::probe::main_and_current_tid().is_none_or(|(main, me)| main != me);
+    let off_main = crate::sys::main_and_current_tid().is_none_or(|(main, me)| main != me);
     named_test && off_main
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::source::Item;
+use crate::finding::Item;
 
 /// Groups labels as they are into items, most frequent first, then by label.
 pub(crate) fn exact(labels: impl IntoIterator<Item = String>) -> Vec<Item> {

@@ -1,9 +1,7 @@
 //! A check scoped to a block: baseline when made, verdict when checked or dropped.
 
-use crate::check::{settle_blocking, verdict};
 use crate::protocol::Protocol;
 use crate::report::{Leak, Report};
-use crate::LeakCheck;
 
 /// Takes a baseline when made and checks when [`Guard::check`] is called or when it is
 /// dropped: the Rust form of goleak's `defer goleak.VerifyNone(t)`.
@@ -26,19 +24,7 @@ pub struct Guard {
     protocol: Option<Protocol>,
 }
 
-impl Default for Guard {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Guard {
-    /// A guard with the default check (threads, fds and child processes, settle budget from
-    /// `LEAKCHECK_SETTLE_MS` or 1 s). For filters or tasks, use [`LeakCheck::guard`].
-    pub fn new() -> Self {
-        LeakCheck::new().guard()
-    }
-
     pub(crate) fn start(protocol: Protocol) -> Self {
         Guard {
             protocol: Some(protocol),
@@ -69,17 +55,17 @@ impl Guard {
     #[cfg(feature = "tokio")]
     pub async fn check_async(mut self) -> Result<Report, Leak> {
         let mut protocol = self.protocol.take().expect("a guard is checked once");
-        let settled = crate::check::settle_async(&protocol).await;
+        let settled = protocol.settle_async().await;
         let _paused = crate::alloc::pause();
         protocol.record(settled);
-        verdict(protocol.finish())
+        protocol.finish().into_result()
     }
 }
 
 fn finish(mut protocol: Protocol) -> Result<Report, Leak> {
-    let settled = settle_blocking(&protocol);
+    let settled = protocol.settle_blocking();
     protocol.record(settled);
-    verdict(protocol.finish())
+    protocol.finish().into_result()
 }
 
 impl Drop for Guard {

@@ -92,11 +92,11 @@ mod attribute;
 mod check;
 mod context;
 mod filter;
+mod finding;
 mod group;
 mod guard;
 mod isolate;
 mod origin;
-mod probe;
 mod protocol;
 mod report;
 mod resource;
@@ -104,6 +104,7 @@ mod resource;
 mod serialize;
 mod settle;
 mod source;
+mod sys;
 
 pub use alloc::{CountingAlloc, HeapStats};
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::report::{Line, Report, Verdict};
 use crate::resource::Resource;
-use crate::settle::{Settled, Settler, Target};
+use crate::settle::{self, Settled, Settler, Target};
 use crate::source::{added, Reading, Series, Snapshot, Source, Sources};
 
 /// How many cycles to run and how long to let resources settle.
@@ -119,6 +119,17 @@ impl Protocol {
             Some(reference) => Target::AtMost(reference),
         };
         Settler::new(&self.sources, target, self.plan.budget)
+    }
+
+    /// Lets the resources settle towards this stage's target, sleeping in between.
+    pub(crate) fn settle_blocking(&self) -> Settled {
+        settle::blocking(self.settler(), || self.snapshot())
+    }
+
+    /// Lets the resources settle, awaiting on the runtime in between.
+    #[cfg(feature = "tokio")]
+    pub(crate) async fn settle_async(&self) -> Settled {
+        settle::awaiting(|| self.settler(), || self.snapshot()).await
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {

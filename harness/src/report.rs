@@ -3,30 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::finding::Verdict;
+use crate::finding::{Item, Style, Unit};
 use crate::resource::Resource;
-use crate::source::{Item, Style, Unit};
-
-/// The verdict on one resource.
-#[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize),
-    serde(rename_all = "snake_case")
-)]
-pub enum Verdict {
-    /// Back to the baseline (or below).
-    Clean,
-    /// Grew, then stopped growing (a pool that filled up): reported, not failed.
-    Bounded,
-    /// Kept growing with cycles (or, with a single cycle, ended above the start).
-    Leaking,
-    /// This platform cannot see the resource; no figure is made up for it.
-    NotMeasured(String),
-    /// Reading the resource failed (the message names the path and the OS error), or its
-    /// count could not be trusted (other tests share the process: the message says so).
-    Failed(String),
-}
 
 /// One resource's figures.
 #[derive(Clone, Debug)]
@@ -159,6 +138,15 @@ impl Drop for Report {
 }
 
 impl Report {
+    /// `Ok` when clean, else the [`Leak`] that carries it.
+    pub(crate) fn into_result(self) -> Result<Report, Leak> {
+        if self.is_clean() {
+            Ok(self)
+        } else {
+            Err(Leak::new(self))
+        }
+    }
+
     /// True when no resource leaked and every requested resource could be read.
     /// Bounded growth and resources this platform cannot see do not make a report unclean.
     pub fn is_clean(&self) -> bool {

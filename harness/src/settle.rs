@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tokio")]
+use crate::alloc;
 use crate::source::{Snapshot, Sources};
 
 /// First wait between snapshots; it doubles up to [`MAX_BACKOFF`].
@@ -102,6 +104,57 @@ impl Settler<'_> {
             .iter()
             .enumerate()
             .all(|(i, source)| source.settled(snap.get(i), reference.get(i)))
+    }
+}
+
+/// Takes snapshots until they settle, sleeping the calling thread in between.
+pub(crate) fn blocking(
+    mut settler: Settler<'_>,
+    mut snapshot: impl FnMut() -> Snapshot,
+) -> Settled {
+    loop {
+        match settler.step(snapshot()) {
+            Step::Done(settled) => return settled,
+            Step::Wait(d) => std::thread::sleep(d),
+        }
+    }
+}
+
+/// Takes snapshots until they settle, awaiting on the runtime in between. Counting is paused
+/// while it makes the settler and takes snapshots, not while it awaits.
+#[cfg(feature = "tokio")]
+pub(crate) async fn awaiting<'a>(
+    settler: impl FnOnce() -> Settler<'a>,
+    mut snapshot: impl FnMut() -> Snapshot,
+) -> Settled {
+    let mut settler = {
+        let _paused = alloc::pause();
+        settler()
+    };
+    loop {
+        let step = {
+            let _paused = alloc::pause();
+            settler.step(snapshot())
+        };
+        match step {
+            Step::Done(settled) => {
+                // The settler's own bookkeeping was allocated while paused: free it so too.
+                let _paused = alloc::pause();
+                drop(settler);
+                return settled;
+            }
+            Step::Wait(d) => {
+                let before = Instant::now();
+                tokio::time::sleep(d).await;
+                // A paused clock returns at once, but threads need real time to exit: let the
+                // runtime's tasks run, then let the rest of the wait pass in real time.
+                let slept = before.elapsed();
+                if slept < d {
+                    tokio::task::yield_now().await;
+                    std::thread::sleep(d - slept);
+                }
+            }
+        }
     }
 }
 

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::probe::{self, ListError};
 use crate::resource::Resource;
 use crate::source::{added, Item, Reading, Source, Style, GONE};
+use crate::sys::{self, ListError};
 
 pub(crate) struct Children;
 
@@ -20,7 +20,7 @@ impl Source for Children {
 
     fn read(&self) -> Reading {
         let mut ids = Vec::new();
-        match probe::children(&mut ids) {
+        match sys::children(&mut ids) {
             Ok(()) => Reading::Ids {
                 count: ids.len(),
                 ids,
@@ -31,7 +31,7 @@ impl Source for Children {
     }
 
     fn label(&self, pid: u32) -> Option<String> {
-        probe::child(pid).map(|(command, _)| command)
+        sys::child(pid).map(|(command, _)| command)
     }
 
     fn style(&self) -> Style {
@@ -44,7 +44,7 @@ impl Source for Children {
         // command → (count, state → count)
         let mut groups: BTreeMap<String, (usize, BTreeMap<&'static str, usize>)> = BTreeMap::new();
         for pid in added(b0.ids(), end.ids()) {
-            let (command, state) = probe::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
+            let (command, state) = sys::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
             let group = groups.entry(command).or_default();
             group.0 += 1;
             if let Some(name) = unusual_state(state) {

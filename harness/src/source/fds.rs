@@ -2,10 +2,10 @@
 
 use crate::filter::Filter;
 use crate::group;
-use crate::probe::{self, Listing};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
 use crate::source::{new_labels, Item, Reading, Source};
+use crate::sys::{self, Listing};
 
 /// Fds by number; labelled with their target (`anon_inode:inotify`, `socket:[…]`, a path),
 /// which fd filters match. The harness's own directory fds are never listed.
@@ -27,15 +27,15 @@ impl Source for Fds {
     }
 
     fn read(&self) -> Reading {
-        self.ignored.read(Listing::Fds, probe::fd_target)
+        self.ignored.read(Listing::Fds, sys::fd_target)
     }
 
     fn learn(&mut self, first: &Reading) -> bool {
-        self.ignored.learn(first, probe::fd_target)
+        self.ignored.learn(first, sys::fd_target)
     }
 
     fn label(&self, fd: u32) -> Option<String> {
-        probe::fd_target(fd)
+        sys::fd_target(fd)
     }
 
     fn ignores(&self, label: &str) -> bool {

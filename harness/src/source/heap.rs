@@ -34,7 +34,7 @@ pub(crate) struct Heap {
 impl Heap {
     pub(crate) fn new() -> Self {
         let excluded = crate::context::on_a_libtest_thread()
-            .then(crate::probe::main_and_current_tid)
+            .then(crate::sys::main_and_current_tid)
             .flatten()
             .map(|(main, _)| main);
         Heap { excluded }
@@ -115,7 +115,7 @@ pub(crate) fn trend(s: &Series<'_>) -> Judged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Verdict;
+    use crate::finding::Verdict;
 
     /// Judges per-cycle readings `samples` from baseline `base`, the settled readings being
     /// the samples at their cycles.

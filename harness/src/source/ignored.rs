@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use crate::filter::Filter;
-use crate::probe::{self, ListError, Listing};
 use crate::source::Reading;
+use crate::sys::{self, ListError, Listing};
 
 pub(crate) struct Ignored {
     filter: Filter,
@@ -45,7 +45,7 @@ impl Ignored {
     /// Lists `what` and counts the ids no filter ignores.
     pub(crate) fn read(&self, what: Listing, label: impl Fn(u32) -> Option<String>) -> Reading {
         let mut ids = Vec::new();
-        match probe::list(what, &mut ids) {
+        match sys::list(what, &mut ids) {
             Ok(()) => {
                 let count = ids.len() - self.ignored(&ids, label);
                 Reading::Ids { ids, count }

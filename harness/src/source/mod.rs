@@ -36,8 +36,8 @@ pub(crate) use probe::Probe;
 pub(crate) use tasks::Tasks;
 pub(crate) use threads::Threads;
 
+pub(crate) use crate::finding::{Item, Style, Unit, Verdict};
 use crate::group;
-use crate::report::Verdict;
 use crate::resource::Resource;
 
 /// One kind of resource: how to count it, what to call what is new, and how to judge it.
@@ -181,47 +181,6 @@ impl Reading {
             | Reading::Failed(_) => &[],
         }
     }
-}
-
-/// A group of new items as the report shows it: a label, how many, an optional remark (what
-/// state they are in) and an optional origin (where they were created). A report that has
-/// origins prints one line per group, and `Report::items` labels carry the origin after the
-/// name: `audit-flusher spawned at src/audit.rs:31`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Item {
-    pub(crate) label: String,
-    pub(crate) count: usize,
-    pub(crate) remark: Option<String>,
-    pub(crate) origin: Option<String>,
-}
-
-impl Item {
-    pub(crate) fn new(label: String, count: usize) -> Self {
-        Item {
-            label,
-            count,
-            remark: None,
-            origin: None,
-        }
-    }
-}
-
-/// How a report prints item labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Style {
-    /// As they are: fd targets, paths.
-    Plain,
-    /// In quotes, as names are: `"cleanup" ×20`.
-    Quoted,
-}
-
-/// What a report counts a resource in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Unit {
-    /// Things with an identity or a count: `threads +2`.
-    Items,
-    /// Heap blocks, with their bytes: `heap +200 blocks (+10.0/cycle), +9.4 KiB`.
-    Blocks,
 }
 
 /// The settled figures of one source over a check, for [`Source::judge`].

@@ -6,10 +6,10 @@ use std::sync::Mutex;
 
 use crate::filter::Filter;
 use crate::origin;
-use crate::probe::{self, Listing};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
 use crate::source::{added, Item, Reading, Source, Style, GONE};
+use crate::sys::{self, Listing};
 
 /// Threads by id; labelled with their name (at most 15 bytes), which thread filters match.
 pub(crate) struct Threads {
@@ -36,15 +36,15 @@ impl Source for Threads {
     }
 
     fn read(&self) -> Reading {
-        self.ignored.read(Listing::Threads, probe::thread_name)
+        self.ignored.read(Listing::Threads, sys::thread_name)
     }
 
     fn learn(&mut self, first: &Reading) -> bool {
-        self.ignored.learn(first, probe::thread_name)
+        self.ignored.learn(first, sys::thread_name)
     }
 
     fn label(&self, tid: u32) -> Option<String> {
-        probe::thread_name(tid)
+        sys::thread_name(tid)
     }
 
     fn ignores(&self, label: &str) -> bool {

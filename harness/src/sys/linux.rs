@@ -9,6 +9,82 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::{ListError, Listing};
+
+/// Lists the ids of `what` into `out`, sorted and deduplicated.
+pub(crate) fn list(what: Listing, out: &mut Vec<u32>) -> Result<(), ListError> {
+    Dirs::list(what, out)
+}
+
+/// The pids of this process's child processes, running or zombie, sorted.
+pub(crate) fn children(out: &mut Vec<u32>) -> Result<(), ListError> {
+    if has_no_children() {
+        return Ok(());
+    }
+    let mut tids = Vec::new();
+    list(Listing::Threads, &mut tids)?;
+    children_of(&tids, out)
+        .map_err(|e| ListError::Failed(format!("cannot read the children of /proc/self/task: {e}")))
+}
+
+/// A child process's command and state; `None` if it is gone.
+pub(crate) fn child(pid: u32) -> Option<(String, char)> {
+    process_stat(pid).map(|s| (s.command, s.state))
+}
+
+/// The process's main thread id and the caller's.
+pub(crate) fn main_and_current_tid() -> Option<(u32, u32)> {
+    Some(main_and_current_tids())
+}
+
+/// The two directories every snapshot lists, opened once per process and rewound for each
+/// listing (the path walk of an `open` costs as much as the listing itself). A
+/// fork gets its own: the inherited ones would list the parent.
+struct Dirs {
+    pid: u32,
+    tasks: Result<Dir, String>,
+    fds: Result<Dir, String>,
+}
+
+impl Dirs {
+    fn open(pid: u32) -> Self {
+        let open = |path: &std::ffi::CStr| {
+            Dir::open(path).map_err(|e| format!("cannot open {}: {e}", path.to_string_lossy()))
+        };
+        Dirs {
+            pid,
+            tasks: open(TASK_DIR),
+            fds: open(FD_DIR),
+        }
+    }
+
+    fn list(what: Listing, out: &mut Vec<u32>) -> Result<(), ListError> {
+        static DIRS: std::sync::Mutex<Option<Dirs>> = std::sync::Mutex::new(None);
+        // A listing rewinds a shared offset: one at a time. A poisoned lock only means a
+        // panic elsewhere while listing; the directories are still fine.
+        let mut guard = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        let (pid, _) = main_and_current_tids();
+        let dirs = match &mut *guard {
+            Some(dirs) if dirs.pid == pid => dirs,
+            slot => slot.insert(Dirs::open(pid)),
+        };
+        let (dir, path) = match what {
+            Listing::Fds => (&dirs.fds, FD_DIR),
+            Listing::Threads => (&dirs.tasks, TASK_DIR),
+        };
+        let dir = dir.as_ref().map_err(|e| ListError::Failed(e.clone()))?;
+        dir.list(out).map_err(|e| {
+            ListError::Failed(format!("cannot read {}: {e}", path.to_string_lossy()))
+        })?;
+        if what == Listing::Fds {
+            // The harness's own directories are not the component's fds.
+            let own = [&dirs.tasks, &dirs.fds];
+            out.retain(|fd| !own.iter().any(|d| d.as_ref().is_ok_and(|d| d.raw() == *fd)));
+        }
+        Ok(())
+    }
+}
+
 /// An open `/proc` directory, listed again and again by rewinding it: one `lseek` and a
 /// `getdents64` per listing, with no path walk.
 pub(crate) struct Dir {
@@ -150,7 +226,7 @@ pub(crate) fn has_no_children() -> bool {
 /// The pids of this process's children, from `/proc/self/task/<tid>/children` (a child is
 /// listed under the thread that forked it), or, where the kernel has no such file, from a scan
 /// of `/proc/*/stat` for processes whose parent is this one. Sorted, deduplicated.
-pub(crate) fn children(tids: &[u32], out: &mut Vec<u32>) -> io::Result<()> {
+pub(crate) fn children_of(tids: &[u32], out: &mut Vec<u32>) -> io::Result<()> {
     for &tid in tids {
         match std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) {
             Ok(text) => out.extend(
@@ -228,7 +304,7 @@ fn parse_stat(text: &str) -> Option<ProcessStat> {
 }
 
 /// The id of the process's main thread, and of the calling thread.
-pub(crate) fn main_and_current_tid() -> (u32, u32) {
+pub(crate) fn main_and_current_tids() -> (u32, u32) {
     // SAFETY: getpid and gettid cannot fail.
     unsafe { (libc::getpid() as u32, libc::gettid() as u32) }
 }
@@ -242,14 +318,14 @@ mod tests {
         let tasks = Dir::open(TASK_DIR).unwrap();
         let mut before = Vec::new();
         tasks.list(&mut before).unwrap();
-        let (_, me) = main_and_current_tid();
+        let (_, me) = main_and_current_tids();
         assert!(before.contains(&me));
 
         // Other tests run on parallel threads: look for this one thread, not for a count.
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
-            tid_tx.send(main_and_current_tid().1).unwrap();
+            tid_tx.send(main_and_current_tids().1).unwrap();
             stop_rx.recv().ok()
         });
         let tid = tid_rx.recv().unwrap();
@@ -284,7 +360,7 @@ mod tests {
         let mut tids = Vec::new();
         tasks.list(&mut tids).unwrap();
         let mut per_thread = Vec::new();
-        children(&tids, &mut per_thread).unwrap();
+        children_of(&tids, &mut per_thread).unwrap();
         let mut scanned = Vec::new();
         children_by_scan(&mut scanned).unwrap();
         let stat = process_stat(pid);
