@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What running a test in a process of its own costs: the same 64 small tests
-# (tests/isolation_overhead.rs: a thread spawned and joined, a file opened and closed) as plain
+# (harness/tests/isolation_overhead.rs: a thread spawned and joined, a file opened and closed) as plain
 # #[test]s under cargo test, as #[leakcheck::test]s under cargo test (each re-runs the test
 # binary for itself), and as the plain ones under cargo nextest (a process per test), all in
 # the same run, interleaved round by round.
@@ -19,9 +19,9 @@ ROUNDS=${ROUNDS:-7}
 THREADS=${THREADS:-"1 $(nproc)"}
 N=64
 
-bin=$(cargo test --test isolation_overhead --no-run --message-format=json 2>/dev/null |
+bin=$(cargo test -p leakcheck --test isolation_overhead --no-run --message-format=json 2>/dev/null |
   grep -o '"executable":"[^"]*isolation_overhead[^"]*"' | tail -1 | cut -d'"' -f4)
-[ -x "$bin" ] || { echo "could not build tests/isolation_overhead.rs" >&2; exit 1; }
+[ -x "$bin" ] || { echo "could not build harness/tests/isolation_overhead.rs" >&2; exit 1; }
 cargo nextest --version >/dev/null 2>&1 || { echo "cargo-nextest is needed" >&2; exit 1; }
 unset RUST_TEST_THREADS NEXTEST_EXECUTION_MODE LEAKCHECK_ISOLATED
 
@@ -41,13 +41,13 @@ attr() { ms "$bin" --ignored "attr::$1" --test-threads "$2"; }
 nextest() {
   local filter="test(/^plain::/)"
   [ -n "$1" ] && filter="test(=plain::$1)"
-  ms cargo nextest run --test isolation_overhead --run-ignored only -E "$filter" \
+  ms cargo nextest run -p leakcheck --test isolation_overhead --run-ignored only -E "$filter" \
     --test-threads "$2" --no-fail-fast --status-level none --final-status-level none
 }
 nextest_attr() {
   local filter="test(/^attr::/)"
   [ -n "$1" ] && filter="test(=attr::$1)"
-  ms cargo nextest run --test isolation_overhead --run-ignored only -E "$filter" \
+  ms cargo nextest run -p leakcheck --test isolation_overhead --run-ignored only -E "$filter" \
     --test-threads "$2" --no-fail-fast --status-level none --final-status-level none
 }
 

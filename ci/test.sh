@@ -28,12 +28,11 @@ cargo nextest run --workspace
 step "leakcheck without its tokio feature"
 cargo test -p leakcheck --no-default-features
 
-# Spawn sites (feature spawn-sites, off by default): leakcheck's own tests with the hook, the
-# report-level origin tests and the hook's bench, each once.
+# Spawn sites (feature spawn-sites, off by default): leakcheck's own tests with the hook (its
+# report-level origin tests among them) and the hook's bench, each once.
 step "spawn sites (feature spawn-sites)"
 cargo clippy -p leakcheck -p leakcheck-suite --features spawn-sites --all-targets -- -D warnings
 cargo test -p leakcheck --features spawn-sites
-cargo test --features spawn-sites --test origins
 cargo bench --features spawn-sites --bench origins -- --test
 
 # Task spawn sites need tokio's unstable hooks. RUSTFLAGS changes every crate's build, so it

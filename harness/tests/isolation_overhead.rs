@@ -2,7 +2,7 @@
 //! (a thread spawned and joined, a file opened and closed) as `N` plain `#[test]`s and as `N`
 //! `#[leakcheck::test]`s, so that the script can time what isolation adds per test, beside
 //! cargo nextest's own per-test cost on the plain ones. They are `#[ignore]`d so that the
-//! suite does not run them; `tests/attribute.rs` holds the checked tests that assert.
+//! suite does not run them; `harness/tests/attribute.rs` holds the checked tests that assert.
 #![cfg(target_os = "linux")]
 
 fn body() {

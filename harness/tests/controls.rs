@@ -424,7 +424,7 @@ async fn tasks_with_paused_time() {
 #[leakcheck::isolated]
 fn a_check_alone_in_its_process_counts_as_usual() {
     // Isolated (or under cargo nextest): exactly this test runs here, so the counts stand.
-    // A check that shares its process fails instead: tests/isolation.rs shows it.
+    // A check that shares its process fails instead: harness/tests/isolation.rs shows it.
     let report = check().run(|| ()).unwrap();
     for r in [Resource::Threads, Resource::Fds] {
         assert_eq!(report.verdict(r), Some(&Verdict::Clean), "{report}");

@@ -24,47 +24,47 @@ mod fixture {
     use super::*;
 
     #[leakcheck::test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn prints() {
         println!("hello from the isolated child");
         eprintln!("and from its stderr");
     }
 
     #[leakcheck::test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn shows_its_pid() {
         println!("test pid {}", std::process::id());
     }
 
     #[leakcheck::test(settle_ms = 50)]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn leaks_a_thread() {
         println!("printed before the leak");
         park_forever("fixture-leak");
     }
 
     #[leakcheck::test(settle_ms = 50)]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn leaks_and_panics() {
         park_forever("fixture-leak");
         panic!("fixture panic {}", 42);
     }
 
     #[leakcheck::test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn aborts() {
         println!("about to abort");
         std::process::abort();
     }
 
     #[leakcheck::test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn exits() {
         std::process::exit(0);
     }
 
     #[leakcheck::test(settle_ms = 50)]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn leaks_a_child_that_holds_its_stdout() {
         // Inherits the isolated process's stdout, the parent's pipe, and outlives the test.
         let sleep = Command::new("sleep").arg("30").spawn().unwrap();
@@ -74,7 +74,7 @@ mod fixture {
 
     // Room for the exec and libtest's start-up of a debug binary on a loaded machine.
     #[leakcheck::test(timeout_ms = 5000)]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn hangs() {
         println!("hanging now");
         loop {
@@ -84,25 +84,25 @@ mod fixture {
 
     #[leakcheck::test]
     #[should_panic]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn should_panic_but_is_clean() {}
 
     #[should_panic]
     #[leakcheck::test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn should_panic_but_crashes() {
         std::process::abort();
     }
 
     #[leakcheck::test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn returns_an_error() -> Result<(), String> {
         Err("fixture error value".into())
     }
 
     mod deeper {
         #[leakcheck::test(settle_ms = 50)]
-        #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+        #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
         async fn async_leak_in_a_module() {
             tokio::spawn(std::future::pending::<()>());
         }
@@ -116,7 +116,7 @@ mod scenario {
 
     #[test]
     #[serial_test::serial]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn guard_leaks_a_named_thread() {
         let _guard = leakcheck::LeakCheck::new()
             .settle(Duration::from_millis(50))
@@ -126,14 +126,14 @@ mod scenario {
 
     #[test]
     #[serial_test::serial]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn clean_guard() {
         let _guard = leakcheck::Guard::new();
         std::thread::spawn(|| ()).join().unwrap();
     }
 
     #[leakcheck::test(settle_ms = 50)]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn attribute_leaks_a_named_thread() {
         park_forever("attr-leak");
     }
@@ -145,13 +145,13 @@ mod scenario {
     }
 
     #[test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn spawns_and_joins_a() {
         spawn_and_join();
     }
 
     #[test]
-    #[ignore = "fixture: run by the tests of tests/isolation.rs, which check how it fails"]
+    #[ignore = "fixture: run by the tests of harness/tests/isolation.rs, which check how it fails"]
     fn spawns_and_joins_b() {
         spawn_and_join();
     }
