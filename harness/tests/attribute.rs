@@ -11,15 +11,8 @@
 
 use std::time::Duration;
 
-/// Leaked threads park forever; this names them so that the reports can name them.
-fn park_forever(name: &str) {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(|| loop {
-            std::thread::park();
-        })
-        .unwrap();
-}
+mod common;
+use common::park_forever;
 
 mod controls {
     use super::*;

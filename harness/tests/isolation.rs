@@ -11,14 +11,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn park_forever(name: &str) {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(|| loop {
-            std::thread::park();
-        })
-        .unwrap();
-}
+mod common;
+use common::park_forever;
 
 mod fixture {
     use super::*;

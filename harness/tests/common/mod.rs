@@ -12,6 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// A named thread that parks forever and is never joined: a leak that outlives the test, for
+/// checks that run in a process of their own (the process ends with it).
+pub fn park_forever(name: &str) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(|| loop {
+            std::thread::park();
+        })
+        .unwrap();
+}
+
 /// Threads and fds leaked on purpose, released when this is dropped.
 #[derive(Default)]
 pub struct Planted {
