@@ -1,5 +1,5 @@
 //! Workers: take files from the bounded queue, process them (with retries), and commit the
-//! result (status, move, ledger) in the crash-safe order described in [`crate::status`].
+//! result (status, move, ledger) in the crash-safe order described in [`crate::store::status`].
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -10,21 +10,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoints, Moved, BATCH};
-use crate::child::Reaper;
 use crate::config::Config;
-use crate::file_id::{move_if_same, FileId};
-use crate::file_outcome::FileOutcome;
-use crate::files::{rename_into_place, write_temp};
-use crate::group_sync::off_thread;
-use crate::inbox_file;
-use crate::ledger::Ledger;
-use crate::metrics::Counters;
 use crate::processor::{catch_unwind, ErrorKind};
-use crate::progress::Progress;
-use crate::queue::WorkQueue;
-use crate::recovery::Interrupted;
-use crate::status::{bound_message, rfc3339, status_path, Outcome, Status, STATUS_SUFFIX};
+use crate::report::file_outcome::FileOutcome;
+use crate::report::metrics::Counters;
+use crate::report::progress::Progress;
+use crate::store::file_id::{move_if_same, FileId};
+use crate::store::files::{rename_into_place, write_temp};
+use crate::store::group_sync::off_thread;
+use crate::store::ledger::Ledger;
+use crate::store::recovery::Interrupted;
+use crate::store::status::{bound_message, rfc3339, status_path, Outcome, Status, STATUS_SUFFIX};
+use crate::work::checkpoint::{Checkpoints, Moved, BATCH};
+use crate::work::child::Reaper;
+use crate::work::inbox_file;
+use crate::work::queue::WorkQueue;
 
 /// What every worker of one watcher uses; each worker task holds an `Arc` of the one `Crew`.
 pub(crate) struct Crew {
@@ -71,7 +71,7 @@ impl Crew {
     /// overlaps is a result and the next command: a file's result is durable in the ledger
     /// before the worker's next command starts, so a crash re-runs only a file whose command was
     /// running (the rest of a commit is finished from the ledger at restart, see
-    /// [`crate::recovery`]). The next file's in-flight record, when that file is already
+    /// [`crate::store::recovery`]). The next file's in-flight record, when that file is already
     /// queued, shares the sync of that result.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let hands = Hands {
@@ -204,7 +204,7 @@ impl Crew {
         hands.release(&file);
     }
 
-    /// Runs a checkpoint of the files moved so far (see [`crate::checkpoint`]).
+    /// Runs a checkpoint of the files moved so far (see [`crate::work::checkpoint`]).
     async fn checkpoint(&self) {
         if let Err(e) = self.checkpoints.run().await {
             let warnings = &self.cfg.warnings;
@@ -469,11 +469,11 @@ fn status_of(crew: &Crew, file: &InHand, d: Decision) -> Status {
     }
 }
 
-/// The commit after the ledger's `decided`, in the crash-safe order of [`crate::status`]: the
+/// The commit after the ledger's `decided`, in the crash-safe order of [`crate::store::status`]: the
 /// status written to a temp file and renamed into place, then the file moved. With fsync on,
 /// writing the temp file runs off the runtime thread (creating a file can be slow), and the
 /// syncs and the ledger's `done` are left to a checkpoint shared with the other workers (see
-/// [`crate::checkpoint`]), which this call runs when enough files are pending or nothing is
+/// [`crate::work::checkpoint`]), which this call runs when enough files are pending or nothing is
 /// queued. With fsync off the whole commit runs in the poll that ended the processing: a
 /// watcher dropped without close never leaves a processed file uncommitted.
 async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result<Status> {

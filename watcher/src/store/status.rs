@@ -3,7 +3,7 @@
 //! For a file `NAME` moved to `processed/DEST`, the status is `processed/DEST.status.json`.
 //! `DEST` is `NAME`, or `NAME.<run>` when `NAME` is already taken by an earlier file.
 //!
-//! Commit order for one file (each step crash-safe; see [`crate::ledger`]):
+//! Commit order for one file (each step crash-safe; see [`crate::store::ledger`]):
 //! 1. ledger: `in_flight(name, run)` (fsynced);
 //! 2. process;
 //! 3. ledger: `decided(name, run)` with the whole status record and the file's inode

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::config::Config;
-use crate::file_id::move_if_same;
-use crate::files::{sync_dir, write_atomic};
-use crate::ledger::{EntryState, FileId, Ledger};
 use crate::mutex::lock;
-use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
+use crate::store::file_id::move_if_same;
+use crate::store::files::{sync_dir, write_atomic};
+use crate::store::ledger::{EntryState, FileId, Ledger};
+use crate::store::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
 
 /// For each in-flight entry (name, run):
 /// - status of that run found, file still in the inbox → finish the move, record done;

@@ -20,8 +20,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use crate::mutex::lock;
+use crate::report::metrics::Metrics;
 
 /// A bounded queue of `capacity` files: the intake's [`Inlet`], and the shared [`WorkQueue`].
 pub(crate) fn bounded(capacity: usize) -> (Inlet, Arc<WorkQueue>) {

@@ -16,13 +16,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Mode};
-use crate::debounce::Debouncer;
-use crate::dirlock::LOCK_FILE;
-use crate::events::Events;
-use crate::ledger::{JOURNAL, SNAPSHOT};
+use crate::intake::debounce::Debouncer;
+use crate::intake::events::Events;
+use crate::lifecycle::dirlock::LOCK_FILE;
 use crate::mutex::lock;
-use crate::queue::Inlet;
-use crate::status::STATUS_SUFFIX;
+use crate::store::ledger::{JOURNAL, SNAPSHOT};
+use crate::store::status::STATUS_SUFFIX;
+use crate::work::queue::Inlet;
 
 /// Intake's debounce state: files seen but not yet stable. Intake alone adds, takes and drains
 /// entries; the file-state routine holds a clone only to [`prune`](FileState::prune) it.
