@@ -62,8 +62,8 @@ pub use engine::Watcher;
 pub use error::StartError;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use intake::service::WatchService;
-pub use lifecycle::dirlock::LOCK_FILE;
 pub use lifecycle::shutdown_report::ShutdownReport;
+pub use names::LOCK_FILE;
 pub use processor::{ErrorKind, ProcessError, Processor};
 pub use report::file_outcome::FileOutcome;
 pub use report::metrics::{Histogram, Metrics};

@@ -18,10 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Mode};
 use crate::intake::debounce::Debouncer;
 use crate::intake::events::Events;
-use crate::lifecycle::dirlock::LOCK_FILE;
 use crate::mutex::lock;
-use crate::store::ledger::{JOURNAL, SNAPSHOT};
-use crate::store::status::STATUS_SUFFIX;
 use crate::work::queue::Inlet;
 
 /// Intake's debounce state: files seen but not yet stable. Intake alone adds, takes and drains
@@ -48,13 +45,7 @@ impl FileState {
 
 /// Whether a directory entry name is a candidate for processing.
 fn is_candidate(cfg: &Config, name: &str) -> bool {
-    !(name.starts_with(".watcher-")
-        || name == SNAPSHOT
-        || name == JOURNAL
-        || name == LOCK_FILE
-        || name.ends_with(".tmp")
-        || name.ends_with(STATUS_SUFFIX))
-        && cfg.pattern.matches(name)
+    !crate::names::is_own(name) && cfg.pattern.matches(name)
 }
 
 /// The intake task: what it reads from, and what it feeds.

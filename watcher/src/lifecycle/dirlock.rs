@@ -27,10 +27,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::mutex::lock;
+use crate::names::LOCK_FILE;
 use crate::store::files::at;
-
-/// File name of the lock file in the watched directory.
-pub const LOCK_FILE: &str = ".watcher.lock";
 
 /// Why the lock could not be taken.
 pub(crate) enum LockError {

@@ -34,10 +34,7 @@ pub(crate) fn write_temp(
     bytes: &[u8],
     fsync: bool,
 ) -> io::Result<PathBuf> {
-    let tmp = match tag {
-        Some(tag) => dir.join(format!(".watcher-tmp-{name}.{tag}.tmp")),
-        None => dir.join(format!(".watcher-tmp-{name}.tmp")),
-    };
+    let tmp = dir.join(crate::names::temp_name(name, tag));
     let mut f = File::create(&tmp).map_err(at("create", &tmp))?;
     f.write_all(bytes).map_err(at("write", &tmp))?;
     if fsync {

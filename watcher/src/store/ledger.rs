@@ -42,10 +42,7 @@ pub use crate::store::file_id::FileId;
 use crate::store::files::{at, sync_dir, write_atomic};
 use crate::store::status::{Outcome, Status};
 
-/// File name of the ledger snapshot in the watched directory.
-pub const SNAPSHOT: &str = ".watcher-ledger.json";
-/// File name of the ledger journal in the watched directory.
-pub const JOURNAL: &str = ".watcher-ledger.journal";
+pub use crate::names::{JOURNAL, SNAPSHOT};
 /// The journal is compacted into the snapshot after this many records.
 pub const COMPACT_EVERY: usize = 4096;
 

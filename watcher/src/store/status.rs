@@ -38,12 +38,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-/// Name of the subdirectory for processed files.
-pub const PROCESSED_DIR: &str = "processed";
-/// Name of the subdirectory for failed files.
-pub const FAILED_DIR: &str = "failed";
-/// Suffix of status files.
-pub const STATUS_SUFFIX: &str = ".status.json";
+pub use crate::names::{FAILED_DIR, PROCESSED_DIR, STATUS_SUFFIX};
 /// Error messages in status files are cut to this many bytes (keeping the tail).
 pub const MAX_ERROR_LEN: usize = 4096;
 
