@@ -11,7 +11,7 @@ use std::time::Duration;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::intake::service::WatchService;
 use crate::processor::{DynProcessor, Processor};
-use crate::report::file_outcome::{FileOutcome, OnFile};
+use crate::report::on_file::{FileOutcome, OnFile};
 use crate::warnings::Warnings;
 
 /// How the watcher finds files.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::mutex::lock;
 use crate::names::LOCK_FILE;
-use crate::store::files::at;
+use crate::store::disk::at;
 
 /// Why the lock could not be taken.
 pub(crate) enum LockError {

@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::group_sync::GroupSync;
 
-pub use crate::store::file_id::FileId;
-use crate::store::files::{at, sync_dir, write_atomic};
+use crate::store::disk::{at, sync_dir, write_atomic};
+pub use crate::store::identity::FileId;
 use crate::store::status::{Outcome, Status};
 
 pub use crate::names::{JOURNAL, SNAPSHOT};

@@ -8,9 +8,9 @@
 //! checkpoints and the lifecycle call it, never the other way round, so the crash-safety
 //! argument can be read here alone.
 
-pub(crate) mod file_id;
-pub(crate) mod files;
+pub(crate) mod disk;
 pub(crate) mod group_sync;
+pub(crate) mod identity;
 pub mod ledger;
 pub(crate) mod recovery;
 pub mod status;

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use crate::config::Config;
 use crate::mutex::lock;
 use crate::names::{FAILED_DIR, PROCESSED_DIR};
-use crate::store::file_id::move_if_same;
-use crate::store::files::{sync_dir, write_atomic};
+use crate::store::disk::{sync_dir, write_atomic};
+use crate::store::identity::move_if_same;
 use crate::store::ledger::{EntryState, FileId, Ledger};
 use crate::store::status::{status_path, Outcome, Status};
 

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::mutex::lock;
-use crate::store::files::{at, sync_dir};
+use crate::store::disk::{at, sync_dir};
 use crate::store::group_sync::off_thread;
 use crate::store::ledger::Ledger;
 use crate::store::status::Outcome;

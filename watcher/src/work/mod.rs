@@ -4,13 +4,13 @@
 //!
 //! Owns the queue and its claims ([`queue`]), the files each worker holds ([`worker`]), the
 //! files moved but not yet synced ([`checkpoint`]), the reading of one inbox file
-//! ([`inbox_file`]) and the commands killed on an abort until reaped ([`child`]). It may call
+//! ([`read`]) and the commands killed on an abort until reaped ([`child`]). It may call
 //! the durable store (the ledger, status records, recovery's interrupted names), the reports
 //! (counters, progress, the `on_file` callback), the configuration, the processor and the
 //! inbox's file names; never intake or the lifecycle.
 
 pub(crate) mod checkpoint;
 pub mod child;
-pub(crate) mod inbox_file;
 pub(crate) mod queue;
+pub(crate) mod read;
 pub(crate) mod worker;

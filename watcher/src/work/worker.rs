@@ -24,19 +24,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::processor::{catch_unwind, ErrorKind};
-use crate::report::file_outcome::FileOutcome;
 use crate::report::metrics::Counters;
+use crate::report::on_file::FileOutcome;
 use crate::report::progress::Progress;
-use crate::store::file_id::{move_if_same, FileId};
-use crate::store::files::{rename_into_place, write_temp};
+use crate::store::disk::{rename_into_place, write_temp};
 use crate::store::group_sync::off_thread;
+use crate::store::identity::{move_if_same, FileId};
 use crate::store::ledger::Ledger;
 use crate::store::recovery::Interrupted;
 use crate::store::status::{bound_message, rfc3339, status_path, Outcome, Status};
 use crate::work::checkpoint::{Checkpoints, Moved, BATCH};
 use crate::work::child::Reaper;
-use crate::work::inbox_file;
 use crate::work::queue::WorkQueue;
+use crate::work::read;
 
 /// What every worker of one watcher uses; each worker task holds an `Arc` of the one `Crew`.
 pub(crate) struct Crew {
@@ -412,10 +412,10 @@ async fn process_with_retries(
     let mut attempts = 0u32;
     loop {
         let checked = if cfg.processor.reads_contents_dyn() {
-            inbox_file::read(path, &cfg.dir, max).await
+            read::read(path, &cfg.dir, max).await
         } else {
             // From the metadata alone, on this thread: a `stat` cannot block on a FIFO.
-            inbox_file::check(path, &cfg.dir, max).map(|()| Vec::new())
+            read::check(path, &cfg.dir, max).map(|()| Vec::new())
         };
         let contents = match checked {
             Ok(c) => c,
