@@ -3,10 +3,10 @@
 //! only the parts it uses; [`Watcher::close`] and the drop take them apart again, in order.
 //!
 //! Every piece of mutable state has one owner module, which alone changes it (see
-//! `ARCHITECTURE.md`): the queue, its claims and hand-backs ([`crate::queue`]), progress and
-//! completion ([`crate::progress`]), the counters ([`crate::metrics`]), the debounce state
-//! ([`crate::intake`]), the event source and its unwatch ([`crate::events`]), the tasks and the
-//! directory lock ([`crate::tasks`], [`crate::dirlock`]), the ledger ([`crate::ledger`]). No
+//! `ARCHITECTURE.md`): the queue, its claims and hand-backs ([`crate::work::queue`]), progress and
+//! completion ([`crate::report::progress`]), the counters ([`crate::report::metrics`]), the debounce state
+//! ([`crate::intake`]), the event source and its unwatch ([`crate::intake::events`]), the tasks and the
+//! directory lock ([`crate::lifecycle::tasks`], [`crate::lifecycle::dirlock`]), the ledger ([`crate::store::ledger`]). No
 //! part imports this module.
 
 use std::fmt;
@@ -18,22 +18,22 @@ use tokio::runtime::Handle;
 use tokio::sync::OnceCell;
 use watcher_shutdown::Stage;
 
-use crate::background::Routines;
-use crate::child::Reaper;
 use crate::config::{Builder, Config};
-use crate::dirlock::{DirLock, Fence, LockError};
 use crate::error::StartError;
-use crate::events::{self, Unwatcher};
+use crate::intake::events::{self, Unwatcher};
 use crate::intake::{FileState, Intake};
-use crate::ledger::Ledger;
-use crate::metrics::{Counters, Metrics};
-use crate::progress::Progress;
-use crate::queue::{self, WorkQueue};
-use crate::recovery;
-use crate::shutdown_report::ShutdownReport;
-use crate::status::{FAILED_DIR, PROCESSED_DIR};
-use crate::tasks::Tasks;
-use crate::worker::Crew;
+use crate::lifecycle::background::Routines;
+use crate::lifecycle::dirlock::{DirLock, Fence, LockError};
+use crate::lifecycle::shutdown_report::ShutdownReport;
+use crate::lifecycle::tasks::Tasks;
+use crate::names::{FAILED_DIR, PROCESSED_DIR};
+use crate::report::metrics::{Counters, Metrics};
+use crate::report::progress::Progress;
+use crate::store::ledger::Ledger;
+use crate::store::recovery;
+use crate::work::child::Reaper;
+use crate::work::queue::{self, WorkQueue};
+use crate::work::worker::Crew;
 
 /// How long a close waits for the killed commands of aborted workers to be reaped.
 const REAP_GRACE: Duration = Duration::from_secs(1);
@@ -41,7 +41,7 @@ const REAP_GRACE: Duration = Duration::from_secs(1);
 /// A running directory watcher. Create it with [`Watcher::builder`], then [`Watcher::start`].
 ///
 /// Close it with [`Watcher::close`]; dropping it without close cancels (and aborts) all its
-/// tasks, which is safe (see the crash-recovery notes in [`crate::status`]) but reports nothing.
+/// tasks, which is safe (see the crash-recovery notes in [`crate::store::status`]) but reports nothing.
 /// The drop unwatches the directory itself: notify's thread and fds go at once, even if the
 /// runtime never polls the aborted tasks again (unless notify's thread is blocked handing an
 /// event to a full event channel: only dropping the intake task, which reads it, frees it).

@@ -1,7 +1,17 @@
-//! File names as the watcher keys them: the ledger, the claims, status files and the names in
-//! `processed/` and `failed/` are strings, while a Unix file name is any bytes but `/` and NUL.
+//! The inbox's file names, all in one place: the names the watcher gives its own files in the
+//! watched directory, which intake never takes for work, and the string key of any other name.
 //!
-//! A name that is UTF-8 is its own key. A name that is not is processed all the same (its
+//! # Own files
+//!
+//! The ledger ([`SNAPSHOT`], [`JOURNAL`]), the lock file ([`LOCK_FILE`]), temp files
+//! (`.watcher-tmp-NAME[.TAG].tmp`, [`temp_name`]), status files (`NAME`[`STATUS_SUFFIX`]) and
+//! the destination directories ([`PROCESSED_DIR`], [`FAILED_DIR`]). [`is_own`] says which
+//! names intake leaves alone: these, anything else starting with `.watcher-`, and any `*.tmp`.
+//!
+//! # Keys
+//!
+//! The ledger, the claims, status files and the names in `processed/` and `failed/` are
+//! strings, while a Unix file name is any bytes but `/` and NUL. A name that is UTF-8 is its own key. A name that is not is processed all the same (its
 //! processor gets the real path): its key escapes each byte that is not part of valid UTF-8 as
 //! `\xNN` and each backslash as `\\`, so `bad<0xFF>.txt` is keyed, and moved to `processed/`,
 //! as `bad\xff.txt`; [`inbox_path`] turns the key back into the real name. The one ambiguity
@@ -11,6 +21,56 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+
+/// The prefix of the watcher's own files in the watched directory.
+const OWN_PREFIX: &str = ".watcher-";
+/// The prefix of the watcher's temp files (see [`temp_name`]).
+const TEMP_PREFIX: &str = ".watcher-tmp-";
+/// The suffix of temp files: intake ignores every `*.tmp`, the watcher's own or not.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// File name of the ledger snapshot in the watched directory.
+pub const SNAPSHOT: &str = ".watcher-ledger.json";
+/// File name of the ledger journal in the watched directory.
+pub const JOURNAL: &str = ".watcher-ledger.journal";
+/// File name of the lock file in the watched directory.
+pub const LOCK_FILE: &str = ".watcher.lock";
+/// Name of the subdirectory for processed files.
+pub const PROCESSED_DIR: &str = "processed";
+/// Name of the subdirectory for failed files.
+pub const FAILED_DIR: &str = "failed";
+/// Suffix of status files.
+pub const STATUS_SUFFIX: &str = ".status.json";
+
+/// Whether `name` is one of the watcher's own files (or a temp file), which intake never
+/// takes for work.
+pub(crate) fn is_own(name: &str) -> bool {
+    name.starts_with(OWN_PREFIX)
+        || name == SNAPSHOT
+        || name == JOURNAL
+        || name == LOCK_FILE
+        || name.ends_with(TEMP_SUFFIX)
+        || name.ends_with(STATUS_SUFFIX)
+}
+
+/// The name of the watcher's temp file for a file `name` it is about to write:
+/// `.watcher-tmp-<name>[.<tag>].tmp`.
+pub(crate) fn temp_name(name: &str, tag: Option<u64>) -> String {
+    match tag {
+        Some(tag) => format!("{TEMP_PREFIX}{name}.{tag}{TEMP_SUFFIX}"),
+        None => format!("{TEMP_PREFIX}{name}{TEMP_SUFFIX}"),
+    }
+}
+
+/// Whether `name` is one of the watcher's temp files (see [`temp_name`]).
+pub(crate) fn is_temp(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)
+}
+
+/// The name of the status file of a file named `name` in `processed/` or `failed/`.
+pub(crate) fn status_name(name: &str) -> String {
+    format!("{name}{STATUS_SUFFIX}")
+}
 
 /// The key of the file name `name`.
 pub(crate) fn name_of(name: &OsStr) -> String {
@@ -113,6 +173,29 @@ fn from_bytes(b: Vec<u8>) -> OsString {
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn own_files_are_never_work() {
+        for n in [
+            SNAPSHOT,
+            JOURNAL,
+            LOCK_FILE,
+            ".watcher-x",
+            "a.tmp",
+            "a.status.json",
+        ] {
+            assert!(is_own(n), "{n}");
+        }
+        for n in [temp_name("a.txt", None), temp_name("a.txt", Some(7))] {
+            assert!(is_own(&n) && is_temp(&n), "{n}");
+        }
+        assert_eq!(temp_name("a.txt", Some(7)), ".watcher-tmp-a.txt.7.tmp");
+        assert_eq!(status_name("a.txt"), "a.txt.status.json");
+        for n in ["a.txt", ".watcherx", "watcher-ledger.json", "a.tmp.txt"] {
+            assert!(!is_own(n), "{n}");
+        }
+        assert!(!is_temp("a.tmp"));
+    }
 
     #[test]
     fn utf8_names_are_their_own_keys() {

@@ -1,5 +1,17 @@
 //! Workers: take files from the bounded queue, process them (with retries), and commit the
-//! result (status, move, ledger) in the crash-safe order described in [`crate::status`].
+//! result (status, move, ledger) in the crash-safe order described in [`crate::store::status`].
+//!
+//! One word for each step of a file through a worker's hands:
+//!
+//! - **pick up**: taken from the queue ([`WorkQueue::take`]), counted busy, given a run id;
+//! - **decide**: processed with retries, then the result recorded `decided` in the ledger and
+//!   synced; the queue then no longer holds it ([`WorkQueue::decided`]);
+//! - **finish the commit**: status file and move, then the ledger's `done` (with fsync on, at a
+//!   checkpoint), which releases the name's claim ([`WorkQueue::release`]);
+//! - **let go**: given up undecided (vanished, not recorded, abandoned, not synced): no longer
+//!   held, its claim released ([`WorkQueue::let_go`]); **leave in place** when it could not be
+//!   recorded in flight: let go and handed back;
+//! - **put down**: out of the worker's hands, either way.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -10,21 +22,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoints, Moved, BATCH};
-use crate::child::Reaper;
 use crate::config::Config;
-use crate::file_id::{move_if_same, FileId};
-use crate::file_outcome::FileOutcome;
-use crate::files::{rename_into_place, write_temp};
-use crate::group_sync::off_thread;
-use crate::inbox_file;
-use crate::ledger::Ledger;
-use crate::metrics::Counters;
 use crate::processor::{catch_unwind, ErrorKind};
-use crate::progress::Progress;
-use crate::queue::WorkQueue;
-use crate::recovery::Interrupted;
-use crate::status::{bound_message, rfc3339, status_path, Outcome, Status, STATUS_SUFFIX};
+use crate::report::metrics::Counters;
+use crate::report::on_file::FileOutcome;
+use crate::report::progress::Progress;
+use crate::store::disk::{rename_into_place, write_temp};
+use crate::store::group_sync::off_thread;
+use crate::store::identity::{move_if_same, FileId};
+use crate::store::ledger::Ledger;
+use crate::store::recovery::Interrupted;
+use crate::store::status::{bound_message, rfc3339, status_path, Outcome, Status};
+use crate::work::checkpoint::{Checkpoints, Moved, BATCH};
+use crate::work::child::Reaper;
+use crate::work::queue::WorkQueue;
+use crate::work::read;
 
 /// What every worker of one watcher uses; each worker task holds an `Arc` of the one `Crew`.
 pub(crate) struct Crew {
@@ -71,7 +83,7 @@ impl Crew {
     /// overlaps is a result and the next command: a file's result is durable in the ledger
     /// before the worker's next command starts, so a crash re-runs only a file whose command was
     /// running (the rest of a commit is finished from the ledger at restart, see
-    /// [`crate::recovery`]). The next file's in-flight record, when that file is already
+    /// [`crate::store::recovery`]). The next file's in-flight record, when that file is already
     /// queued, shares the sync of that result.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let hands = Hands {
@@ -82,10 +94,10 @@ impl Crew {
         let mut moving: Option<Moving<'_>> = None;
         let mut next = self.next_file(&cancel, &hands).await;
         while let Some(file) = next.take() {
-            let decision = alongside(&mut moving, self.decide_file(&file, &cancel)).await;
+            let decision = alongside(&mut moving, self.decide(&file, &cancel)).await;
             let Ok(d) = decision else {
                 self.queue.hand_back(file.path.clone());
-                hands.release(&file);
+                hands.let_go(&file);
                 next = alongside(&mut moving, self.next_file(&cancel, &hands)).await;
                 continue;
             };
@@ -103,8 +115,8 @@ impl Crew {
             }
             match &decided {
                 Ok(()) => {
-                    self.queue.committed(&file.path);
-                    moving = Some(Box::pin(self.move_file(file, status, &hands)));
+                    self.queue.decided(&file.path);
+                    moving = Some(Box::pin(self.finish_commit(file, status, &hands)));
                 }
                 Err(e) => {
                     // Whether its `decided` record reached the disk is unknown: the next start
@@ -113,13 +125,13 @@ impl Crew {
                     self.cfg
                         .warnings
                         .warn(format_args!("cannot commit {name}: {e}"));
-                    hands.release(&file);
+                    hands.let_go(&file);
                 }
             }
             next = match (waiting, decided) {
                 (Some(w), Ok(())) => Some(self.recorded(w)),
                 (Some(w), Err(e)) => {
-                    self.let_go(w, &e, &hands);
+                    self.leave_in_place(w, &e, &hands);
                     alongside(&mut moving, self.next_file(&cancel, &hands)).await
                 }
                 (None, _) => alongside(&mut moving, self.next_file(&cancel, &hands)).await,
@@ -143,11 +155,11 @@ impl Crew {
                 self.checkpoint().await;
             }
             let path = self.queue.take(cancel).await?;
-            let Some(file) = self.claim(path, hands) else {
+            let Some(file) = self.pick_up(path, hands) else {
                 continue;
             };
             if let Err(e) = in_flight(self, &file.name, file.run).await {
-                self.let_go(file, &e, hands);
+                self.leave_in_place(file, &e, hands);
                 continue;
             }
             return Some(self.recorded(file));
@@ -160,26 +172,26 @@ impl Crew {
         if cancel.is_cancelled() {
             return None;
         }
-        let file = self.claim(self.queue.try_take()?, hands)?;
+        let file = self.pick_up(self.queue.try_take()?, hands)?;
         if let Err(e) = self.ledger.record_in_flight(&file.name, file.run) {
-            self.let_go(file, &e, hands);
+            self.leave_in_place(file, &e, hands);
             return None;
         }
         Some(file)
     }
 
-    /// `path`, taken from the queue, in this worker's hands; `None` when it vanished since it
-    /// was queued.
-    fn claim(&self, path: PathBuf, hands: &Hands<'_>) -> Option<InHand> {
+    /// Picks up `path`, taken from the queue: `None` (let go) when it vanished since it was
+    /// queued.
+    fn pick_up(&self, path: PathBuf, hands: &Hands<'_>) -> Option<InHand> {
         let name = file_name(&path);
-        let mut file = hands.take(path, name);
+        let mut file = hands.pick_up(path, name);
         match std::fs::symlink_metadata(&file.path) {
             Ok(meta) => {
                 file.file_id = FileId::of(&meta);
                 Some(file)
             }
             Err(_) => {
-                hands.release(&file);
+                hands.let_go(&file);
                 None
             }
         }
@@ -193,18 +205,18 @@ impl Crew {
         }
     }
 
-    /// `file` could not be recorded in flight: it stays in the inbox, handed back.
-    fn let_go(&self, file: InHand, e: &std::io::Error, hands: &Hands<'_>) {
+    /// `file` could not be recorded in flight: it is let go and stays in the inbox, handed back.
+    fn leave_in_place(&self, file: InHand, e: &std::io::Error, hands: &Hands<'_>) {
         let name = &file.name;
         let warnings = &self.cfg.warnings;
         warnings.warn(format_args!(
             "cannot record {name} in the ledger: {e}; leaving it in place"
         ));
         self.queue.hand_back(file.path.clone());
-        hands.release(&file);
+        hands.let_go(&file);
     }
 
-    /// Runs a checkpoint of the files moved so far (see [`crate::checkpoint`]).
+    /// Runs a checkpoint of the files moved so far (see [`crate::work::checkpoint`]).
     async fn checkpoint(&self) {
         if let Err(e) = self.checkpoints.run().await {
             let warnings = &self.cfg.warnings;
@@ -214,15 +226,15 @@ impl Crew {
         }
     }
 
-    /// Processes `file` (with retries): its outcome, or `Abandoned` when close interrupted a
+    /// Decides `file` (processes it, with retries): its outcome, or `Abandoned` when close interrupted a
     /// retry backoff (its ledger entry is then removed: handed back on purpose, the next run
     /// starts afresh).
-    async fn decide_file(
+    async fn decide(
         &self,
         file: &InHand,
         cancel: &CancellationToken,
     ) -> Result<Decision, Abandoned> {
-        let decision = decide(self, &file.path, cancel).await;
+        let decision = process_with_retries(self, &file.path, cancel).await;
         if decision.is_err() {
             let _ = self.ledger.forget(&file.name);
             if file.interrupted {
@@ -232,11 +244,11 @@ impl Crew {
         decision
     }
 
-    /// The rest of `file`'s commit, its result durable in the ledger: the status file, the
-    /// move out of the inbox and the ledger's `done`; then reports it and lets it go.
-    async fn move_file(&self, file: InHand, status: Status, hands: &Hands<'_>) {
+    /// Finishes `file`'s commit, its result durable in the ledger: the status file, the move out
+    /// of the inbox and the ledger's `done`; then reports it and puts it down.
+    async fn finish_commit(&self, file: InHand, status: Status, hands: &Hands<'_>) {
         let outcome = status.outcome;
-        match move_out(self, &file, status).await {
+        match write_status_and_move(self, &file, status).await {
             Ok(status) => {
                 let took = file.t0.elapsed();
                 self.counters.committed(outcome, took);
@@ -309,7 +321,8 @@ struct Hands<'a> {
 }
 
 impl Hands<'_> {
-    fn take(&self, path: PathBuf, name: String) -> InHand {
+    /// Picks up the file `path`, named `name`, with a new run id.
+    fn pick_up(&self, path: PathBuf, name: String) -> InHand {
         if self.held.fetch_add(1, Relaxed) == 0 {
             self.crew.counters.worker_busy();
         }
@@ -325,15 +338,15 @@ impl Hands<'_> {
         }
     }
 
-    /// Lets go of `file` uncommitted (handed back, vanished, not recorded): intake may queue
-    /// its name again.
-    fn release(&self, file: &InHand) {
-        self.crew.queue.done(&file.path, &file.name);
+    /// Lets go of `file` undecided (handed back, vanished, not recorded): intake may queue its
+    /// name again.
+    fn let_go(&self, file: &InHand) {
+        self.crew.queue.let_go(&file.path, &file.name);
         self.put_down();
     }
 
-    /// Done with `file`: committed (its name released by the commit, see [`move_out`]), or
-    /// left for the next start.
+    /// Puts a file down: committed (its name released by the commit, see
+    /// [`write_status_and_move`]), left for the next start, or let go.
     fn put_down(&self) {
         if self.held.fetch_sub(1, Relaxed) == 1 {
             self.crew.counters.worker_idle();
@@ -389,7 +402,7 @@ async fn in_flight(crew: &Crew, name: &str, run: u64) -> std::io::Result<()> {
 }
 
 /// Checks, reads and processes the file, with retries.
-async fn decide(
+async fn process_with_retries(
     crew: &Crew,
     path: &Path,
     cancel: &CancellationToken,
@@ -399,10 +412,10 @@ async fn decide(
     let mut attempts = 0u32;
     loop {
         let checked = if cfg.processor.reads_contents_dyn() {
-            inbox_file::read(path, &cfg.dir, max).await
+            read::read(path, &cfg.dir, max).await
         } else {
             // From the metadata alone, on this thread: a `stat` cannot block on a FIFO.
-            inbox_file::check(path, &cfg.dir, max).map(|()| Vec::new())
+            read::check(path, &cfg.dir, max).map(|()| Vec::new())
         };
         let contents = match checked {
             Ok(c) => c,
@@ -469,19 +482,23 @@ fn status_of(crew: &Crew, file: &InHand, d: Decision) -> Status {
     }
 }
 
-/// The commit after the ledger's `decided`, in the crash-safe order of [`crate::status`]: the
+/// The commit after the ledger's `decided`, in the crash-safe order of [`crate::store::status`]: the
 /// status written to a temp file and renamed into place, then the file moved. With fsync on,
 /// writing the temp file runs off the runtime thread (creating a file can be slow), and the
 /// syncs and the ledger's `done` are left to a checkpoint shared with the other workers (see
-/// [`crate::checkpoint`]), which this call runs when enough files are pending or nothing is
+/// [`crate::work::checkpoint`]), which this call runs when enough files are pending or nothing is
 /// queued. With fsync off the whole commit runs in the poll that ended the processing: a
 /// watcher dropped without close never leaves a processed file uncommitted.
-async fn move_out(crew: &Crew, file: &InHand, status: Status) -> std::io::Result<Status> {
+async fn write_status_and_move(
+    crew: &Crew,
+    file: &InHand,
+    status: Status,
+) -> std::io::Result<Status> {
     let cfg = &crew.cfg;
     let dest_dir = cfg.dir.join(status.outcome.dir_name());
     let dest = dest_dir.join(&status.moved_to);
     let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
-    let status_name = format!("{}{STATUS_SUFFIX}", status.moved_to);
+    let status_name = crate::names::status_name(&status.moved_to);
     let (dir, run) = (dest_dir.clone(), file.run);
     let write = move || {
         let tmp = write_temp(&dir, &status_name, Some(run), &json, false)?;

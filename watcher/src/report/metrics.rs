@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::status::Outcome;
+use crate::store::status::Outcome;
 
 /// Upper bounds of the latency histogram buckets (the last bucket is unbounded).
 pub const LATENCY_BOUNDS: [Duration; 12] = [
@@ -87,7 +87,7 @@ impl Histogram {
 }
 
 /// The counters of the workers and the background routines (the queue keeps its own: see
-/// [`crate::queue`]). Each is changed by one method, named after the event it counts.
+/// [`crate::work::queue`]). Each is changed by one method, named after the event it counts.
 #[derive(Default)]
 pub(crate) struct Counters {
     processed: AtomicU64,
@@ -143,7 +143,7 @@ impl Counters {
     }
 
     /// A snapshot of these counters; the queue's fields are left at zero (see
-    /// [`crate::queue::WorkQueue::fill_metrics`]).
+    /// [`crate::work::queue::WorkQueue::fill_metrics`]).
     pub fn snapshot(&self) -> Metrics {
         Metrics {
             processed: self.processed.load(Relaxed),

@@ -23,7 +23,7 @@
 //! Per file, a worker records `in_flight` (durable before the file is read), `decided` with the
 //! file's whole status record once it has been processed (durable before the worker's next
 //! command starts), and `done` after the status file was written and the file moved out of the
-//! inbox (see [`crate::status`] for the order). A worker's `done` is not synced on its own: no
+//! inbox (see [`crate::store::status`] for the order). A worker's `done` is not synced on its own: no
 //! step follows it, and until it is durable (with the journal's next sync or compaction) a
 //! restart reaches the same state from the `decided` entry, without running the file again.
 
@@ -36,16 +36,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::group_sync::GroupSync;
+use crate::store::group_sync::GroupSync;
 
-pub use crate::file_id::FileId;
-use crate::files::{at, sync_dir, write_atomic};
-use crate::status::{Outcome, Status};
+use crate::store::disk::{at, sync_dir, write_atomic};
+pub use crate::store::identity::FileId;
+use crate::store::status::{Outcome, Status};
 
-/// File name of the ledger snapshot in the watched directory.
-pub const SNAPSHOT: &str = ".watcher-ledger.json";
-/// File name of the ledger journal in the watched directory.
-pub const JOURNAL: &str = ".watcher-ledger.journal";
+pub use crate::names::{JOURNAL, SNAPSHOT};
 /// The journal is compacted into the snapshot after this many records.
 pub const COMPACT_EVERY: usize = 4096;
 

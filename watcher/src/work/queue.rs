@@ -20,8 +20,8 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use crate::mutex::lock;
+use crate::report::metrics::Metrics;
 
 /// A bounded queue of `capacity` files: the intake's [`Inlet`], and the shared [`WorkQueue`].
 pub(crate) fn bounded(capacity: usize) -> (Inlet, Arc<WorkQueue>) {
@@ -52,7 +52,7 @@ pub(crate) struct WorkQueue {
     /// Files left unprocessed, for the shutdown report.
     handed_back: Mutex<Vec<PathBuf>>,
     /// The files the workers hold uncommitted, from [`WorkQueue::take`] until their result is
-    /// durable ([`WorkQueue::committed`]) or they are let go ([`WorkQueue::done`]): up to two
+    /// durable ([`WorkQueue::decided`]) or they are let go ([`WorkQueue::let_go`]): up to two
     /// per worker, the one being processed and the next, taken while that result syncs.
     in_progress: Mutex<HashSet<PathBuf>>,
     /// Asks intake to scan the directory again (see [`WorkQueue::request_rescan`]).
@@ -127,7 +127,7 @@ impl Inlet {
 }
 
 impl WorkQueue {
-    /// The next file for a worker, which then holds it (until [`WorkQueue::done`]); `None` when
+    /// The next file for a worker, which then holds it (until [`WorkQueue::decided`] or [`WorkQueue::let_go`]); `None` when
     /// cancelled, or once the queue is closed and empty.
     pub async fn take(&self, cancel: &CancellationToken) -> Option<PathBuf> {
         let path = tokio::select! {
@@ -149,9 +149,10 @@ impl WorkQueue {
         Some(path)
     }
 
-    /// A worker's file `path` is committed (its result durable in the ledger): no longer one
-    /// that close would hand back. Its name stays claimed until [`WorkQueue::release`].
-    pub fn committed(&self, path: &Path) {
+    /// A worker's file `path` is decided (its result durable in the ledger): no longer held,
+    /// not one that close would hand back. Its name stays claimed until [`WorkQueue::release`]
+    /// (the ledger's `done`).
+    pub fn decided(&self, path: &Path) {
         lock(&self.in_progress).remove(path);
     }
 
@@ -165,10 +166,10 @@ impl WorkQueue {
         self.depth.load(Relaxed) <= 0
     }
 
-    /// A worker lets go of its file `path`, named `name`, uncommitted (handed back, vanished):
-    /// intake may queue that name again.
-    pub fn done(&self, path: &Path, name: &str) {
-        self.committed(path);
+    /// A worker lets go of its file `path`, named `name`, undecided (handed back, vanished, not
+    /// recorded): no longer held, and intake may queue that name again.
+    pub fn let_go(&self, path: &Path, name: &str) {
+        lock(&self.in_progress).remove(path);
         self.release(name);
     }
 

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use watcher_shutdown::Stage;
 
 use crate::intake::FileState;
-use crate::ledger::Ledger;
-use crate::metrics::Counters;
-use crate::progress::Progress;
-use crate::tasks::Tasks;
+use crate::lifecycle::tasks::Tasks;
+use crate::report::metrics::Counters;
+use crate::report::progress::Progress;
+use crate::store::ledger::Ledger;
 use crate::warnings::Warnings;
 
 /// What the two routines use, and how often they run.

@@ -1,7 +1,7 @@
 //! One watcher per directory: an exclusive advisory lock on [`LOCK_FILE`] inside the watched
 //! directory, held from start until close.
 //!
-//! Two watchers of the same directory would race on the [`crate::ledger`] (its temp file and its
+//! Two watchers of the same directory would race on the [`crate::store::ledger`] (its temp file and its
 //! journal) and could process a file twice. The lock is an `flock(LOCK_EX | LOCK_NB)` on a file
 //! in the directory itself, so it holds across processes and within one process alike (each
 //! open of the file is a separate open file description). The kernel releases it when the last
@@ -26,11 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::files::at;
 use crate::mutex::lock;
-
-/// File name of the lock file in the watched directory.
-pub const LOCK_FILE: &str = ".watcher.lock";
+use crate::names::LOCK_FILE;
+use crate::store::disk::at;
 
 /// Why the lock could not be taken.
 pub(crate) enum LockError {

@@ -75,7 +75,7 @@ pub(crate) fn move_if_same(from: &Path, id: Option<FileId>, to: &Path) -> io::Re
     match std::fs::rename(from, to) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(crate::files::at("move", from)(e)),
+        Err(e) => Err(crate::store::disk::at("move", from)(e)),
     }
 }
 

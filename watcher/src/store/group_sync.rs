@@ -4,7 +4,7 @@
 //! Why: an `fsync` waits for the disk (0.1 ms on an idle virtio disk, several ms while other
 //! processes write), and the watcher's tasks share few runtime threads (the CLI's runtime has
 //! two). Run inline, each sync stalls every worker, and a file's commit order needs several
-//! (see [`crate::status`]): with 4 workers the syncs went one at a time and bounded throughput
+//! (see [`crate::store::status`]): with 4 workers the syncs went one at a time and bounded throughput
 //! (`BENCHMARKS.md`). Here a sync runs on the runtime's blocking pool while the task awaits it,
 //! so the other workers go on (spawning their commands, writing their records), and their syncs
 //! of the same file share one: a worker makes its change (appends a ledger record), then awaits

@@ -2,7 +2,7 @@
 //! write (temp file, fsync, rename, fsync of the directory), a directory fsync, and I/O errors
 //! that name the operation and the path.
 //!
-//! Why here and not in the ledger: the commit order of one file (see [`crate::status`]) uses the
+//! Why here and not in the ledger: the commit order of one file (see [`crate::store::status`]) uses the
 //! same atomic write for its status record as the ledger uses for its snapshot, and every error
 //! a user sees must name the file it concerns, whichever module hit it.
 
@@ -34,10 +34,7 @@ pub(crate) fn write_temp(
     bytes: &[u8],
     fsync: bool,
 ) -> io::Result<PathBuf> {
-    let tmp = match tag {
-        Some(tag) => dir.join(format!(".watcher-tmp-{name}.{tag}.tmp")),
-        None => dir.join(format!(".watcher-tmp-{name}.tmp")),
-    };
+    let tmp = dir.join(crate::names::temp_name(name, tag));
     let mut f = File::create(&tmp).map_err(at("create", &tmp))?;
     f.write_all(bytes).map_err(at("write", &tmp))?;
     if fsync {

@@ -3,7 +3,7 @@
 //! For a file `NAME` moved to `processed/DEST`, the status is `processed/DEST.status.json`.
 //! `DEST` is `NAME`, or `NAME.<run>` when `NAME` is already taken by an earlier file.
 //!
-//! Commit order for one file (each step crash-safe; see [`crate::ledger`]):
+//! Commit order for one file (each step crash-safe; see [`crate::store::ledger`]):
 //! 1. ledger: `in_flight(name, run)` (fsynced);
 //! 2. process;
 //! 3. ledger: `decided(name, run)` with the whole status record and the file's inode
@@ -38,12 +38,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-/// Name of the subdirectory for processed files.
-pub const PROCESSED_DIR: &str = "processed";
-/// Name of the subdirectory for failed files.
-pub const FAILED_DIR: &str = "failed";
-/// Suffix of status files.
-pub const STATUS_SUFFIX: &str = ".status.json";
+pub use crate::names::{FAILED_DIR, PROCESSED_DIR, STATUS_SUFFIX};
 /// Error messages in status files are cut to this many bytes (keeping the tail).
 pub const MAX_ERROR_LEN: usize = 4096;
 

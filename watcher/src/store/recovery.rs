@@ -6,11 +6,12 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::config::Config;
-use crate::file_id::move_if_same;
-use crate::files::{sync_dir, write_atomic};
-use crate::ledger::{EntryState, FileId, Ledger};
 use crate::mutex::lock;
-use crate::status::{status_path, Outcome, Status, FAILED_DIR, PROCESSED_DIR};
+use crate::names::{FAILED_DIR, PROCESSED_DIR};
+use crate::store::disk::{sync_dir, write_atomic};
+use crate::store::identity::move_if_same;
+use crate::store::ledger::{EntryState, FileId, Ledger};
+use crate::store::status::{status_path, Outcome, Status};
 
 /// For each in-flight entry (name, run):
 /// - status of that run found, file still in the inbox → finish the move, record done;
@@ -130,7 +131,7 @@ fn remove_temp_files(dir: &Path) {
     for e in rd.flatten() {
         let n = e.file_name();
         let n = n.to_string_lossy();
-        if n.starts_with(".watcher-tmp-") && n.ends_with(".tmp") {
+        if crate::names::is_temp(&n) {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! Why: once a file's result is durable in the ledger (`decided`, with its whole status
 //! record), its status file and its move out of the inbox can be redone from the ledger after a
-//! crash (see [`crate::recovery`]), so they need not be durable one file at a time. Synced per
+//! crash (see [`crate::store::recovery`]), so they need not be durable one file at a time. Synced per
 //! file they cost three syncs (the status file, its directory, the inbox), which wait for the
 //! disk one after another and, on a journaled file system, each force a journal commit that
 //! every other sync queues behind (`BENCHMARKS.md`). Here a worker writes the status and moves
@@ -19,12 +19,12 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::files::{at, sync_dir};
-use crate::group_sync::off_thread;
-use crate::ledger::Ledger;
 use crate::mutex::lock;
-use crate::queue::WorkQueue;
-use crate::status::Outcome;
+use crate::store::disk::{at, sync_dir};
+use crate::store::group_sync::off_thread;
+use crate::store::ledger::Ledger;
+use crate::store::status::Outcome;
+use crate::work::queue::WorkQueue;
 
 /// A checkpoint runs once this many files are pending (or when the queue is empty).
 pub(crate) const BATCH: usize = 64;

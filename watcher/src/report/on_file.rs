@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::status::Outcome;
+use crate::store::status::Outcome;
 
 /// One file, finished: moved to `processed/` or `failed/` with its status written.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use watcher_shutdown::{Stage, TaskInfo};
 
-use crate::child::KilledCommand;
+use crate::work::child::KilledCommand;
 
 /// What [`crate::Watcher::close`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct ShutdownReport {
     pub budget_exhausted: bool,
     /// The tasks that were aborted (e.g. a worker whose processor hung).
     pub aborted: Vec<TaskInfo>,
-    /// The commands those aborted workers were running ([`GroupChild`](crate::child::GroupChild)),
+    /// The commands those aborted workers were running ([`GroupChild`](crate::work::child::GroupChild)),
     /// each killed with its whole process group and reaped.
     pub killed: Vec<KilledCommand>,
     /// Files left in the directory unprocessed: queued or still debouncing when intake stopped,

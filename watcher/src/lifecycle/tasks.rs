@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use watcher_shutdown::{CloseHooks, CloseReport, Coordinator, Stage, Stopper, TaskInfo};
 
-use crate::dirlock::Fence;
-use crate::events::Unwatcher;
+use crate::intake::events::Unwatcher;
+use crate::lifecycle::dirlock::Fence;
 use crate::mutex::lock;
 
 fn stage_index(s: Stage) -> usize {

@@ -16,13 +16,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Mode};
-use crate::debounce::Debouncer;
-use crate::dirlock::LOCK_FILE;
-use crate::events::Events;
-use crate::ledger::{JOURNAL, SNAPSHOT};
+use crate::intake::debounce::Debouncer;
+use crate::intake::events::Events;
 use crate::mutex::lock;
-use crate::queue::Inlet;
-use crate::status::STATUS_SUFFIX;
+use crate::work::queue::Inlet;
 
 /// Intake's debounce state: files seen but not yet stable. Intake alone adds, takes and drains
 /// entries; the file-state routine holds a clone only to [`prune`](FileState::prune) it.
@@ -48,13 +45,7 @@ impl FileState {
 
 /// Whether a directory entry name is a candidate for processing.
 fn is_candidate(cfg: &Config, name: &str) -> bool {
-    !(name.starts_with(".watcher-")
-        || name == SNAPSHOT
-        || name == JOURNAL
-        || name == LOCK_FILE
-        || name.ends_with(".tmp")
-        || name.ends_with(STATUS_SUFFIX))
-        && cfg.pattern.matches(name)
+    !crate::names::is_own(name) && cfg.pattern.matches(name)
 }
 
 /// The intake task: what it reads from, and what it feeds.

@@ -7,7 +7,7 @@
 //! moves it to `failed/` (with the tail of the command's stderr in the status). Ctrl-C or SIGTERM closes gracefully and prints the shutdown report. Each command
 //! runs in a process group of its own, killed whole if the close runs out of budget. On stderr:
 //! a start line, one line per file as it finishes (`--quiet` drops them), the shutdown report
-//! and a summary; `--log-format json` makes each of them one JSON object (see `cli/log.rs`).
+//! and a summary; `--log-format json` makes each of them one JSON object (see `log.rs`).
 //!
 //! Every option maps to one [`watcher::Builder`] setting and is checked by it: a value out of
 //! range exits with status 2 and a message that names the option, the value and the allowed
@@ -26,7 +26,6 @@ use clap::Parser;
 use watcher::child::GroupChild;
 use watcher::{ConfigError, Mode, ProcessError, Processor, Watcher};
 
-#[path = "cli/log.rs"]
 mod log;
 use log::{Log, LogFormat};
 
