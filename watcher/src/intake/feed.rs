@@ -150,95 +150,88 @@ impl Intake {
         poll: Option<Duration>,
         cancel: &CancellationToken,
     ) {
-        let dir = self.cfg.dir.clone();
-        let mut scan: Option<ReadDir> = std::fs::read_dir(&dir).ok();
+        let mut scan = Scan::of(&self.cfg.dir);
         let mut ticker = poll.map(|p| {
             let mut t = tokio::time::interval_at(Instant::now() + p, p);
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             t
         });
         let mut events_open = notify.is_some();
-        'outer: loop {
-            let (room, next_due) = {
-                let mut deb = self.file_state.lock();
-                if let Some(rd) = scan.as_mut() {
-                    let now = std::time::Instant::now();
-                    while deb.len() < self.max_pending {
-                        match rd.next() {
-                            None => {
-                                scan = None;
-                                break;
-                            }
-                            Some(Err(_)) => continue,
-                            Some(Ok(e)) => {
-                                let p = e.path();
-                                if let Some(name) = self.candidate(&p) {
-                                    if !self.inlet.is_claimed(&name) {
-                                        deb.observe(p, now);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                (deb.len() < self.max_pending, deb.next_due())
-            };
-            let recv_events = async {
-                match notify.as_mut() {
-                    Some(events) if events_open && room => events.recv().await,
-                    _ => std::future::pending().await,
-                }
-            };
-            let due = async {
-                match next_due {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let tick = async {
-                match ticker.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+        loop {
+            let (room, next_due) = self.read_scan(&mut scan);
+            let events = notify.as_mut().filter(|_| events_open && room);
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break 'outer,
-                _ = self.inlet.rescan_requested() => {
-                    if scan.is_none() {
-                        scan = std::fs::read_dir(&dir).ok();
-                    }
-                }
-                ev = recv_events => match ev {
+                _ = cancel.cancelled() => break,
+                _ = self.inlet.rescan_requested() => scan.again(),
+                ev = next_event(events) => match ev {
                     None => events_open = false,
                     Some(ev) => {
-                        if self.on_event(ev) && scan.is_none() {
-                            scan = std::fs::read_dir(&dir).ok();
+                        if self.on_event(ev) {
+                            scan.again();
                         }
                     }
                 },
-                _ = due => {
-                    let stable = self.file_state.lock().take_stable(std::time::Instant::now());
-                    let mut it = stable.into_iter();
-                    for p in it.by_ref() {
-                        if !self.enqueue(p, cancel).await {
-                            for rest in it {
-                                self.inlet.hand_back(rest);
-                            }
-                            break 'outer;
-                        }
+                _ = until(next_due) => {
+                    if !self.enqueue_stable(cancel).await {
+                        break;
                     }
                 }
-                _ = tick => {
-                    if scan.is_none() {
-                        scan = std::fs::read_dir(&dir).ok();
+                _ = next_tick(ticker.as_mut()) => scan.again(),
+            }
+        }
+        self.stop(notify).await;
+    }
+
+    /// Goes on with `scan` (if one is under way) while the debounce state has room, observing
+    /// each candidate not already claimed. Whether there is room left, and when the next
+    /// debounced file is due.
+    fn read_scan(&self, scan: &mut Scan) -> (bool, Option<std::time::Instant>) {
+        let mut deb = self.file_state.lock();
+        if let Some(rd) = scan.entries.as_mut() {
+            let now = std::time::Instant::now();
+            while deb.len() < self.max_pending {
+                match rd.next() {
+                    None => {
+                        scan.entries = None;
+                        break;
+                    }
+                    Some(Err(_)) => continue,
+                    Some(Ok(e)) => {
+                        let p = e.path();
+                        if let Some(name) = self.candidate(&p) {
+                            if !self.inlet.is_claimed(&name) {
+                                deb.observe(p, now);
+                            }
+                        }
                     }
                 }
             }
         }
-        // Stopping: hand back what was still debouncing, then wait for notify's thread.
+        (deb.len() < self.max_pending, deb.next_due())
+    }
+
+    /// Queues the files that are stable now. Returns false when cancelled while waiting for
+    /// room: the rest are then handed back.
+    async fn enqueue_stable(&self, cancel: &CancellationToken) -> bool {
+        let stable = self
+            .file_state
+            .lock()
+            .take_stable(std::time::Instant::now());
+        let mut it = stable.into_iter();
+        for p in it.by_ref() {
+            if !self.enqueue(p, cancel).await {
+                for rest in it {
+                    self.inlet.hand_back(rest);
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stopping: hands back what was still debouncing, then waits for notify's thread.
+    async fn stop(&self, notify: Option<Events>) {
         let pending = self.file_state.lock().drain();
         for p in pending {
             self.inlet.hand_back(p);
@@ -279,5 +272,58 @@ impl Intake {
             }
         }
         false
+    }
+}
+
+/// A streaming scan of the inbox, read a little at a time, as intake's debounce state has room.
+struct Scan {
+    dir: PathBuf,
+    /// The scan under way, if any.
+    entries: Option<ReadDir>,
+}
+
+impl Scan {
+    /// A scan of `dir`, started now.
+    fn of(dir: &Path) -> Self {
+        let mut scan = Scan {
+            dir: dir.to_path_buf(),
+            entries: None,
+        };
+        scan.again();
+        scan
+    }
+
+    /// Starts reading the directory from the start, unless a scan is under way. A directory
+    /// that cannot be read is left unscanned until the next request.
+    fn again(&mut self) {
+        if self.entries.is_none() {
+            self.entries = std::fs::read_dir(&self.dir).ok();
+        }
+    }
+}
+
+/// The next notify event from `events`; never, without them.
+async fn next_event(events: Option<&mut Events>) -> Option<notify::Result<notify::Event>> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `due`; never, without one.
+async fn until(due: Option<std::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of the poll `ticker`; never, without one.
+async fn next_tick(ticker: Option<&mut tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -102,6 +102,19 @@ struct Command {
     shown: String,
 }
 
+impl Command {
+    /// The command `cmd` (program and arguments), its program found in `PATH` once, now.
+    fn found_in_path(cmd: &[String]) -> Result<Command, String> {
+        let program = cmd.first().cloned().unwrap_or_default();
+        Ok(Command {
+            found: find_program(&program)?,
+            program,
+            args: cmd.iter().skip(1).cloned().collect(),
+            shown: cmd.join(" "),
+        })
+    }
+}
+
 impl Processor for Command {
     /// The command opens the file itself.
     fn reads_contents(&self) -> bool {
@@ -256,48 +269,72 @@ fn config_error(e: &ConfigError) -> String {
     }
 }
 
+/// The CLI's run: find the command, configure and start the watcher, wait until it is done
+/// (`--once`) or told to stop, close it and report; the exit code.
 async fn run(args: Args) -> ExitCode {
     let started = std::time::Instant::now();
-    let shown = args.cmd.join(" ");
-    let mut cmd = args.cmd.into_iter();
-    let program = cmd.next().unwrap_or_default();
-    let found = match find_program(&program) {
-        Ok(p) => p,
+    let command = match Command::found_in_path(&args.cmd) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("watcher: {e}");
             return ExitCode::from(2);
         }
     };
-    let bar = (args.once && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} files ({per_sec}, eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let shown = command.shown.clone();
+    let bar = (args.once && std::io::stderr().is_terminal()).then(progress_bar);
     let log = Arc::new(Log {
         format: args.log_format,
         quiet: args.quiet,
         bar: bar.clone(),
     });
+    let config = match configure(&args, command, &log) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let w = match Watcher::start(config).await {
+        Ok(w) => w,
+        Err(e) => {
+            log.error(&e.to_string());
+            return ExitCode::from(2);
+        }
+    };
+
+    log.start(w.config(), &shown);
+    wait_until_done(&w, args.once, bar.as_ref()).await;
+    let report = w.close().await;
+    let m = w.metrics();
+    log.end(&report, &m, started.elapsed());
+    exit_code(&m, &report, args.once)
+}
+
+/// The `--once` progress bar on stderr.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} files ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The watcher's configuration from the options, each mapped to one builder setting and checked
+/// by the builder; the message when one is wrong (usage error, exit 2).
+fn configure(args: &Args, command: Command, log: &Arc<Log>) -> Result<watcher::Config, String> {
     let (on_file, on_warning) = (log.clone(), log.clone());
     let mut b = Watcher::builder(&args.dir)
-        .processor(Command {
-            program,
-            found,
-            args: cmd.collect(),
-            shown: shown.clone(),
-        })
+        .processor(command)
         .on_file(move |f| on_file.file(f))
         .on_warning(move |m| on_warning.warning(m));
     if let Some(n) = args.workers {
         b = b.workers(n);
     }
-    if let Some(p) = args.pattern {
-        b = b.pattern(p);
+    if let Some(p) = &args.pattern {
+        b = b.pattern(p.clone());
     }
     if let Some(d) = args.debounce {
         b = b.debounce(d);
@@ -320,55 +357,47 @@ async fn run(args: Args) -> ExitCode {
         match Duration::try_from_secs_f64(secs) {
             Ok(d) => b = b.mode(Mode::Poll(d)),
             Err(_) => {
-                eprintln!("watcher: --poll: {secs} is not a valid number of seconds");
-                return ExitCode::from(2);
+                return Err(format!(
+                    "watcher: --poll: {secs} is not a valid number of seconds"
+                ))
             }
         }
     }
-    let config = match b.build() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}", config_error(&e));
-            return ExitCode::from(2);
-        }
-    };
-    let w = match Watcher::start(config).await {
-        Ok(w) => w,
-        Err(e) => {
-            log.error(&e.to_string());
-            return ExitCode::from(2);
-        }
-    };
+    b.build().map_err(|e| config_error(&e))
+}
 
-    log.start(w.config(), &shown);
+/// Waits until the watcher is done with the files present at start (`once`) or a signal asks
+/// it to stop, moving the progress bar (if any) as files finish.
+async fn wait_until_done(w: &Watcher, once: bool, bar: Option<&indicatif::ProgressBar>) {
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    if args.once {
-        let mut seen = u64::MAX;
-        loop {
-            if let Some(bar) = &bar {
-                let m = w.metrics();
-                bar.set_length(m.queued.max(m.finished()));
-                bar.set_position(m.finished());
-                bar.set_message(format!("{} failed", m.failed));
-            }
-            tokio::select! {
-                _ = w.finished() => break,
-                _ = &mut signal => break,
-                _ = w.wait_for(|m| m.finished() != seen, Duration::from_millis(200)) => {}
-            }
-            seen = w.metrics().finished();
-        }
-        if let Some(bar) = &bar {
-            bar.finish_and_clear();
-        }
-    } else {
+    if !once {
         signal.await;
+        return;
     }
-    let report = w.close().await;
-    let m = w.metrics();
-    log.end(&report, &m, started.elapsed());
-    if m.failed > 0 || (args.once && !report.handed_back.is_empty()) {
+    let mut seen = u64::MAX;
+    loop {
+        if let Some(bar) = bar {
+            let m = w.metrics();
+            bar.set_length(m.queued.max(m.finished()));
+            bar.set_position(m.finished());
+            bar.set_message(format!("{} failed", m.failed));
+        }
+        tokio::select! {
+            _ = w.finished() => break,
+            _ = &mut signal => break,
+            _ = w.wait_for(|m| m.finished() != seen, Duration::from_millis(200)) => {}
+        }
+        seen = w.metrics().finished();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+/// 1 when a file failed (or, with `--once`, was left unprocessed), else 0.
+fn exit_code(m: &watcher::Metrics, report: &watcher::ShutdownReport, once: bool) -> ExitCode {
+    if m.failed > 0 || (once && !report.handed_back.is_empty()) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
