@@ -147,56 +147,8 @@ impl Ledger {
     }
 
     pub(crate) fn open_with(dir: &Path, fsync: bool) -> io::Result<Ledger> {
-        let snapshot = dir.join(SNAPSHOT);
-        let journal_path = dir.join(JOURNAL);
-        let mut entries = match std::fs::read(&snapshot) {
-            Ok(bytes) => {
-                let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("ledger {} is corrupt: {e}", snapshot.display()),
-                    )
-                })?;
-                if !(OLDEST_READ..=VERSION).contains(&snap.version) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "ledger {} has version {}; this watcher reads versions {OLDEST_READ} to {VERSION}",
-                            snapshot.display(),
-                            snap.version
-                        ),
-                    ));
-                }
-                snap.entries
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(at("read", &snapshot)(e)),
-        };
-        let mut dirty = false;
-        // Opened for writing too, so that a journal this watcher cannot write fails the start
-        // rather than every file; replayed when the last run left records in it, then emptied
-        // by the compaction below and closed (the first append opens it again).
-        let journal = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&journal_path)
-        {
-            Ok(f) => {
-                for line in BufReader::new(&f).lines() {
-                    // Even a torn line must be compacted away.
-                    dirty = true;
-                    let line = line.map_err(at("read", &journal_path))?;
-                    // A torn last line (crash mid-append) does not parse: ignore it.
-                    let Ok(rec) = serde_json::from_str::<Record>(&line) else {
-                        continue;
-                    };
-                    apply(&mut entries, rec);
-                }
-                f
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_journal(dir, fsync)?,
-            Err(e) => return Err(at("open", &journal_path)(e)),
-        };
+        let mut entries = read_snapshot(&dir.join(SNAPSHOT))?;
+        let (journal, dirty) = replay_journal(dir, &mut entries, fsync)?;
         let ledger = Ledger {
             dir: dir.to_path_buf(),
             fsync,
@@ -442,6 +394,70 @@ fn done(name: &str, run: u64, outcome: Outcome) -> Record {
 
 /// Creates the journal of `dir` for appending; with `fsync`, its name is made durable before
 /// any record relies on it.
+/// The entries of the snapshot at `snapshot` (none when there is no snapshot), refusing a
+/// corrupt one or one of a version this watcher does not read.
+fn read_snapshot(snapshot: &Path) -> io::Result<BTreeMap<String, Entry>> {
+    let bytes = match std::fs::read(snapshot) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(at("read", snapshot)(e)),
+    };
+    let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("ledger {} is corrupt: {e}", snapshot.display()),
+        )
+    })?;
+    if !(OLDEST_READ..=VERSION).contains(&snap.version) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "ledger {} has version {}; this watcher reads versions {OLDEST_READ} to {VERSION}",
+                snapshot.display(),
+                snap.version
+            ),
+        ));
+    }
+    Ok(snap.entries)
+}
+
+/// Replays the journal of `dir` over `entries` (creating the journal if there is none): the
+/// open journal, and whether it held records (then the ledger must be compacted).
+///
+/// Opened for writing too, so that a journal this watcher cannot write fails the start rather
+/// than every file; replayed when the last run left records in it, then emptied by the
+/// compaction at open and closed (the first append opens it again).
+fn replay_journal(
+    dir: &Path,
+    entries: &mut BTreeMap<String, Entry>,
+    fsync: bool,
+) -> io::Result<(File, bool)> {
+    let journal_path = dir.join(JOURNAL);
+    let mut dirty = false;
+    let journal = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&journal_path)
+    {
+        Ok(f) => {
+            for line in BufReader::new(&f).lines() {
+                // Even a torn line must be compacted away.
+                dirty = true;
+                let line = line.map_err(at("read", &journal_path))?;
+                // A torn last line (crash mid-append) does not parse: ignore it.
+                let Ok(rec) = serde_json::from_str::<Record>(&line) else {
+                    continue;
+                };
+                apply(entries, rec);
+            }
+            f
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => create_journal(dir, fsync)?,
+        Err(e) => return Err(at("open", &journal_path)(e)),
+    };
+    Ok((journal, dirty))
+}
+
 fn create_journal(dir: &Path, fsync: bool) -> io::Result<File> {
     let path = dir.join(JOURNAL);
     let journal = OpenOptions::new()
