@@ -4,29 +4,17 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{status, write};
+use common::{cli, cli_on, status, wait_until, write, BIN};
 use watcher::Outcome;
-
-const BIN: &str = env!("CARGO_BIN_EXE_watcher");
 
 #[test]
 fn once_all_processed_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"x");
     write(dir.path(), "b.txt", b"x");
-    let out = Command::new(BIN)
-        .arg(dir.path())
-        .args(["--once", "--workers", "1", "--", "true"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = cli_on(dir.path(), ["--once", "--workers", "1", "--", "true"]);
+    assert_eq!(code, Some(0), "{err}");
     assert_eq!(status(dir.path(), "a.txt").outcome, Outcome::Processed);
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shutdown report"), "{err}");
     assert!(err.contains("processed 2, failed 0"), "{err}");
 }
@@ -39,9 +27,9 @@ fn once_some_failed_exits_1_with_stderr_tail_in_status() {
     // The command fails (with a message) for files whose contents are "bad".
     let script =
         r#"if grep -q bad "$1"; then echo "cannot handle $(basename "$1")" >&2; exit 3; fi"#;
-    let out = Command::new(BIN)
-        .arg(dir.path())
-        .args([
+    let (code, err) = cli_on(
+        dir.path(),
+        [
             "--once",
             "--pattern",
             "*.txt",
@@ -50,15 +38,9 @@ fn once_some_failed_exits_1_with_stderr_tail_in_status() {
             "-c",
             script,
             "sh",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
+    assert_eq!(code, Some(1), "{err}");
     assert_eq!(status(dir.path(), "good.txt").outcome, Outcome::Processed);
     let s = status(dir.path(), "bad.txt");
     assert_eq!(s.outcome, Outcome::Failed);
@@ -71,13 +53,7 @@ fn once_some_failed_exits_1_with_stderr_tail_in_status() {
 #[test]
 fn usage_and_configuration_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| cli(args);
     let d = dir.path().to_str().unwrap();
     // No command.
     let (code, err) = run(&[d, "--once"]);
@@ -118,16 +94,16 @@ fn sigterm_closes_gracefully_and_prints_the_report() {
     // Wait until the watcher is up (its lock file is the first thing it creates; a file
     // dropped after that is found by its first scan or by its events).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.path().join(watcher::LOCK_FILE).exists() {
-        assert!(Instant::now() < deadline, "watcher did not start");
-        std::thread::yield_now();
-    }
+    let started = wait_until(Duration::from_secs(20), || {
+        dir.path().join(watcher::LOCK_FILE).exists()
+    });
+    assert!(started, "watcher did not start");
     write(dir.path(), "late.txt", b"x");
     // Wait until it has processed the file, then stop it.
-    while !dir.path().join("processed/late.txt").exists() {
-        assert!(Instant::now() < deadline, "file not processed");
-        std::thread::yield_now();
-    }
+    let processed = wait_until(deadline.saturating_duration_since(Instant::now()), || {
+        dir.path().join("processed/late.txt").exists()
+    });
+    assert!(processed, "file not processed");
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -222,13 +198,8 @@ fn once_shows_a_progress_bar_on_a_terminal_only() {
     for i in 0..30 {
         write(dir.path(), &format!("g{i}.txt"), b"x");
     }
-    let out = Command::new(BIN)
-        .arg(dir.path())
-        .args(["--once", "--", "true"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = cli_on(dir.path(), ["--once", "--", "true"]);
+    assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains(" files ("), "a progress bar on a pipe: {err}");
     assert!(err.contains("processed 30, failed 0"), "{err}");
 }

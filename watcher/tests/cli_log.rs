@@ -9,10 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::write;
+use common::{wait_until, write, BIN};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_watcher");
 
 /// The command: fails (exit 3, a two-line stderr) on files whose contents start with "bad".
 const SCRIPT: &str =
@@ -323,15 +321,9 @@ fn json_shutdown_names_a_killed_command_and_a_name_that_is_not_utf8() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut pause = Duration::from_micros(50);
-    while !has_children(child.id()) {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the command never started");
-        }
-        std::thread::park_timeout(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+    if !wait_until(Duration::from_secs(20), || has_children(child.id())) {
+        let _ = child.kill();
+        panic!("the command never started");
     }
     // SAFETY: our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

@@ -9,42 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::write;
-
-const BIN: &str = env!("CARGO_BIN_EXE_watcher");
-
-/// A process as `/proc/PID/stat` shows it: its state letter and start time (field 22), which
-/// tells it apart from a later process that reuses the pid.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The name (field 2) is in parentheses and may hold spaces: split after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let state = fields[0].chars().next()?;
-    let start = fields[19].parse().ok()?;
-    Some((state, start))
-}
-
-/// Whether the process `pid` that started at `start` still runs (a zombie does not).
-fn still_runs(pid: u32, start: u64) -> bool {
-    matches!(proc_stat(pid), Some((state, s)) if s == start && state != 'Z' && state != 'X')
-}
-
-/// Polls `cond` until it holds or `limit` passes (a condition with a deadline, not a sleep).
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_micros(50);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::park_timeout(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
+use common::{proc_stat, still_runs, wait_until, write, BIN};
 
 /// The pids the hung command wrote: the `sh` and its background `sleep`.
 fn read_pids(p: &Path) -> Option<(u32, u32)> {

@@ -2,25 +2,12 @@
 //! message naming the option; good values reach the watcher.
 mod common;
 
-use std::process::Command;
-
-use common::{status, write};
+use common::{cli_on, status, write};
 use watcher::Outcome;
-
-const BIN: &str = env!("CARGO_BIN_EXE_watcher");
 
 /// Runs the CLI on `dir` with `args` and `-- true`: (exit code, stderr).
 fn run(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg(dir)
-        .args(args)
-        .args(["--", "true"])
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli_on(dir, args.iter().chain(&["--", "true"]))
 }
 
 #[test]
@@ -150,29 +137,22 @@ fn exit_75_is_retried_up_to_retries_times() {
     let aside = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"x");
     // Fails twice, then succeeds: within 3 retries.
-    let out = Command::new(BIN)
-        .arg(dir.path())
-        .args(["--once", "--retries", "3", "--", "sh", "-c"])
-        .arg(tempfail_script(aside.path(), 2))
-        .arg("sh")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let script = tempfail_script(aside.path(), 2);
+    let (code, err) = cli_on(
+        dir.path(),
+        ["--once", "--retries", "3", "--", "sh", "-c", &script, "sh"],
+    );
+    assert_eq!(code, Some(0), "{err}");
     let s = status(dir.path(), "a.txt");
     assert_eq!((s.outcome, s.attempts), (Outcome::Processed, 3), "{s:?}");
 
     // Fails twice, but only one retry is allowed: failed after 2 attempts.
     write(dir.path(), "b.txt", b"x");
-    let out = Command::new(BIN)
-        .arg(dir.path())
-        .args(["--once", "--retries", "1", "--", "sh", "-c"])
-        .arg(tempfail_script(aside.path(), 2))
-        .arg("sh")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = cli_on(
+        dir.path(),
+        ["--once", "--retries", "1", "--", "sh", "-c", &script, "sh"],
+    );
+    assert_eq!(code, Some(1), "{err}");
     let s = status(dir.path(), "b.txt");
     assert_eq!((s.outcome, s.attempts), (Outcome::Failed, 2), "{s:?}");
     assert_eq!(
@@ -192,13 +172,11 @@ fn exit_75_is_retried_up_to_retries_times() {
 fn a_command_not_in_path_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"x");
-    let out = Command::new(BIN)
-        .arg(dir.path())
-        .args(["--once", "--", "no-such-command-anywhere", "-x"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = cli_on(
+        dir.path(),
+        ["--once", "--", "no-such-command-anywhere", "-x"],
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert_eq!(
         err.trim_end(),
         "watcher: no-such-command-anywhere: command not found in PATH (a command with a / in it is taken as a path)"

@@ -16,7 +16,6 @@ use std::time::Duration;
 use common::*;
 use watcher::{Mode, Outcome, Watcher};
 
-const BIN: &str = env!("CARGO_BIN_EXE_watcher");
 /// The one byte that makes `bad\xff.txt` not UTF-8.
 const NOT_UTF8: &[u8] = b"bad\xff.txt";
 

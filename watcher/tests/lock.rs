@@ -128,11 +128,7 @@ async fn restart_right_after_a_drop_without_close_succeeds() {
     let lock_path = w.dir().join(LOCK_FILE);
     drop(w);
     // Every task ends, and the lock fd with them.
-    let deadline = tokio::time::Instant::now() + LONG;
-    while rt.metrics().num_alive_tasks() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "tasks left");
-        tokio::task::yield_now().await;
-    }
+    until("tasks left", || rt.metrics().num_alive_tasks() == 0).await;
     assert_eq!(fds_on(&lock_path), 0);
 }
 
@@ -144,11 +140,7 @@ async fn the_lock_file_is_not_processed() {
     let p = Scripted::default();
     // A lock file left by an earlier run (it always stays) and the live one.
     for _ in 0..2 {
-        let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
-            .await
-            .unwrap();
-        w.finished().await;
-        w.close().await;
+        run_to_end(builder(d, p.clone()).mode(Mode::Once).build().unwrap()).await;
     }
     assert_eq!(p.total_calls(), 1);
     assert_eq!(p.calls(LOCK_FILE), 0);

@@ -22,9 +22,7 @@ async fn once_mode_processes_present_files_and_finishes() {
         .pattern("*.txt")
         .build()
         .unwrap();
-    let w = Watcher::start(cfg).await.unwrap();
-    tokio::time::timeout(LONG, w.finished()).await.unwrap();
-    let report = w.close().await;
+    let (w, report) = run_to_end(cfg).await;
     assert!(report.aborted.is_empty() && report.handed_back.is_empty());
     assert_eq!(
         report.unwatch,
@@ -146,9 +144,7 @@ async fn retryable_errors_are_retried_with_backoff() {
         .retries(2)
         .build()
         .unwrap();
-    let w = Watcher::start(cfg).await.unwrap();
-    w.finished().await;
-    w.close().await;
+    let (w, _) = run_to_end(cfg).await;
     let s = status(d, "flaky.txt");
     assert_eq!((s.outcome, s.attempts), (Outcome::Processed, 3));
     assert_eq!(w.metrics().retried, 4);
@@ -161,9 +157,7 @@ async fn retryable_errors_are_retried_with_backoff() {
         .retries(1)
         .build()
         .unwrap();
-    let w = Watcher::start(cfg).await.unwrap();
-    w.finished().await;
-    w.close().await;
+    run_to_end(cfg).await;
     let s = status(dir2.path(), "flaky.txt");
     assert_eq!((s.outcome, s.attempts), (Outcome::Failed, 2));
     assert_eq!(
@@ -184,9 +178,7 @@ async fn oversized_files_fail_without_being_processed() {
         .max_file_size(1024)
         .build()
         .unwrap();
-    let w = Watcher::start(cfg).await.unwrap();
-    w.finished().await;
-    w.close().await;
+    run_to_end(cfg).await;
     let s = status(d, "big.txt");
     assert_eq!((s.outcome, s.attempts), (Outcome::Failed, 0));
     assert_eq!(
@@ -213,9 +205,7 @@ async fn symlink_pointing_outside_is_refused_inside_is_followed() {
         .pattern("[el]*.txt")
         .build()
         .unwrap();
-    let w = Watcher::start(cfg).await.unwrap();
-    w.finished().await;
-    w.close().await;
+    run_to_end(cfg).await;
     let s = status(d, "escape.txt");
     assert_eq!(s.outcome, Outcome::Failed);
     let err = s.error.unwrap();
@@ -241,9 +231,7 @@ async fn a_panicking_processor_fails_that_file_and_the_watcher_goes_on() {
         .workers(1)
         .build()
         .unwrap();
-    let w = Watcher::start(cfg).await.unwrap();
-    w.finished().await;
-    let r = w.close().await;
+    let (w, r) = run_to_end(cfg).await;
     assert!(r.aborted.is_empty());
     let s = status(d, "a-panic.txt");
     assert_eq!(s.outcome, Outcome::Failed);
@@ -286,9 +274,7 @@ async fn a_hanging_processor_is_aborted_at_close_and_its_file_stays() {
     // Next run: it runs again (now it succeeds) and its status says it was interrupted.
     std::fs::write(d.join("hang.txt"), b"fine now").unwrap();
     let cfg = builder(d, p.clone()).mode(Mode::Once).build().unwrap();
-    let w = Watcher::start(cfg).await.unwrap();
-    w.finished().await;
-    w.close().await;
+    run_to_end(cfg).await;
     let s = status(d, "hang.txt");
     assert_eq!((s.outcome, s.interrupted), (Outcome::Processed, true));
 }
@@ -301,11 +287,7 @@ async fn crash_recovery_reruns_in_flight_files_only() {
     write(d, "done.txt", b"x");
     write(d, "done2.txt", b"x");
     let p = Scripted::default();
-    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
-        .await
-        .unwrap();
-    w.finished().await;
-    w.close().await;
+    let (w, _) = run_to_end(builder(d, p.clone()).mode(Mode::Once).build().unwrap()).await;
     drop(w);
     // Simulate a kill -9 mid-processing of `inflight.txt`, and one where the status was
     // written but the move did not happen, and an in-flight entry whose file vanished.
@@ -337,11 +319,7 @@ async fn crash_recovery_reruns_in_flight_files_only() {
     )
     .unwrap();
 
-    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
-        .await
-        .unwrap();
-    w.finished().await;
-    w.close().await;
+    run_to_end(builder(d, p.clone()).mode(Mode::Once).build().unwrap()).await;
     let s = status(d, "inflight.txt");
     assert_eq!((s.outcome, s.interrupted), (Outcome::Processed, true));
     assert_eq!(p.calls("inflight.txt"), 1);
@@ -371,11 +349,7 @@ async fn a_committed_file_whose_done_record_was_lost_is_not_run_again() {
     let p = Scripted::default();
     write(d, "moved.txt", b"x");
     write(d, "never_committed.txt", b"x");
-    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
-        .await
-        .unwrap();
-    w.finished().await;
-    w.close().await;
+    let (w, _) = run_to_end(builder(d, p.clone()).mode(Mode::Once).build().unwrap()).await;
     drop(w);
     assert_eq!(p.calls("moved.txt"), 1);
     let run = status(d, "moved.txt").run;
@@ -392,11 +366,7 @@ async fn a_committed_file_whose_done_record_was_lost_is_not_run_again() {
             .unwrap();
     }
 
-    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
-        .await
-        .unwrap();
-    w.finished().await;
-    w.close().await;
+    run_to_end(builder(d, p.clone()).mode(Mode::Once).build().unwrap()).await;
     assert_eq!(p.calls("moved.txt"), 1, "a committed file ran again");
     assert_eq!(status(d, "moved.txt").run, run);
     let entries = Ledger::open(d).unwrap().entries();
@@ -472,11 +442,7 @@ async fn a_decided_file_is_finished_from_the_ledger_without_running_again() {
     }
 
     let p = Scripted::default();
-    let w = Watcher::start(builder(d, p.clone()).mode(Mode::Once).build().unwrap())
-        .await
-        .unwrap();
-    w.finished().await;
-    w.close().await;
+    run_to_end(builder(d, p.clone()).mode(Mode::Once).build().unwrap()).await;
     for (name, run) in [
         ("nothing_yet.txt", 20),
         ("status_only.txt", 21),
@@ -543,9 +509,7 @@ async fn with_fsync_on_every_file_is_done_after_close_and_nothing_runs_again() {
             .build()
             .unwrap()
     };
-    let w = Watcher::start(once()).await.unwrap();
-    w.finished().await;
-    let report = w.close().await;
+    let (_, report) = run_to_end(once()).await;
     assert!(report.handed_back.is_empty(), "{report}");
     let entries = Ledger::open(d).unwrap().entries();
     assert_eq!(entries.len(), n);
@@ -556,9 +520,7 @@ async fn with_fsync_on_every_file_is_done_after_close_and_nothing_runs_again() {
         assert_eq!(status(d, &name).run, e.run);
         assert_eq!(p.calls(&name), 1);
     }
-    let w = Watcher::start(once()).await.unwrap();
-    w.finished().await;
-    w.close().await;
+    let (w, _) = run_to_end(once()).await;
     assert_eq!(w.metrics().processed + w.metrics().failed, 0);
     for i in 0..n {
         assert_eq!(p.calls(&format!("f{i:03}.txt")), 1);
@@ -702,11 +664,7 @@ async fn drop_without_close_cancels_everything() {
     assert!(w.wait_for(|m| m.active_workers == 1, LONG).await);
     drop(w);
     // Every task ends: the runtime's alive-task count goes back to 0.
-    let deadline = tokio::time::Instant::now() + LONG;
-    while rt.metrics().num_alive_tasks() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "tasks left");
-        tokio::task::yield_now().await;
-    }
+    until("tasks left", || rt.metrics().num_alive_tasks() == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,14 +686,10 @@ async fn background_routines_run_and_stop_at_close() {
     assert!(r.aborted.is_empty());
     // Every task's future has completed when close returns; on a multi-thread runtime the task
     // itself is released by its worker a moment later.
-    let deadline = tokio::time::Instant::now() + LONG;
-    while rt.metrics().num_alive_tasks() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tasks left after close"
-        );
-        tokio::task::yield_now().await;
-    }
+    until("tasks left after close", || {
+        rt.metrics().num_alive_tasks() == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,10 +704,7 @@ async fn leaky_fixture_leaves_its_two_routines_running() {
     let r = w.close().await;
     assert!(r.aborted.is_empty());
     // The tracked tasks are released a moment after close (see above); the planted two stay.
-    let deadline = tokio::time::Instant::now() + LONG;
-    while rt.metrics().num_alive_tasks() > 2 && tokio::time::Instant::now() < deadline {
-        tokio::task::yield_now().await;
-    }
+    yield_until(LONG, || rt.metrics().num_alive_tasks() <= 2).await;
     assert_eq!(rt.metrics().num_alive_tasks(), 2, "the planted leak");
 }
 

@@ -103,15 +103,6 @@ fn start_with(
     async move { Watcher::start(cfg).await.unwrap() }
 }
 
-/// Waits (yielding to the runtime) until `cond` holds, or panics after `LONG`.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::task::yield_now().await;
-    }
-}
-
 #[leakcheck::isolated]
 fn each_watcher_gets_the_files_of_its_directory() {
     run(async {
