@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-use crate::intake::service::WatchService;
 use crate::processor::{DynProcessor, Processor};
 use crate::report::on_file::{FileOutcome, OnFile};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use crate::service::WatchService;
 use crate::warnings::Warnings;
 
 /// How the watcher finds files.

@@ -131,7 +131,7 @@ impl Watcher {
         }
         let ledger = Ledger::open_with(&dir, config.fsync)
             .map_err(StartError::io("open the ledger of", &dir))?;
-        let interrupted = recovery::recover(&config, &ledger)
+        let interrupted = recovery::recover(&dir, config.fsync, &ledger)
             .map_err(StartError::io("recover the ledger of", &dir))?;
         let (events, unwatcher) = events::open(&config, &dir)?;
 

@@ -42,17 +42,19 @@ mod store;
 mod work;
 
 // Shared by the stages: the wiring, the configuration, the user's processor, the inbox's file
-// names.
+// names, the inotify service shared by many watchers.
 pub mod config;
 mod engine;
 mod error;
 mod mutex;
 mod names;
 pub mod processor;
+// The shared service reads inotify directly: Linux only. Elsewhere every watcher has its own
+// notify instance.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod service;
 mod warnings;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub use intake::service;
 pub use report::metrics;
 pub use store::{ledger, status};
 pub use work::child;
@@ -60,13 +62,13 @@ pub use work::child;
 pub use config::{Builder, Config, ConfigError, Mode};
 pub use engine::Watcher;
 pub use error::StartError;
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub use intake::service::WatchService;
 pub use lifecycle::shutdown_report::ShutdownReport;
 pub use names::LOCK_FILE;
 pub use processor::{ErrorKind, ProcessError, Processor};
 pub use report::metrics::{Histogram, Metrics};
 pub use report::on_file::FileOutcome;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use service::WatchService;
 pub use store::status::{Outcome, Status};
 pub use watcher_shutdown::{Stage, TaskInfo};
 pub use work::child::KilledCommand;

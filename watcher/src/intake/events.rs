@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, Mode};
 use crate::error::StartError;
-#[cfg(any(target_os = "linux", target_os = "android"))]
-use crate::intake::service::{SubscribeError, Subscription, Unsubscribe};
 use crate::mutex::lock;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use crate::service::{SubscribeError, Subscription, Unsubscribe};
 
 /// Capacity of the channel from notify's thread to the intake task. When it is full, notify's
 /// thread waits (and the kernel queues events, or reports an overflow, which triggers a rescan).

@@ -2,17 +2,14 @@
 //! scan), waits until each is stable, and feeds the work queue, waiting when it is full.
 //!
 //! Owns the event source and its teardown ([`events`], over a notify instance of the watcher's
-//! own or the shared [`service`]), and the debounce state ([`FileState`], over [`debounce`]).
-//! It may call the work queue's sending half ([`Inlet`](crate::work::queue::Inlet)), the
-//! configuration and the inbox's file names; it knows nothing of the workers, the store or the
-//! close (the [`Unwatcher`](events::Unwatcher) it hands out is run by the lifecycle's tasks).
+//! own or a subscription to the shared [`service`](crate::service)), and the debounce state
+//! ([`FileState`], over [`debounce`]). It may call the work queue's sending half
+//! ([`Inlet`](crate::work::queue::Inlet)), the configuration, the shared service and the
+//! inbox's file names; it knows nothing of the workers, the store or the close (the
+//! [`Unwatcher`](events::Unwatcher) it hands out is run by the lifecycle's tasks).
 
 pub(crate) mod debounce;
 pub(crate) mod events;
 mod feed;
-// The shared service reads inotify directly: Linux only. Elsewhere every watcher has its own
-// notify instance.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub mod service;
 
 pub(crate) use feed::{FileState, Intake};

@@ -4,9 +4,10 @@
 //! directory fsync, which file a name stood for).
 //!
 //! Owns every file the watcher writes in the watched directory but the lock file. It may call
-//! only the configuration, the inbox's file names and the mutex helper: the workers, the
-//! checkpoints and the lifecycle call it, never the other way round, so the crash-safety
-//! argument can be read here alone.
+//! only the inbox's file names and the mutex helper (recovery takes the directory and the
+//! fsync setting, not the configuration): the workers, the checkpoints, the lifecycle and the
+//! reports call it, never the other way round, so the crash-safety argument can be read here
+//! alone.
 
 pub(crate) mod disk;
 pub(crate) mod group_sync;

@@ -5,7 +5,6 @@ use std::io;
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::config::Config;
 use crate::mutex::lock;
 use crate::names::{FAILED_DIR, PROCESSED_DIR};
 use crate::store::disk::{sync_dir, write_atomic};
@@ -27,8 +26,7 @@ use crate::store::status::{status_path, Outcome, Status};
 /// for this run to process.
 ///
 /// Also removes temp files a crash left behind.
-pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> {
-    let dir = &cfg.dir;
+pub(crate) fn recover(dir: &Path, fsync: bool, ledger: &Ledger) -> io::Result<Interrupted> {
     for sub in [
         Path::new(""),
         Path::new(PROCESSED_DIR),
@@ -49,9 +47,9 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
                 if !Status::read(&written).is_ok_and(|s| s == status) {
                     let json = serde_json::to_vec_pretty(&status).map_err(io::Error::other)?;
                     let status_name = written.file_name().expect("a file name");
-                    write_atomic(&dest_dir, &status_name.to_string_lossy(), &json, cfg.fsync)?;
+                    write_atomic(&dest_dir, &status_name.to_string_lossy(), &json, fsync)?;
                 }
-                finish_move(cfg, &inbox, entry.file_id, &dest_dir, &dest)?;
+                finish_move(dir, fsync, &inbox, entry.file_id, &dest_dir, &dest)?;
                 ledger.mark_done(&name, entry.run, status.outcome)?;
             }
             (EntryState::InFlight | EntryState::Decided, _) => {
@@ -59,7 +57,7 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
                     (Some((outcome, dest)), _) => {
                         let dest_dir = dir.join(outcome.dir_name());
                         let dest = dest_dir.join(&dest);
-                        finish_move(cfg, &inbox, None, &dest_dir, &dest)?;
+                        finish_move(dir, fsync, &inbox, None, &dest_dir, &dest)?;
                         ledger.mark_done(&name, entry.run, outcome)?;
                     }
                     (None, true) => {
@@ -77,7 +75,8 @@ pub(crate) fn recover(cfg: &Config, ledger: &Ledger) -> io::Result<Interrupted> 
 /// or the file in the inbox is not the one processed (not `file_id`, when known);
 /// with fsync on, both directories are synced before the caller records `done`.
 fn finish_move(
-    cfg: &Config,
+    inbox_dir: &Path,
+    fsync: bool,
     inbox: &Path,
     file_id: Option<FileId>,
     dest_dir: &Path,
@@ -85,9 +84,9 @@ fn finish_move(
 ) -> io::Result<()> {
     // A file dropped again since is new, for this run to process.
     let moved = std::fs::symlink_metadata(dest).is_err() && move_if_same(inbox, file_id, dest)?;
-    if moved && cfg.fsync {
+    if moved && fsync {
         sync_dir(dest_dir)?;
-        sync_dir(&cfg.dir)?;
+        sync_dir(inbox_dir)?;
     }
     Ok(())
 }
