@@ -236,7 +236,15 @@ fn soak(o: &Opts, inbox: &Path) -> Result<ExitCode, String> {
         std::thread::spawn(move || produce(dir, every, stop, made))
     };
 
-    let columns = ["t_s", "files", "processed", "threads", "fds", "tasks", "rss_bytes"];
+    let columns = [
+        "t_s",
+        "files",
+        "processed",
+        "threads",
+        "fds",
+        "tasks",
+        "rss_bytes",
+    ];
     let mut rows: Vec<[f64; 7]> = Vec::new();
     let t0 = Instant::now();
     let mut failure = None;
@@ -370,7 +378,9 @@ mod tests {
         let steps: Vec<f64> = (0..20).map(|i| (i / 2) as f64).collect();
         assert!(rises(&steps));
         // A pool that filled up early and then stayed: not a trend.
-        let filled: Vec<f64> = (0..20).map(|i| if i < 6 { i as f64 } else { 6.0 }).collect();
+        let filled: Vec<f64> = (0..20)
+            .map(|i| if i < 6 { i as f64 } else { 6.0 })
+            .collect();
         assert!(!rises(&filled));
     }
 }

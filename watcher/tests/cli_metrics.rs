@@ -46,7 +46,9 @@ fn serves_metrics_at_the_url_of_its_start_line_until_it_stops() {
         .unwrap();
     assert_ne!(addr.port(), 0, "port 0 is replaced by the port picked");
     assert!(
-        start.ends_with(&format!("; metrics at http://{addr}/metrics; Ctrl-C or SIGTERM stops")),
+        start.ends_with(&format!(
+            "; metrics at http://{addr}/metrics; Ctrl-C or SIGTERM stops"
+        )),
         "{start}"
     );
 
@@ -105,7 +107,9 @@ fn a_bad_or_taken_address_is_exit_2_naming_the_option() {
         let (code, err) = with_addr(bad);
         assert_eq!(code, Some(2), "{bad}: {err}");
         assert!(
-            err.contains(&format!("invalid value '{bad}' for '--metrics-addr <HOST:PORT>'")),
+            err.contains(&format!(
+                "invalid value '{bad}' for '--metrics-addr <HOST:PORT>'"
+            )),
             "{bad}: {err}"
         );
     }

@@ -136,7 +136,10 @@ async fn every_name_is_served_and_the_counters_count_the_files() {
     // Close, with the keep-alive connection still open: the server closes it and the
     // listener, and the close is not held up by it.
     let report = w.close().await;
-    assert!(report.aborted.is_empty() && !report.budget_exhausted, "{report}");
+    assert!(
+        report.aborted.is_empty() && !report.budget_exhausted,
+        "{report}"
+    );
     assert!(conn.closed_by_server(Duration::from_secs(5)).await);
     let refused = tokio::net::TcpStream::connect(addr).await;
     assert!(refused.is_err(), "still listening after close");
@@ -144,11 +147,7 @@ async fn every_name_is_served_and_the_counters_count_the_files() {
     let after = parse(&encode(&registry).replace("# EOF\n", ""));
     for task in ["cleanup", "file_state_cleanup"] {
         assert_eq!(
-            value(
-                &after,
-                "watcher_background_tasks_active",
-                &[("task", task)]
-            ),
+            value(&after, "watcher_background_tasks_active", &[("task", task)]),
             0.0,
             "{task} ended"
         );
@@ -175,11 +174,7 @@ async fn routines_leaked_by_a_close_stay_active() {
     let after = parse(&encode(&registry).replace("# EOF\n", ""));
     for task in ["cleanup", "file_state_cleanup"] {
         assert_eq!(
-            value(
-                &after,
-                "watcher_background_tasks_active",
-                &[("task", task)]
-            ),
+            value(&after, "watcher_background_tasks_active", &[("task", task)]),
             1.0,
             "{task} leaked"
         );
