@@ -18,10 +18,10 @@ warmup = float(sys.argv[3]) if len(sys.argv) > 3 else 60.0
 rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(src))]
 t = [r["t_s"] / 60 for r in rows]
 series = [
-    ("threads", "process_threads", 1),
-    ("fds", "process_open_fds", 1),
-    ("tasks", "watcher_tasks_alive", 1),
-    ("rss_bytes", "process_resident_memory_bytes (MB)", 1e6),
+    ("threads", "process\nthreads", 1),
+    ("fds", "process\nopen_fds", 1),
+    ("tasks", "watcher_tasks\nalive", 1),
+    ("rss_bytes", "resident\nmemory (MB)", 1e6),
 ]
 fig, axes = plt.subplots(len(series), 1, figsize=(7, 6.5), sharex=True, dpi=80)
 for ax, (col, label, scale) in zip(axes, series):
