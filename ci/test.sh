@@ -63,6 +63,11 @@ cargo run --release --example heap_and_more
 step "benches/cli_throughput.sh --smoke"
 bash benches/cli_throughput.sh --smoke
 
+# The soak check (benches/soak.sh) for 4 s: the release CLI with --metrics-addr, a file every
+# 50 ms, /metrics scraped by the example; checks the endpoint and the script, not the trend.
+step "benches/soak.sh --smoke"
+bash benches/soak.sh --smoke
+
 if [ -f ci/loom.sh ]; then
   step "loom models"
   bash ci/loom.sh

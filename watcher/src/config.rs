@@ -147,6 +147,7 @@ pub struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) fsync: bool,
     pub(crate) leaky_background: bool,
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(crate) watch_service: Option<WatchService>,
     pub(crate) processor: Arc<dyn DynProcessor>,
@@ -172,6 +173,7 @@ impl fmt::Debug for Config {
             .field("retries", &self.retries)
             .field("retry_backoff", &self.retry_backoff)
             .field("queue_capacity", &self.queue_capacity)
+            .field("metrics_addr", &self.metrics_addr)
             .finish_non_exhaustive()
     }
 }
@@ -240,6 +242,7 @@ pub struct Builder {
     queue_capacity: usize,
     fsync: bool,
     leaky_background: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     watch_service: Option<WatchService>,
     processor: Option<Arc<dyn DynProcessor>>,
@@ -265,6 +268,7 @@ impl Builder {
             queue_capacity: 128,
             fsync: true,
             leaky_background: false,
+            metrics_addr: None,
             #[cfg(any(target_os = "linux", target_os = "android"))]
             watch_service: None,
             processor: None,
@@ -392,6 +396,17 @@ impl Builder {
         self.warnings = Warnings::to(f);
         self
     }
+    /// Serve the watcher's metrics ([`crate::exposition`], and the process's own) over HTTP at
+    /// `http://ADDR/metrics`, in the Prometheus text format, from start until close (the
+    /// server is a task of the Background stage: the staged close stops it and closes its
+    /// listener). Port 0 picks a free port: [`Watcher::metrics_addr`](crate::Watcher::metrics_addr)
+    /// tells which. A bad or taken address fails the start with [`StartError::MetricsAddr`](crate::StartError::MetricsAddr).
+    /// To put the metrics into an application's own registry instead, see
+    /// [`Watcher::register_metrics`](crate::Watcher::register_metrics).
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
     /// The processor that handles each file.
     pub fn processor(mut self, p: impl Processor) -> Self {
         self.processor = Some(Arc::new(p));
@@ -463,6 +478,7 @@ impl Builder {
             queue_capacity: self.queue_capacity,
             fsync: self.fsync,
             leaky_background: self.leaky_background,
+            metrics_addr: self.metrics_addr,
             #[cfg(any(target_os = "linux", target_os = "android"))]
             watch_service: self.watch_service,
             processor,

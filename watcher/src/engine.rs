@@ -10,6 +10,7 @@
 //! part imports this module.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ use crate::lifecycle::dirlock::{DirLock, Fence, LockError};
 use crate::lifecycle::shutdown_report::ShutdownReport;
 use crate::lifecycle::tasks::Tasks;
 use crate::names::{FAILED_DIR, PROCESSED_DIR};
+use crate::report::exposition::{ProcessCollector, WatcherCollector};
+use crate::report::http::MetricsServer;
 use crate::report::metrics::{Counters, Metrics};
 use crate::report::progress::Progress;
 use crate::store::ledger::Ledger;
@@ -34,6 +37,7 @@ use crate::store::recovery;
 use crate::work::child::Reaper;
 use crate::work::queue::{self, WorkQueue};
 use crate::work::worker::Crew;
+use prometheus_client::registry::Registry;
 
 /// How long a close waits for the killed commands of aborted workers to be reaped.
 const REAP_GRACE: Duration = Duration::from_secs(1);
@@ -71,7 +75,10 @@ pub struct Watcher {
     cfg: Arc<Config>,
     tasks: Tasks,
     ledger: Arc<Ledger>,
-    counters: Arc<Counters>,
+    /// Reads the counters and the queue: for `metrics()` and the Prometheus registries.
+    collector: Arc<WatcherCollector>,
+    /// Where the metrics endpoint listens, if it is on.
+    metrics_addr: Option<SocketAddr>,
     queue: Arc<WorkQueue>,
     progress: Arc<Progress>,
     unwatcher: Arc<Unwatcher>,
@@ -119,7 +126,16 @@ impl Watcher {
     /// threads.
     pub fn start_on(config: Config, rt: &Handle) -> Result<Watcher, StartError> {
         let dir = config.dir.clone();
-        // First the lock: nothing below may run twice at once on one directory.
+        // The metrics endpoint's address first: a bad or taken one fails before anything else.
+        let metrics_server = match config.metrics_addr {
+            Some(addr) => Some(
+                MetricsServer::bind(addr, rt)
+                    .and_then(|s| Ok((s.local_addr()?, s)))
+                    .map_err(|source| StartError::MetricsAddr { addr, source })?,
+            ),
+            None => None,
+        };
+        // Then the lock: nothing below may run twice at once on one directory.
         let dir_lock =
             DirLock::acquire_waiting(&dir, config.shutdown_timeout).map_err(|e| match e {
                 LockError::Held => StartError::DirectoryLocked { dir: dir.clone() },
@@ -143,6 +159,17 @@ impl Watcher {
         let file_state = FileState::new(cfg.debounce);
         let tasks = Tasks::new(rt.clone(), Fence::new(dir_lock, &cfg.dir));
         let reaper = Arc::new(Reaper::default());
+        let collector = Arc::new(WatcherCollector::new(
+            {
+                let (counters, queue) = (counters.clone(), queue.clone());
+                move || {
+                    let mut m = counters.snapshot();
+                    queue.fill_metrics(&mut m);
+                    m
+                }
+            },
+            rt.clone(),
+        ));
 
         let crew = Arc::new(Crew::new(
             cfg.clone(),
@@ -181,11 +208,21 @@ impl Watcher {
         } else {
             routines.start(&tasks);
         }
+        let metrics_addr = metrics_server.map(|(addr, server)| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(collector.clone()));
+            registry.register_collector(Box::new(ProcessCollector));
+            tasks.spawn(Stage::Background, "metrics-http", move |_, token| {
+                server.run(registry, token)
+            });
+            addr
+        });
         Ok(Watcher {
             cfg,
             tasks,
             ledger,
-            counters,
+            collector,
+            metrics_addr,
             queue,
             progress,
             unwatcher,
@@ -206,9 +243,48 @@ impl Watcher {
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> Metrics {
-        let mut m = self.counters.snapshot();
-        self.queue.fill_metrics(&mut m);
-        m
+        self.collector.snapshot()
+    }
+
+    /// Where the metrics endpoint listens ([`Builder::metrics_addr`], with the port chosen
+    /// for port 0), or `None` when it is off. It serves from start until close.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Registers the watcher's metrics (the `watcher_*` names of [`crate::exposition`]) in an
+    /// application's own `registry`: each scrape reads the same counters as
+    /// [`Watcher::metrics`]. The process metrics are not included (an application usually
+    /// exports its own; else add [`ProcessCollector`](crate::exposition::ProcessCollector)).
+    /// The registry keeps a handle to the counters, which stay readable after close (the
+    /// routines' gauges then read 0). Two watchers in one registry need a label each, e.g.
+    /// `registry.sub_registry_with_label(("dir", "inbox".into()))`.
+    ///
+    /// ```
+    /// use prometheus_client::registry::Registry;
+    /// use watcher::{processor, Mode, ProcessError, Watcher};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
+    /// let config = Watcher::builder(dir.path())
+    ///     .mode(Mode::Once)
+    ///     .processor(processor::from_fn(|_, _| async { Ok::<(), ProcessError>(()) }))
+    ///     .build()
+    ///     .unwrap();
+    /// let watcher = Watcher::start(config).await.unwrap();
+    /// let mut registry = Registry::with_prefix("app");
+    /// watcher.register_metrics(&mut registry);
+    /// watcher.finished().await;
+    /// watcher.close().await;
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("\napp_watcher_files_processed_total 1\n"), "{text}");
+    /// # }
+    /// ```
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.collector.clone()));
     }
 
     /// Resolves once every worker has exited: in [`Mode::Once`](crate::Mode::Once), when every file present at

@@ -36,6 +36,14 @@ pub enum StartError {
         /// The watched directory.
         dir: PathBuf,
     },
+    /// The metrics endpoint ([`Builder::metrics_addr`](crate::Builder::metrics_addr)) could not
+    /// listen on its address (taken, or not an address of this host).
+    MetricsAddr {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -62,6 +70,9 @@ impl fmt::Display for StartError {
                 "cannot watch directory {}: the watch service is closed",
                 dir.display()
             ),
+            StartError::MetricsAddr { addr, source } => {
+                write!(f, "cannot serve metrics on {addr}: {source}")
+            }
         }
     }
 }
@@ -71,6 +82,7 @@ impl std::error::Error for StartError {
         match self {
             StartError::Io { source, .. } => Some(source),
             StartError::Notify { source, .. } => Some(source),
+            StartError::MetricsAddr { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -6,7 +6,9 @@
 //!   field, the value and the allowed range);
 //! - implement [`Processor`] (or use [`processor::from_fn`]);
 //! - [`Watcher::start`] (current runtime) or [`Watcher::start_on`] (a given runtime handle);
-//! - [`Watcher::metrics`], [`Watcher::finished`], [`Watcher::wait_for`];
+//! - [`Watcher::metrics`], [`Watcher::finished`], [`Watcher::wait_for`]; Prometheus metrics
+//!   served by the watcher ([`Builder::metrics_addr`]) or registered in an application's own
+//!   registry ([`Watcher::register_metrics`]; names in [`exposition`]);
 //! - [`Watcher::close`] → [`ShutdownReport`];
 //! - many watchers can share one inotify instance (one fd, one task, no thread):
 //!   [`WatchService`] (see [`service`]).
@@ -55,7 +57,7 @@ pub mod processor;
 pub mod service;
 mod warnings;
 
-pub use report::metrics;
+pub use report::{exposition, metrics};
 pub use store::{ledger, status};
 pub use work::child;
 

@@ -1,5 +1,7 @@
 //! The two background routines: "cleanup" (prunes old ledger entries) and "file-state"
-//! (prunes intake's debounce state). Each is one tokio task in the Background stage.
+//! (prunes intake's debounce state). Each is one tokio task in the Background stage, and holds
+//! a [`Running`] guard from its spawn until it ends: the `watcher_background_tasks_active`
+//! gauge reads 1 exactly while the task is alive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use watcher_shutdown::Stage;
 
 use crate::intake::FileState;
 use crate::lifecycle::tasks::Tasks;
-use crate::report::metrics::Counters;
+use crate::report::metrics::{Counters, Routine, Running};
 use crate::report::progress::Progress;
 use crate::store::ledger::Ledger;
 use crate::warnings::Warnings;
@@ -35,11 +37,15 @@ impl Routines {
         let this = Arc::new(self);
         let r = this.clone();
         tasks.spawn(Stage::Background, "cleanup", move |_, token| {
-            every(cleanup_every, token, move || r.cleanup_once())
+            let running = r.counters.routine_started(Routine::Cleanup);
+            every(cleanup_every, token, running, move || r.cleanup_once())
         });
         let r = this;
         tasks.spawn(Stage::Background, "file-state", move |_, token| {
-            every(file_state_every, token, move || r.file_state_once())
+            let running = r.counters.routine_started(Routine::FileState);
+            every(file_state_every, token, running, move || {
+                r.file_state_once()
+            })
         });
     }
 
@@ -50,7 +56,9 @@ impl Routines {
         let (cleanup_every, file_state_every) = (self.cleanup_every, self.file_state_every);
         let this = Arc::new(self);
         let r = this.clone();
+        let running = r.counters.routine_started(Routine::Cleanup);
         tasks.spawn_untracked(async move {
+            let _running = running;
             let mut iv = tokio::time::interval(cleanup_every);
             loop {
                 iv.tick().await;
@@ -58,7 +66,9 @@ impl Routines {
             }
         });
         let r = this;
+        let running = r.counters.routine_started(Routine::FileState);
         tasks.spawn_untracked(async move {
+            let _running = running;
             let mut iv = tokio::time::interval(file_state_every);
             loop {
                 iv.tick().await;
@@ -83,7 +93,13 @@ impl Routines {
     }
 }
 
-async fn every(period: Duration, token: CancellationToken, mut f: impl FnMut() + Send + 'static) {
+/// Runs `f` every `period` until `token` is cancelled; `_running` goes with the task.
+async fn every(
+    period: Duration,
+    token: CancellationToken,
+    _running: Running,
+    mut f: impl FnMut() + Send + 'static,
+) {
     let mut iv = tokio::time::interval_at(Instant::now() + period, period);
     iv.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

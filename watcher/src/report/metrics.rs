@@ -1,7 +1,9 @@
 //! Counters kept by the watcher, and the [`Metrics`] snapshot returned by
-//! [`crate::Watcher::metrics`].
+//! [`crate::Watcher::metrics`]. They are the one source of truth: the Prometheus exposition
+//! ([`crate::exposition`]) reads the same snapshot at scrape time and counts nothing itself.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::status::Outcome;
@@ -45,6 +47,10 @@ pub struct Metrics {
     pub cleanup_runs: u64,
     /// Runs of the debounce-state cleanup routine ("file-state").
     pub file_state_runs: u64,
+    /// Whether the ledger cleanup routine's task is alive now (spawned and not yet ended).
+    pub cleanup_running: bool,
+    /// Whether the debounce-state cleanup routine's task is alive now.
+    pub file_state_running: bool,
 }
 
 impl Metrics {
@@ -60,6 +66,8 @@ impl Metrics {
 pub struct Histogram {
     /// One count per bucket: `LATENCY_BOUNDS.len() + 1` of them.
     pub counts: Vec<u64>,
+    /// The sum of all samples.
+    pub sum: Duration,
 }
 
 impl Histogram {
@@ -96,7 +104,32 @@ pub(crate) struct Counters {
     active_workers: AtomicI64,
     cleanup_runs: AtomicU64,
     file_state_runs: AtomicU64,
+    cleanup_running: AtomicBool,
+    file_state_running: AtomicBool,
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+}
+
+/// The two background routines, as the running gauges name them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Routine {
+    /// "cleanup": prunes old ledger entries.
+    Cleanup,
+    /// "file-state": prunes intake's debounce state.
+    FileState,
+}
+
+/// Held by a routine's task from its spawn until it ends (or is aborted and dropped): the
+/// routine counts as running exactly that long.
+pub(crate) struct Running {
+    counters: Arc<Counters>,
+    routine: Routine,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.counters.flag(self.routine).store(false, Relaxed);
+    }
 }
 
 impl Counters {
@@ -134,12 +167,30 @@ impl Counters {
         self.file_state_runs.fetch_add(1, Relaxed);
     }
 
+    /// `routine`'s task was spawned; it counts as running until the returned guard is dropped.
+    pub fn routine_started(self: &Arc<Self>, routine: Routine) -> Running {
+        self.flag(routine).store(true, Relaxed);
+        Running {
+            counters: self.clone(),
+            routine,
+        }
+    }
+
+    fn flag(&self, routine: Routine) -> &AtomicBool {
+        match routine {
+            Routine::Cleanup => &self.cleanup_running,
+            Routine::FileState => &self.file_state_running,
+        }
+    }
+
     fn record_latency(&self, d: Duration) {
         let i = LATENCY_BOUNDS
             .iter()
             .position(|b| d <= *b)
             .unwrap_or(LATENCY_BOUNDS.len());
         self.latency[i].fetch_add(1, Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_sum_nanos.fetch_add(nanos, Relaxed);
     }
 
     /// A snapshot of these counters; the queue's fields are left at zero (see
@@ -152,9 +203,12 @@ impl Counters {
             active_workers: self.active_workers.load(Relaxed).max(0) as u64,
             latency: Histogram {
                 counts: self.latency.iter().map(|c| c.load(Relaxed)).collect(),
+                sum: Duration::from_nanos(self.latency_sum_nanos.load(Relaxed)),
             },
             cleanup_runs: self.cleanup_runs.load(Relaxed),
             file_state_runs: self.file_state_runs.load(Relaxed),
+            cleanup_running: self.cleanup_running.load(Relaxed),
+            file_state_running: self.file_state_running.load(Relaxed),
             ..Metrics::default()
         }
     }
@@ -175,10 +229,22 @@ mod tests {
         assert_eq!(m.latency.counts[0], 1);
         assert_eq!(m.latency.counts[2], 1);
         assert_eq!(*m.latency.counts.last().unwrap(), 1);
+        assert_eq!(m.latency.sum, Duration::from_micros(60_003_500));
         assert_eq!(
             m.latency.quantile_bound(0.5),
             Some(Duration::from_millis(5))
         );
         assert_eq!(m.latency.quantile_bound(1.0), None);
+    }
+
+    #[test]
+    fn a_routine_runs_while_its_guard_lives() {
+        let c = Arc::new(Counters::default());
+        assert!(!c.snapshot().cleanup_running);
+        let g = c.routine_started(Routine::Cleanup);
+        let m = c.snapshot();
+        assert!(m.cleanup_running && !m.file_state_running);
+        drop(g);
+        assert!(!c.snapshot().cleanup_running);
     }
 }

@@ -5,6 +5,8 @@
 //! Owns the counters and the progress notifications; each changes through one method per event.
 //! It may call only the store's status types (a file's outcome); the stages call it.
 
+pub mod exposition;
+pub(crate) mod http;
 pub mod metrics;
 pub(crate) mod on_file;
 pub(crate) mod progress;

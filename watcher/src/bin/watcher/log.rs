@@ -36,31 +36,40 @@ impl Log {
         }
     }
 
-    /// The first line: what runs on which directory, and how to stop it.
-    pub fn start(&self, cfg: &Config, command: &str) {
+    /// The first line: what runs on which directory, where its metrics are served (if they
+    /// are), and how to stop it.
+    pub fn start(&self, cfg: &Config, command: &str, metrics: Option<std::net::SocketAddr>) {
+        let url = metrics.map(|a| format!("http://{a}/metrics"));
+        let serving = url
+            .as_deref()
+            .map(|u| format!("; metrics at {u}"))
+            .unwrap_or_default();
         let mode = match cfg.mode() {
             Mode::Watch => "watch".to_string(),
             Mode::Once => "once".to_string(),
             Mode::Poll(p) => format!("poll every {}", humantime::format_duration(p)),
         };
         match self.format {
-            LogFormat::Json => self.line(
-                &json!({
+            LogFormat::Json => {
+                let mut start = json!({
                     "event": "start",
                     "dir": text(cfg.dir()),
                     "mode": mode,
                     "workers": cfg.workers(),
                     "command": command,
-                })
-                .to_string(),
-            ),
+                });
+                if let Some(url) = url {
+                    start["metrics"] = url.into();
+                }
+                self.line(&start.to_string())
+            }
             LogFormat::Text if cfg.mode() == Mode::Once => self.line(&format!(
-                "processing the files in {} with {} worker(s): {command}",
+                "processing the files in {} with {} worker(s): {command}{serving}",
                 cfg.dir().display(),
                 cfg.workers()
             )),
             LogFormat::Text => self.line(&format!(
-                "watching {} ({mode}, {} worker(s)): {command}; Ctrl-C or SIGTERM stops",
+                "watching {} ({mode}, {} worker(s)): {command}{serving}; Ctrl-C or SIGTERM stops",
                 cfg.dir().display(),
                 cfg.workers()
             )),

@@ -1,6 +1,6 @@
 //! `watcher DIR [--once] [--poll SECS] [--workers N] [--pattern GLOB] [--debounce DURATION]
 //! [--max-file-size SIZE] [--retries N] [--shutdown-timeout DURATION] [--no-fsync] [--quiet]
-//! [--log-format text|json] -- CMD [ARGS...]`
+//! [--log-format text|json] [--metrics-addr HOST:PORT] -- CMD [ARGS...]`
 //!
 //! Runs `CMD ARGS... FILE` for each file dropped into DIR: exit status 0 moves the file to
 //! `processed/`, 75 (EX_TEMPFAIL) runs it again later (up to `--retries` times), anything else
@@ -86,6 +86,10 @@ struct Args {
     /// `start`, `file`, `shutdown`, `summary`), for a log shipper.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while running (port 0: a free
+    /// port; the start line gives the URL).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// The command (and its arguments) to run; the file's path is appended.
     #[arg(last = true, required = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -224,6 +228,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (examples: 250ms, 2s, 1m, or 0.5 for seconds)"))
 }
 
+/// `HOST:PORT`, the host a name or an address (`127.0.0.1:9100`, `localhost:0`, `[::1]:9100`).
+fn parse_socket_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:9100)"))?
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address"))
+}
+
 /// A size in bytes: a number, or a number with a K, M or G suffix (powers of 1024; `KiB`,
 /// `MB` and the like are read the same way).
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -296,13 +309,17 @@ async fn run(args: Args) -> ExitCode {
     };
     let w = match Watcher::start(config).await {
         Ok(w) => w,
+        Err(e @ watcher::StartError::MetricsAddr { .. }) => {
+            log.error(&format!("--metrics-addr: {e}"));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             log.error(&e.to_string());
             return ExitCode::from(2);
         }
     };
 
-    log.start(w.config(), &shown);
+    log.start(w.config(), &shown, w.metrics_addr());
     wait_until_done(&w, args.once, bar.as_ref()).await;
     let report = w.close().await;
     let m = w.metrics();
@@ -350,6 +367,9 @@ fn configure(args: &Args, command: Command, log: &Arc<Log>) -> Result<watcher::C
     }
     if args.no_fsync {
         b = b.fsync(false);
+    }
+    if let Some(addr) = args.metrics_addr {
+        b = b.metrics_addr(addr);
     }
     if args.once {
         b = b.mode(Mode::Once);
