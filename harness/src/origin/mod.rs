@@ -7,6 +7,8 @@
 //! - `spawn_hook` (feature `spawn-sites`, Linux with glibc): every thread creation of the
 //!   process records its return addresses, unresolved.
 //! - `table`: the lock-free static tables those hooks record into.
+//! - `fd_hook`, `child_hook` (the same feature, on x86_64 and aarch64): every fd- and
+//!   process-creating call of the C library records its return addresses by fd number / pid.
 //! - `frames`: from those, the user's own `file:line` and the library frame that made the
 //!   thread.
 //! - `resolve`: addresses to frames and a site, once per distinct backtrace, for every kind.
@@ -14,6 +16,10 @@
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
 //!   runtime.
 
+#[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod child_hook;
+#[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod fd_hook;
 #[cfg_attr(not(spawn_sites), allow(dead_code))]
 mod frames;
 #[cfg(spawn_sites)]
@@ -80,10 +86,63 @@ fn spawn_site(_tid: u32) -> Option<(String, Vec<String>)> {
     None
 }
 
-/// Keeps the `pthread_create` hook in the link (see `spawn_hook::keep_linked`).
+/// Where fd `fd` was created (`opened at src/a.rs:9`) and the full resolved backtrace; `None`
+/// where this build records no fd sites.
+pub(crate) fn fd_origin(_fd: u32) -> Option<(String, Vec<String>)> {
+    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let Some(ips) = fd_hook::fd_ips(_fd) else {
+            let why = if fd_hook::hook_seen() {
+                "open site not recorded: made by a call the hooks do not see (inside glibc, a \
+                 raw syscall, a shared library) or numbered beyond the table"
+            } else {
+                "open site not recorded: the fd hooks are not linked in"
+            };
+            return Some((why.to_owned(), Vec::new()));
+        };
+        let resolved = resolve::resolve(&ips);
+        Some((
+            resolved.describe(resolve::Verb::Opened),
+            resolved.backtrace(),
+        ))
+    }
+    #[cfg(not(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    None
+}
+
+/// Where child process `pid` was spawned (`spawned at src/a.rs:9`) and the full resolved
+/// backtrace; `None` where this build records no child sites.
+pub(crate) fn child_origin(_pid: u32) -> Option<(String, Vec<String>)> {
+    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let Some(ips) = child_hook::child_ips(_pid) else {
+            let why = if child_hook::hook_seen() {
+                "spawn site not recorded: not spawned through posix_spawn or fork, or its \
+                 entry was taken by a later child"
+            } else {
+                "spawn site not recorded: the process hooks are not linked in"
+            };
+            return Some((why.to_owned(), Vec::new()));
+        };
+        let resolved = resolve::resolve(&ips);
+        Some((
+            resolved.describe(resolve::Verb::Spawned),
+            resolved.backtrace(),
+        ))
+    }
+    #[cfg(not(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    None
+}
+
+/// Keeps the creation hooks in the link (see `spawn_hook::keep_linked`).
 pub(crate) fn keep_linked() {
     #[cfg(spawn_sites)]
     spawn_hook::keep_linked();
+    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        fd_hook::keep_linked();
+        child_hook::keep_linked();
+    }
 }
 
 fn thread_state(_tid: u32) -> Option<String> {

@@ -14,7 +14,7 @@ use super::frames::{self, Frame, Site};
 /// The symbols this crate defines to interpose on creations. Their frames (and the frames
 /// inside them: the unwinder's) are the recording, not the creation: a site is picked from the
 /// frames outside the outermost of them.
-const HOOKS: &[&str] = &[
+pub(crate) const HOOKS: &[&str] = &[
     "pthread_create",
     "open",
     "open64",
@@ -22,6 +22,7 @@ const HOOKS: &[&str] = &[
     "openat64",
     "creat",
     "creat64",
+    "opendir",
     "socket",
     "socketpair",
     "accept",
@@ -100,7 +101,6 @@ pub(crate) enum Verb {
     /// Threads and child processes: `spawned at`.
     Spawned,
     /// File descriptors: `opened at`.
-    #[cfg_attr(not(test), allow(dead_code))] // the fd hooks use it
     Opened,
 }
 

@@ -178,7 +178,6 @@ impl<const N: usize> Table<N> {
     /// Records the caller's backtrace at `index` under `key` and `tag`, replacing what was
     /// there. False (nothing recorded) when `index` is out of range or another thread is
     /// writing the same entry at this moment.
-    #[cfg_attr(not(test), allow(dead_code))] // the fd and child hooks use it
     pub(crate) fn record(&self, index: usize, key: u32, tag: u64) -> bool {
         let Some(entry) = self.entries.get(index) else {
             return false;
@@ -207,7 +206,6 @@ impl<const N: usize> Table<N> {
     }
 
     /// Forgets the entry at `index` (its fd was closed): a later read finds nothing.
-    #[cfg_attr(not(test), allow(dead_code))] // the fd and child hooks use it
     pub(crate) fn clear(&self, index: usize) {
         if let Some(entry) = self.entries.get(index) {
             if entry.state.load(Ordering::Relaxed) != FREE {
@@ -217,7 +215,6 @@ impl<const N: usize> Table<N> {
     }
 
     /// The addresses recorded at `index` if they are still keyed `key` (and tagged `tag`).
-    #[cfg_attr(not(test), allow(dead_code))] // the fd and child hooks use it
     pub(crate) fn get(&self, index: usize, key: u32, tag: Option<u64>) -> Option<Vec<usize>> {
         self.entries.get(index)?.read(key, tag)
     }
