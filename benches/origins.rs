@@ -1,7 +1,8 @@
-//! What spawn sites cost: a thread spawn + join through leakcheck's `pthread_create` hook
-//! (feature `spawn-sites`) beside the same spawn + join through glibc's `pthread_create`
-//! directly, measured in the same run; and what naming leaked threads costs on the failure
-//! path.
+//! What creation sites cost: a thread spawn + join through leakcheck's `pthread_create` hook
+//! (feature `origins`, or its alias `spawn-sites`) beside the same spawn + join through glibc's
+//! `pthread_create` directly; `open` + `close`, `socket` + `close` and a child's spawn + wait
+//! through the fd and process hooks beside glibc's own calls; all measured in the same run;
+//! and what naming leaked threads costs on the failure path.
 //!
 //! `cargo bench --bench origins`; results and ratios in BENCHMARKS.md.
 
@@ -133,11 +134,120 @@ fn failing_report(c: &mut Criterion) {
     g.finish();
 }
 
+/// glibc's definition of `name`, past any definition in this executable.
+fn glibc<T: Copy>(name: &std::ffi::CStr) -> T {
+    assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<usize>());
+    // SAFETY: a NUL-terminated name; the caller names the symbol's signature as `T`.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_NEXT, name.as_ptr());
+        assert!(!f.is_null(), "{name:?}");
+        std::mem::transmute_copy::<*mut c_void, T>(&f)
+    }
+}
+
+type Open = unsafe extern "C" fn(*const libc::c_char, libc::c_int, ...) -> libc::c_int;
+type Socket = unsafe extern "C" fn(libc::c_int, libc::c_int, libc::c_int) -> libc::c_int;
+type Close = unsafe extern "C" fn(libc::c_int) -> libc::c_int;
+type Spawn = unsafe extern "C" fn(
+    *mut libc::pid_t,
+    *const libc::c_char,
+    *const libc::posix_spawn_file_actions_t,
+    *const libc::posix_spawnattr_t,
+    *const *mut libc::c_char,
+    *const *mut libc::c_char,
+) -> libc::c_int;
+
+/// `open` + `close` and `socket` + `close` through the hooks (as linked) and through glibc's
+/// definitions directly.
+fn fds(c: &mut Criterion) {
+    leakcheck::LeakCheck::new().run(|| ()).unwrap();
+    let path = c"/dev/null";
+    let open_close = |open: Open, close: Close| {
+        // SAFETY: a valid path and flags; the fd is closed at once.
+        unsafe {
+            let fd = open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            assert!(fd >= 0);
+            close(fd);
+        }
+    };
+    let socket_close = |socket: Socket, close: Close| {
+        // SAFETY: plain socket creation; the fd is closed at once.
+        unsafe {
+            let fd = socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            close(fd);
+        }
+    };
+    let (hooked_open, hooked_socket, hooked_close): (Open, Socket, Close) =
+        (libc::open64, libc::socket, libc::close);
+    let (glibc_open, glibc_socket, glibc_close): (Open, Socket, Close) =
+        (glibc(c"open64"), glibc(c"socket"), glibc(c"close"));
+    let mut g = c.benchmark_group("fd create + close");
+    g.bench_function("open64 + close as linked (the hooks with origins)", |b| {
+        b.iter(|| open_close(hooked_open, hooked_close))
+    });
+    g.bench_function("baseline: glibc's open64 + close directly", |b| {
+        b.iter(|| open_close(glibc_open, glibc_close))
+    });
+    g.bench_function("socket + close as linked (the hooks with origins)", |b| {
+        b.iter(|| socket_close(hooked_socket, hooked_close))
+    });
+    g.bench_function("baseline: glibc's socket + close directly", |b| {
+        b.iter(|| socket_close(glibc_socket, glibc_close))
+    });
+    g.bench_function("std::fs::File::open + drop (as linked)", |b| {
+        b.iter(|| drop(std::fs::File::open("/dev/null").unwrap()))
+    });
+    g.finish();
+}
+
+/// A child's spawn (`posix_spawnp` of `true`) + `waitpid` through the hook and through glibc's
+/// `posix_spawnp` directly.
+fn children(c: &mut Criterion) {
+    let argv = [c"true".as_ptr() as *mut libc::c_char, ptr::null_mut()];
+    let spawn_wait = |spawn: Spawn| {
+        let mut pid: libc::pid_t = 0;
+        let mut status = 0;
+        // SAFETY: a valid argv and an empty environment; the child is waited for.
+        unsafe {
+            let env = [ptr::null_mut()];
+            let rc = spawn(
+                &mut pid,
+                argv[0],
+                ptr::null(),
+                ptr::null(),
+                argv.as_ptr(),
+                env.as_ptr(),
+            );
+            assert_eq!(rc, 0);
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        }
+    };
+    let hooked: Spawn = libc::posix_spawnp;
+    let direct: Spawn = glibc(c"posix_spawnp");
+    let mut g = c.benchmark_group("child spawn + wait");
+    g.bench_function("posix_spawnp as linked (the hook with origins)", |b| {
+        b.iter(|| spawn_wait(hooked))
+    });
+    g.bench_function("baseline: glibc's posix_spawnp directly", |b| {
+        b.iter(|| spawn_wait(direct))
+    });
+    g.bench_function("std::process::Command spawn + wait (as linked)", |b| {
+        b.iter(|| {
+            std::process::Command::new("true")
+                .status()
+                .unwrap()
+                .success()
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = spawn, failing_report
+    targets = spawn, fds, children, failing_report
 }
 criterion_main!(benches);

@@ -28,11 +28,13 @@ cargo nextest run --workspace
 step "leakcheck without its tokio feature"
 cargo test -p leakcheck --no-default-features
 
-# Spawn sites (feature spawn-sites, off by default): leakcheck's own tests with the hook (its
-# report-level origin tests among them) and the hook's bench, each once.
+# Spawn sites (feature spawn-sites, an alias of origins): leakcheck's own tests with the hooks
+# (its report-level origin tests among them, fd_child_sites for fds and children) and the
+# hooks' bench, each once.
 step "spawn sites (feature spawn-sites)"
 cargo clippy -p leakcheck -p leakcheck-suite --features spawn-sites --all-targets -- -D warnings
-cargo test -p leakcheck --features spawn-sites
+# Only the tests written for sites: the others assert labels without them (run above).
+cargo test -p leakcheck --features spawn-sites --lib --test origins --test fd_child_sites
 cargo bench --features spawn-sites --bench origins -- --test
 
 # Task spawn sites need tokio's unstable hooks. RUSTFLAGS changes every crate's build, so it
@@ -42,7 +44,7 @@ step "--cfg tokio_unstable: leakcheck::instrument"
   export RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable"
   export CARGO_TARGET_DIR=target/tokio-unstable
   cargo clippy -p leakcheck --features spawn-sites --all-targets -- -D warnings
-  cargo test -p leakcheck --features spawn-sites
+  cargo test -p leakcheck --features spawn-sites --lib --test origins --test fd_child_sites
 )
 
 step "benches run once each (criterion --test)"

@@ -342,8 +342,8 @@ impl LeakCheck {
                 self.thread_filter.clone(),
                 self.backtraces,
             )),
-            Box::new(source::Fds::new(self.fd_filter.clone())),
-            Box::new(source::Children),
+            Box::new(source::Fds::new(self.fd_filter.clone(), self.backtraces)),
+            Box::new(source::Children::new(self.backtraces)),
         ];
         #[cfg(feature = "tokio")]
         if let Some(handle) = &self.tasks {

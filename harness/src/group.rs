@@ -27,6 +27,47 @@ pub(crate) fn fd_targets(labels: impl IntoIterator<Item = String>) -> Vec<Item> 
     sorted(merge_paths_by_name(counts))
 }
 
+/// Groups fd targets as [`fd_targets`] does, and within a target by origin (where each fd was
+/// opened): one item per (target, origin), most frequent first, then by label and origin.
+pub(crate) fn fd_targets_by_origin(
+    fds: impl IntoIterator<Item = (String, Option<String>)>,
+) -> Vec<Item> {
+    let fds: Vec<(String, Option<String>)> = fds
+        .into_iter()
+        .map(|(label, origin)| (without_inode(label), origin))
+        .collect();
+    let mut dirs_per_name: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for (label, _) in &fds {
+        if let Some(name) = path_name(label) {
+            dirs_per_name.entry(name).or_default().insert(label);
+        }
+    }
+    let mut counts: HashMap<(String, Option<String>), usize> = HashMap::new();
+    for (label, origin) in &fds {
+        let key = match path_name(label) {
+            Some(name) if dirs_per_name[name].len() > 1 => format!("…/{name}"),
+            _ => label.clone(),
+        };
+        *counts.entry((key, origin.clone())).or_default() += 1;
+    }
+    let mut items: Vec<Item> = counts
+        .into_iter()
+        .map(|((label, origin), count)| Item {
+            label,
+            count,
+            remark: None,
+            origin,
+        })
+        .collect();
+    items.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.label.cmp(&b.label))
+            .then_with(|| a.origin.cmp(&b.origin))
+    });
+    items
+}
+
 /// Most frequent first, then by label.
 pub(crate) fn sorted(counts: HashMap<String, usize>) -> Vec<Item> {
     let mut items: Vec<Item> = counts
@@ -117,6 +158,31 @@ mod tests {
                 ("/etc/hosts".into(), 1),
                 ("anon_inode:inotify".into(), 1),
                 ("pipe:[…]".into(), 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn fds_group_by_target_and_origin() {
+        let at = |l: u32| Some(format!("opened at src/a.rs:{l}"));
+        let g: Vec<_> = fd_targets_by_origin(vec![
+            ("/tmp/a1/x.log".to_owned(), at(3)),
+            ("/tmp/a2/x.log".to_owned(), at(3)),
+            ("/tmp/a3/x.log".to_owned(), at(4)),
+            ("socket:[1]".to_owned(), at(9)),
+            ("socket:[2]".to_owned(), at(9)),
+            ("socket:[3]".to_owned(), None),
+        ])
+        .into_iter()
+        .map(|i| (i.label, i.count, i.origin))
+        .collect();
+        assert_eq!(
+            g,
+            vec![
+                ("socket:[…]".into(), 2, at(9)),
+                ("…/x.log".into(), 2, at(3)),
+                ("socket:[…]".into(), 1, None),
+                ("…/x.log".into(), 1, at(4)),
             ]
         );
     }

@@ -6,18 +6,30 @@
 //!
 //! - `spawn_hook` (feature `spawn-sites`, Linux with glibc): every thread creation of the
 //!   process records its return addresses, unresolved.
+//! - `table`: the lock-free static tables those hooks record into.
+//! - `fd_hook`, `child_hook` (the same feature, on x86_64 and aarch64): every fd- and
+//!   process-creating call of the C library records its return addresses by fd number / pid.
 //! - `frames`: from those, the user's own `file:line` and the library frame that made the
 //!   thread.
+//! - `resolve`: addresses to frames and a site, once per distinct backtrace, for every kind.
 //! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`.
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
 //!   runtime.
 
+#[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod child_hook;
+#[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod fd_hook;
 #[cfg_attr(not(spawn_sites), allow(dead_code))]
 mod frames;
+#[cfg(spawn_sites)]
+mod resolve;
 #[cfg(spawn_sites)]
 mod spawn_hook;
 #[cfg(target_os = "linux")]
 mod state;
+#[cfg(spawn_sites)]
+mod table;
 #[cfg(all(feature = "tokio", tokio_unstable))]
 pub(crate) mod tasks;
 
@@ -53,13 +65,6 @@ pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
 /// records no spawn sites.
 #[cfg(spawn_sites)]
 fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    /// A spawn site and its full backtrace, by the return addresses they were resolved from.
-    type Resolved = HashMap<Vec<usize>, (String, Vec<String>)>;
-    // Threads made by the same code have the same addresses: resolve each list once.
-    static RESOLVED: Mutex<Option<Resolved>> = Mutex::new(None);
-
     let Some(ips) = spawn_hook::spawn_ips(tid) else {
         let why = if spawn_hook::hook_seen() {
             "spawn site not recorded: started before the hook, not through pthread_create, \
@@ -69,29 +74,11 @@ fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
         };
         return Some((why.to_owned(), Vec::new()));
     };
-    let mut cache = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(known) = cache.get(&ips) {
-        return Some(known.clone());
-    }
-    let frames = resolve(&ips);
-    let site = frames::Site::pick(&frames).to_string();
-    let full = frames
-        .iter()
-        .map(|f| {
-            let name = f.name.as_deref().unwrap_or("<unknown>");
-            match (&f.file, f.line) {
-                (Some(file), Some(line)) => format!(
-                    "{name} at {}:{line}",
-                    frames::short_path(file, frames::source_root())
-                ),
-                _ => name.to_owned(),
-            }
-        })
-        .collect();
-    let resolved = (site, full);
-    cache.insert(ips, resolved.clone());
-    Some(resolved)
+    let resolved = resolve::resolve(&ips);
+    Some((
+        resolved.describe(resolve::Verb::Spawned),
+        resolved.backtrace(),
+    ))
 }
 
 #[cfg(not(spawn_sites))]
@@ -99,27 +86,63 @@ fn spawn_site(_tid: u32) -> Option<(String, Vec<String>)> {
     None
 }
 
-/// Resolves return addresses to frames (several per address where calls were inlined),
-/// with paths shortened for a report.
-#[cfg(spawn_sites)]
-fn resolve(ips: &[usize]) -> Vec<frames::Frame> {
-    let mut out = Vec::new();
-    for &ip in ips {
-        backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {
-            out.push(frames::Frame {
-                name: sym.name().map(|n| format!("{n:#}")),
-                file: sym.filename().map(|p| p.to_string_lossy().into_owned()),
-                line: sym.lineno(),
-            });
-        });
+/// Where fd `fd` was created (`opened at src/a.rs:9`) and the full resolved backtrace; `None`
+/// where this build records no fd sites.
+pub(crate) fn fd_origin(_fd: u32) -> Option<(String, Vec<String>)> {
+    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let Some(ips) = fd_hook::fd_ips(_fd) else {
+            let why = if fd_hook::hook_seen() {
+                "open site not recorded: made by a call the hooks do not see (inside glibc, a \
+                 raw syscall, a shared library) or numbered beyond the table"
+            } else {
+                "open site not recorded: the fd hooks are not linked in"
+            };
+            return Some((why.to_owned(), Vec::new()));
+        };
+        let resolved = resolve::resolve(&ips);
+        Some((
+            resolved.describe(resolve::Verb::Opened),
+            resolved.backtrace(),
+        ))
     }
-    out
+    #[cfg(not(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    None
 }
 
-/// Keeps the `pthread_create` hook in the link (see `spawn_hook::keep_linked`).
+/// Where child process `pid` was spawned (`spawned at src/a.rs:9`) and the full resolved
+/// backtrace; `None` where this build records no child sites.
+pub(crate) fn child_origin(_pid: u32) -> Option<(String, Vec<String>)> {
+    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let Some(ips) = child_hook::child_ips(_pid) else {
+            let why = if child_hook::hook_seen() {
+                "spawn site not recorded: not spawned through posix_spawn or fork, or its \
+                 entry was taken by a later child"
+            } else {
+                "spawn site not recorded: the process hooks are not linked in"
+            };
+            return Some((why.to_owned(), Vec::new()));
+        };
+        let resolved = resolve::resolve(&ips);
+        Some((
+            resolved.describe(resolve::Verb::Spawned),
+            resolved.backtrace(),
+        ))
+    }
+    #[cfg(not(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    None
+}
+
+/// Keeps the creation hooks in the link (see `spawn_hook::keep_linked`).
 pub(crate) fn keep_linked() {
     #[cfg(spawn_sites)]
     spawn_hook::keep_linked();
+    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        fd_hook::keep_linked();
+        child_hook::keep_linked();
+    }
 }
 
 fn thread_state(_tid: u32) -> Option<String> {

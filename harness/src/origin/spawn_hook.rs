@@ -19,21 +19,16 @@
 //! - threads started before `main` or by code that bypasses this symbol: they simply have no
 //!   entry, and a report says so rather than guessing.
 //!
-//! The table holds [`SLOTS`] live threads; beyond that, new threads are created as usual and
-//! go unrecorded.
+//! The table (`table.rs`, claimed entries keyed by tid) holds [`SLOTS`] live threads; beyond
+//! that, new threads are created as usual and go unrecorded.
 
-use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use super::table::{self, Table};
+
 /// Live threads the table can hold.
 pub(crate) const SLOTS: usize = 4096;
-/// Return addresses kept per thread, innermost first (the hook's own frames included).
-pub(crate) const FRAMES: usize = 40;
-
-const FREE: u32 = 0;
-const CLAIMED: u32 = 1;
-const LIVE: u32 = 2;
 
 type Start = extern "C" fn(*mut c_void) -> *mut c_void;
 type Create = unsafe extern "C" fn(
@@ -43,39 +38,12 @@ type Create = unsafe extern "C" fn(
     *mut c_void,
 ) -> libc::c_int;
 
-struct Slot {
-    state: AtomicU32,
-    tid: AtomicU32,
-    /// Bumped on every claim: a reader that sees it change while copying discards the copy.
-    generation: AtomicU64,
-    start: AtomicUsize,
-    arg: AtomicUsize,
-    len: AtomicUsize,
-    ips: [AtomicUsize; FRAMES],
-}
-
-impl Slot {
-    const fn new() -> Self {
-        Slot {
-            state: AtomicU32::new(FREE),
-            tid: AtomicU32::new(0),
-            generation: AtomicU64::new(0),
-            start: AtomicUsize::new(0),
-            arg: AtomicUsize::new(0),
-            len: AtomicUsize::new(0),
-            ips: [const { AtomicUsize::new(0) }; FRAMES],
-        }
-    }
-
-    fn release(&self) {
-        self.tid.store(0, Ordering::Relaxed);
-        self.state.store(FREE, Ordering::Release);
-    }
-}
-
-static TABLE: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
-/// Where the next claim starts looking.
-static HINT: AtomicUsize = AtomicUsize::new(0);
+/// Threads by tid: an entry is claimed by the creation, published with the tid by the new
+/// thread, and freed when that thread exits.
+static TABLE: Table<SLOTS> = Table::new();
+/// The start routine and argument the caller gave for the thread of each entry.
+static STARTS: [(AtomicUsize, AtomicUsize); SLOTS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; SLOTS];
 /// glibc's `pthread_create`, once looked up.
 static REAL: AtomicUsize = AtomicUsize::new(0);
 /// The thread-specific-data key whose destructor frees a thread's slot: 0 until made, then
@@ -83,10 +51,6 @@ static REAL: AtomicUsize = AtomicUsize::new(0);
 static KEY: AtomicUsize = AtomicUsize::new(0);
 /// How many creations went through the hook (to tell "not recorded" from "hook not linked").
 static SEEN: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static INSIDE: Cell<bool> = const { Cell::new(false) };
-}
 
 /// Creates a thread: records where it was created, then forwards to glibc's `pthread_create`.
 ///
@@ -102,47 +66,44 @@ pub unsafe extern "C" fn pthread_create(
     let Some(real) = real_create() else {
         return libc::EAGAIN;
     };
-    if INSIDE.with(|inside| inside.replace(true)) {
+    let Some(_inside) = table::enter() else {
         // A creation nested inside the hook (from an allocator or the unwinder): forward it.
         return real(thread, attr, start, arg);
-    }
+    };
     SEEN.fetch_add(1, Ordering::Relaxed);
-    let slot = init_once().then(claim).flatten();
-    let result = match slot {
+    match init_once().then(|| TABLE.claim()).flatten() {
         None => real(thread, attr, start, arg),
-        Some(slot) => {
-            capture(slot);
-            slot.start.store(start as usize, Ordering::Relaxed);
-            slot.arg.store(arg as usize, Ordering::Relaxed);
+        Some(index) => {
+            let entry = TABLE.entry(index);
+            entry.capture();
+            STARTS[index].0.store(start as usize, Ordering::Relaxed);
+            STARTS[index].1.store(arg as usize, Ordering::Relaxed);
             // SAFETY: same calling convention; `trampoline` only unwinds what `start` unwinds.
             let tramp: Start = std::mem::transmute::<
                 extern "C-unwind" fn(*mut c_void) -> *mut c_void,
                 Start,
             >(trampoline);
-            let rc = real(thread, attr, tramp, slot as *const Slot as *mut c_void);
+            // The entry's index + 1 (never null: a null thread-specific value runs no
+            // destructor).
+            let rc = real(thread, attr, tramp, (index + 1) as *mut c_void);
             if rc != 0 {
-                slot.release();
+                entry.release();
             }
             rc
         }
-    };
-    INSIDE.with(|inside| inside.set(false));
-    result
+    }
 }
 
-/// The new thread's first code: publishes its tid, arranges for its slot to be freed on exit
+/// The new thread's first code: publishes its tid, arranges for its entry to be freed on exit
 /// (return or `pthread_exit`), and runs the real start routine.
 extern "C-unwind" fn trampoline(p: *mut c_void) -> *mut c_void {
-    // SAFETY: `p` is the slot the hook claimed for this thread; it lives in a static.
-    let slot = unsafe { &*(p as *const Slot) };
-    let start = slot.start.load(Ordering::Relaxed);
-    let arg = slot.arg.load(Ordering::Relaxed) as *mut c_void;
+    let index = p as usize - 1;
+    let start = STARTS[index].0.load(Ordering::Relaxed);
+    let arg = STARTS[index].1.load(Ordering::Relaxed) as *mut c_void;
     // SAFETY: gettid cannot fail.
-    slot.tid
-        .store(unsafe { libc::gettid() } as u32, Ordering::Relaxed);
-    slot.state.store(LIVE, Ordering::Release);
+    TABLE.entry(index).publish(unsafe { libc::gettid() } as u32);
     if let Some(key) = key() {
-        // SAFETY: the key was created by `init_once`; the value is a static slot.
+        // SAFETY: the key was created by `init_once`; the value is index + 1, never null.
         unsafe { libc::pthread_setspecific(key, p) };
     }
     // SAFETY: `start` was stored from the `Start` the caller passed to `pthread_create`.
@@ -150,11 +111,11 @@ extern "C-unwind" fn trampoline(p: *mut c_void) -> *mut c_void {
     start(arg)
 }
 
-/// Thread-specific-data destructor: the thread is exiting, its slot is free again.
+/// Thread-specific-data destructor: the thread is exiting, its entry is free again.
 extern "C" fn on_thread_exit(p: *mut c_void) {
-    // SAFETY: the value set by `trampoline` is a static slot.
-    let slot = unsafe { &*(p as *const Slot) };
-    slot.release();
+    if let Some(index) = (p as usize).checked_sub(1) {
+        TABLE.entry(index).release();
+    }
 }
 
 /// `pthread_atfork` child handler: only the forking thread lives on in the child.
@@ -163,33 +124,26 @@ extern "C" fn after_fork_in_child() {
         // SAFETY: reading this thread's own value of a live key.
         .map(|key| unsafe { libc::pthread_getspecific(key) } as usize)
         .unwrap_or(0);
-    for slot in &TABLE {
-        if slot as *const Slot as usize == own {
+    for (i, entry) in TABLE.entries().iter().enumerate() {
+        if i + 1 == own {
             // SAFETY: gettid cannot fail; the forking thread has a new tid in the child.
-            slot.tid
-                .store(unsafe { libc::gettid() } as u32, Ordering::Relaxed);
-        } else if slot.state.load(Ordering::Relaxed) != FREE {
-            slot.release();
+            entry.rekey(unsafe { libc::gettid() } as u32);
+        } else if entry.in_use() {
+            entry.release();
         }
     }
 }
 
 fn real_create() -> Option<Create> {
-    let mut f = REAL.load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: a NUL-terminated name; RTLD_NEXT finds the definition after this object's.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) } as usize;
-        if f == 0 {
-            return None;
-        }
-        REAL.store(f, Ordering::Release);
+    match table::next_symbol(&REAL, c"pthread_create") {
+        0 => None,
+        // SAFETY: `f` is glibc's `pthread_create`, whose signature `Create` is.
+        f => Some(unsafe { std::mem::transmute::<usize, Create>(f) }),
     }
-    // SAFETY: `f` is glibc's `pthread_create`, whose signature `Create` is.
-    Some(unsafe { std::mem::transmute::<usize, Create>(f) })
 }
 
 /// Creates the exit key and registers the fork handler, once. False if the key cannot be
-/// made (then threads go unrecorded: a slot that is never freed would give a wrong origin).
+/// made (then threads go unrecorded: an entry that is never freed would give a wrong origin).
 fn init_once() -> bool {
     static STATE: AtomicU32 = AtomicU32::new(0); // 0 new, 1 in progress, 2 ready, 3 failed
     loop {
@@ -222,67 +176,11 @@ fn key() -> Option<libc::pthread_key_t> {
     }
 }
 
-fn claim() -> Option<&'static Slot> {
-    let hint = HINT.load(Ordering::Relaxed);
-    for i in 0..SLOTS {
-        let idx = (hint + i) % SLOTS;
-        let slot = &TABLE[idx];
-        if slot.state.load(Ordering::Relaxed) == FREE
-            && slot
-                .state
-                .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            HINT.store(idx + 1, Ordering::Relaxed);
-            slot.generation.fetch_add(1, Ordering::AcqRel);
-            // The frames are stored with relaxed ordering after this: the fence keeps them
-            // from being seen before the new generation on weakly ordered CPUs.
-            std::sync::atomic::fence(Ordering::Release);
-            return Some(slot);
-        }
-    }
-    None
-}
-
-/// Records the caller's return addresses, innermost first, without resolving them.
-fn capture(slot: &Slot) {
-    let mut n = 0;
-    // SAFETY: unsynchronized tracing is safe as long as no other backtrace call of this
-    // thread is in progress, which the re-entry flag guarantees here; it takes no lock and
-    // allocates nothing, which keeps `fork` and counting allocators safe.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            slot.ips[n].store(frame.ip() as usize, Ordering::Relaxed);
-            n += 1;
-            n < FRAMES
-        });
-    }
-    slot.len.store(n, Ordering::Relaxed);
-}
-
 /// The return addresses recorded when thread `tid` was created, innermost first, or `None`
 /// when it has no entry (created before the hook, outside `pthread_create`, or the table was
 /// full).
 pub(crate) fn spawn_ips(tid: u32) -> Option<Vec<usize>> {
-    for slot in &TABLE {
-        if slot.state.load(Ordering::Acquire) != LIVE || slot.tid.load(Ordering::Relaxed) != tid {
-            continue;
-        }
-        let generation = slot.generation.load(Ordering::Acquire);
-        let len = slot.len.load(Ordering::Relaxed).min(FRAMES);
-        let ips: Vec<usize> = slot.ips[..len]
-            .iter()
-            .map(|ip| ip.load(Ordering::Relaxed))
-            .collect();
-        std::sync::atomic::fence(Ordering::Acquire);
-        if slot.generation.load(Ordering::Relaxed) == generation
-            && slot.state.load(Ordering::Relaxed) == LIVE
-            && slot.tid.load(Ordering::Relaxed) == tid
-        {
-            return Some(ips);
-        }
-    }
-    None
+    TABLE.find(tid)
 }
 
 /// True once any thread creation went through the hook: the symbol is linked in and live.

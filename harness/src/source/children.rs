@@ -5,13 +5,29 @@
 //! state. The harness only looks: it never reaps, waits for or kills anything, so a child that
 //! its parent reaps within the settle budget is not a leak, and one that nobody reaps is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
+use crate::origin;
 use crate::resource::Resource;
-use crate::source::{added, Item, Reading, Source, Style, GONE};
+use crate::source::{added, shown_backtraces, Item, Reading, Source, Style, GONE};
 use crate::sys::{self, ListError};
 
-pub(crate) struct Children;
+pub(crate) struct Children {
+    /// Whether a report shows each group's full creation backtrace.
+    backtraces: bool,
+    /// Those backtraces, made with the items, for the notes.
+    shown: Mutex<Vec<String>>,
+}
+
+impl Children {
+    pub(crate) fn new(backtraces: bool) -> Self {
+        Children {
+            backtraces,
+            shown: Mutex::new(Vec::new()),
+        }
+    }
+}
 
 impl Source for Children {
     fn resource(&self) -> Resource {
@@ -38,14 +54,21 @@ impl Source for Children {
         Style::Quoted
     }
 
-    /// Grouped by command, with how many of each are zombies or stopped:
-    /// `"sleep" ×8 (zombie ×3)`.
+    /// Grouped by command (and, with feature `origins`, by where they were spawned), with how
+    /// many of each are zombies or stopped: `"sleep" ×8 (zombie ×3)`, `"sleep" ×4 spawned at
+    /// src/helper.rs:9`.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        // command → (count, state → count)
-        let mut groups: BTreeMap<String, (usize, BTreeMap<&'static str, usize>)> = BTreeMap::new();
+        // (command, site) → (count, state → count)
+        type Groups = BTreeMap<(String, Option<String>), (usize, BTreeMap<&'static str, usize>)>;
+        let mut groups: Groups = BTreeMap::new();
+        let mut backtraces: HashMap<String, Vec<String>> = HashMap::new();
         for pid in added(b0.ids(), end.ids()) {
             let (command, state) = sys::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
-            let group = groups.entry(command).or_default();
+            let site = origin::child_origin(pid).map(|(site, backtrace)| {
+                backtraces.entry(site.clone()).or_insert(backtrace);
+                site
+            });
+            let group = groups.entry((command, site)).or_default();
             group.0 += 1;
             if let Some(name) = unusual_state(state) {
                 *group.1.entry(name).or_default() += 1;
@@ -53,7 +76,7 @@ impl Source for Children {
         }
         let mut items: Vec<Item> = groups
             .into_iter()
-            .map(|(command, (count, states))| {
+            .map(|((command, site), (count, states))| {
                 let remark = (!states.is_empty()).then(|| {
                     states
                         .iter()
@@ -65,12 +88,25 @@ impl Source for Children {
                     label: command,
                     count,
                     remark,
-                    origin: None,
+                    origin: site,
                 }
             })
             .collect();
-        items.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
+        items.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.label.cmp(&b.label))
+                .then_with(|| a.origin.cmp(&b.origin))
+        });
+        if self.backtraces {
+            *self.shown.lock().unwrap_or_else(|e| e.into_inner()) =
+                shown_backtraces("children", &items, &backtraces);
+        }
         items
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.shown.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

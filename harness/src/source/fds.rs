@@ -1,22 +1,32 @@
 //! Open file descriptors (Linux: `/proc/self/fd`), named by target.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use crate::filter::Filter;
 use crate::group;
+use crate::origin;
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
-use crate::source::{new_labels, Item, Reading, Source};
+use crate::source::{added, shown_backtraces, Item, Reading, Source, GONE};
 use crate::sys::{self, Listing};
 
 /// Fds by number; labelled with their target (`anon_inode:inotify`, `socket:[…]`, a path),
 /// which fd filters match. The harness's own directory fds are never listed.
 pub(crate) struct Fds {
     ignored: Ignored,
+    /// Whether a report shows each group's full creation backtrace.
+    backtraces: bool,
+    /// Those backtraces, made with the items, for the notes.
+    shown: Mutex<Vec<String>>,
 }
 
 impl Fds {
-    pub(crate) fn new(filter: Filter) -> Self {
+    pub(crate) fn new(filter: Filter, backtraces: bool) -> Self {
         Fds {
             ignored: Ignored::new(filter),
+            backtraces,
+            shown: Mutex::new(Vec::new()),
         }
     }
 }
@@ -47,8 +57,35 @@ impl Source for Fds {
     }
 
     /// Targets carry per-item ids (`socket:[81234]`) and per-cycle directories: they group by
-    /// kind and by file name (see `group::fd_targets`).
+    /// kind and by file name (see `group::fd_targets`). With feature `origins`, by where they
+    /// were opened too: `/tmp/x.log ×4 opened at src/audit.rs:17`, resolved here only, on the
+    /// failure path, for the new fds alone.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        group::fd_targets(new_labels(self, b0, end))
+        let mut backtraces: HashMap<String, Vec<String>> = HashMap::new();
+        let mut fds = Vec::new();
+        for fd in added(b0.ids(), end.ids()) {
+            let label = self.label(fd).unwrap_or_else(|| GONE.to_owned());
+            if self.ignores(&label) {
+                continue;
+            }
+            let origin = origin::fd_origin(fd).map(|(site, backtrace)| {
+                backtraces.entry(site.clone()).or_insert(backtrace);
+                site
+            });
+            fds.push((label, origin));
+        }
+        if fds.iter().all(|(_, origin)| origin.is_none()) {
+            return group::fd_targets(fds.into_iter().map(|(label, _)| label));
+        }
+        let items = group::fd_targets_by_origin(fds);
+        if self.backtraces {
+            *self.shown.lock().unwrap_or_else(|e| e.into_inner()) =
+                shown_backtraces("fds", &items, &backtraces);
+        }
+        items
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.shown.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -231,6 +231,28 @@ impl Judged {
     }
 }
 
+/// The full creation backtraces of grouped items, for a report's notes (with
+/// `.backtraces(true)`): `fds /tmp/x.log opened at src/a.rs:9, created through:` and the
+/// frames, one group per note, for the groups whose origin has a backtrace.
+pub(crate) fn shown_backtraces(
+    what: &str,
+    items: &[Item],
+    by_origin: &std::collections::HashMap<String, Vec<String>>,
+) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|item| {
+            let at = item.origin.as_deref()?;
+            let frames = by_origin.get(at).filter(|frames| !frames.is_empty())?;
+            Some(format!(
+                "{what} {} {at}, created through:\n      {}",
+                item.label,
+                frames.join("\n      ")
+            ))
+        })
+        .collect()
+}
+
 /// The labels of the ids alive at `end` that were not at `b0`, less those the source ignores
 /// (`GONE` for an item that went before its label was read).
 pub(crate) fn new_labels<'a, S: Source + ?Sized>(
