@@ -11,7 +11,7 @@ use crate::source::{self, Source, Sources};
 
 /// The default settle budget, unless `LEAKCHECK_SETTLE_MS` says otherwise.
 const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
-const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
+pub(crate) const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
 const BACKTRACE_ENV: &str = "LEAKCHECK_BACKTRACE";
 
 /// A leak check: which resources to count, how many cycles to run, how long to let lingering
@@ -39,6 +39,8 @@ pub struct LeakCheck {
     fd_filter: Filter,
     #[cfg(feature = "tokio")]
     tasks: Option<tokio::runtime::Handle>,
+    /// Tasks counted through a closure (an async `#[leakcheck::test]` without the feature).
+    task_count: Option<source::TaskCount>,
     heap: bool,
     probes: Vec<source::Probe>,
     backtraces: bool,
@@ -66,6 +68,7 @@ impl LeakCheck {
             fd_filter: Filter::default(),
             #[cfg(feature = "tokio")]
             tasks: None,
+            task_count: None,
             heap: false,
             probes: Vec::new(),
             backtraces: backtraces_from_env(),
@@ -154,6 +157,16 @@ impl LeakCheck {
         self
     }
 
+    /// Also counts a runtime's alive tasks, as `count` returns them: what an async
+    /// `#[leakcheck::test]` uses when leakcheck has no tokio of its own.
+    pub(crate) fn task_count(
+        mut self,
+        count: std::sync::Arc<dyn Fn() -> usize + Send + Sync>,
+    ) -> Self {
+        self.task_count = Some(source::TaskCount::new(count));
+        self
+    }
+
     /// Also counts live heap blocks (and bytes), as [`CountingAlloc`](crate::CountingAlloc)
     /// sees them: install it as the test crate's global allocator. Without it, the heap is
     /// reported as not measured (never as a made-up zero), the check is not failed for it, and
@@ -225,7 +238,18 @@ impl LeakCheck {
     ///
     /// A panic in `body` propagates. Settling blocks the calling thread; inside async code,
     /// use [`LeakCheck::run_async`].
-    pub fn run<F: FnMut()>(&self, mut body: F) -> Result<Report, Leak> {
+    pub fn run<F: FnMut()>(&self, body: F) -> Result<Report, Leak> {
+        self.run_waiting(body, std::thread::sleep)
+    }
+
+    /// Like [`LeakCheck::run`], with `wait` doing the waiting between snapshots while
+    /// resources settle (an async `#[leakcheck::test]` waits on its runtime, so that the
+    /// runtime's tasks run meanwhile).
+    pub(crate) fn run_waiting<F: FnMut()>(
+        &self,
+        mut body: F,
+        mut wait: impl FnMut(Duration),
+    ) -> Result<Report, Leak> {
         // The harness's own allocations are not the component's heap: counting is paused on
         // this thread except while the body runs.
         let _paused = alloc::pause();
@@ -237,7 +261,7 @@ impl LeakCheck {
                 drop(counting);
                 protocol.after_cycle();
             }
-            let settled = protocol.settle_blocking();
+            let settled = protocol.settle_waiting(&mut wait);
             protocol.record(settled);
         }
         protocol.finish().into_result()
@@ -348,6 +372,9 @@ impl LeakCheck {
         #[cfg(feature = "tokio")]
         if let Some(handle) = &self.tasks {
             list.push(Box::new(source::Tasks::new(handle.clone())));
+        }
+        if let Some(count) = &self.task_count {
+            list.push(Box::new(count.clone()));
         }
         if self.heap {
             list.push(Box::new(source::Heap::new()));

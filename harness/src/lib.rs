@@ -90,6 +90,7 @@
 mod alloc;
 mod attribute;
 mod check;
+mod config;
 mod context;
 mod filter;
 mod finding;
@@ -105,6 +106,7 @@ mod serialize;
 mod settle;
 mod source;
 mod sys;
+mod warn;
 
 pub use alloc::{CountingAlloc, HeapStats};
 

@@ -126,6 +126,11 @@ impl Protocol {
         settle::blocking(self.settler(), || self.snapshot())
     }
 
+    /// Lets the resources settle towards this stage's target, with `wait` in between.
+    pub(crate) fn settle_waiting(&self, wait: &mut dyn FnMut(std::time::Duration)) -> Settled {
+        settle::waiting(self.settler(), || self.snapshot(), wait)
+    }
+
     /// Lets the resources settle, awaiting on the runtime in between.
     #[cfg(feature = "tokio")]
     pub(crate) async fn settle_async(&self) -> Settled {

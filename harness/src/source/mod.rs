@@ -24,6 +24,7 @@ mod fds;
 mod heap;
 mod ignored;
 mod probe;
+mod task_count;
 #[cfg(feature = "tokio")]
 mod tasks;
 mod threads;
@@ -32,6 +33,7 @@ pub(crate) use children::Children;
 pub(crate) use fds::Fds;
 pub(crate) use heap::Heap;
 pub(crate) use probe::Probe;
+pub(crate) use task_count::TaskCount;
 #[cfg(feature = "tokio")]
 pub(crate) use tasks::Tasks;
 pub(crate) use threads::Threads;
