@@ -28,6 +28,14 @@ cargo nextest run --workspace
 step "leakcheck without its tokio feature"
 cargo test -p leakcheck --no-default-features
 
+# A crate with no tokio must not build tokio for leakcheck's defaults (an async
+# #[leakcheck::test] uses the test crate's own tokio).
+step "leakcheck's default features build no tokio"
+if cargo tree -p leakcheck -e normal,build --prefix none | grep '^tokio '; then
+  echo "leakcheck's default features pull in tokio" >&2
+  exit 1
+fi
+
 # Spawn sites (feature spawn-sites, off by default): leakcheck's own tests with the hook (its
 # report-level origin tests among them) and the hook's bench, each once.
 step "spawn sites (feature spawn-sites)"
@@ -41,8 +49,8 @@ step "--cfg tokio_unstable: leakcheck::instrument"
 (
   export RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable"
   export CARGO_TARGET_DIR=target/tokio-unstable
-  cargo clippy -p leakcheck --features spawn-sites --all-targets -- -D warnings
-  cargo test -p leakcheck --features spawn-sites
+  cargo clippy -p leakcheck --features spawn-sites,tokio --all-targets -- -D warnings
+  cargo test -p leakcheck --features spawn-sites,tokio
 )
 
 step "benches run once each (criterion --test)"
