@@ -20,8 +20,8 @@ fn private() -> TokenStream2 {
 
 fn option(v: Option<u64>) -> TokenStream2 {
     match v {
-        Some(n) => quote!(::core::option::Option::Some(#n)),
-        None => quote!(::core::option::Option::None),
+        Some(n) => quote!(::std::option::Option::Some(#n)),
+        None => quote!(::std::option::Option::None),
     }
 }
 
@@ -38,7 +38,7 @@ pub(crate) fn test_fn(kind: Kind, func: &ItemFn, args: &Args, facts: &Facts) -> 
         sync_body(func, &test, &check)
     };
     quote! {
-        #[::core::prelude::v1::test]
+        #[::std::prelude::v1::test]
         #(#attrs)*
         #vis fn #ident() {
             #body
@@ -59,19 +59,20 @@ fn body_fn(func: &ItemFn) -> TokenStream2 {
 
 /// `__private::Test`: the test's name, where it is, and what the harness must know of it.
 /// `Location::caller()` spanned on the test's name is the `file:line:column` of that name.
+/// Paths start at `::std`, which resolves in every edition (a 2015 crate has no `::core`).
 fn test_value(func: &ItemFn, args: &Args, facts: &Facts) -> TokenStream2 {
     let private = private();
     let name = func.sig.ident.to_string();
     let should_panic = facts.should_panic;
     let timeout = option(args.timeout_ms);
     let span = signature::location_span(func);
-    let location = quote_spanned!(span=> ::core::panic::Location::caller());
+    let location = quote_spanned!(span=> ::std::panic::Location::caller());
     quote! {
         #private::Test {
-            module_path: ::core::module_path!(),
+            module_path: ::std::module_path!(),
             name: #name,
             location: #location,
-            manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
+            manifest_dir: ::std::env!("CARGO_MANIFEST_DIR"),
             should_panic: #should_panic,
             timeout_ms: #timeout,
         }
@@ -82,13 +83,13 @@ fn test_value(func: &ItemFn, args: &Args, facts: &Facts) -> TokenStream2 {
 fn check_value(kind: Kind, args: &Args) -> TokenStream2 {
     let private = private();
     if kind == Kind::Isolated {
-        return quote!(::core::option::Option::None);
+        return quote!(::std::option::Option::None);
     }
     let (cycles, warmup) = (option(args.cycles), option(args.warmup));
     let settle_ms = option(args.settle_ms);
     let (threads, fds, heap) = (&args.ignore_thread, &args.ignore_fd, args.heap);
     quote! {
-        ::core::option::Option::Some(#private::Check {
+        ::std::option::Option::Some(#private::Check {
             cycles: #cycles,
             warmup: #warmup,
             settle_ms: #settle_ms,
