@@ -104,7 +104,7 @@ pub(crate) fn checked() {
 /// Shows a warn-mode leak past libtest's capture and counts it.
 pub(crate) fn show(test_path: &str, location: &Location<'_>, warned: &Warned) {
     let text = format!(
-        "leakcheck (warn): `{test_path}` at {location} leaks; the test passes in warn mode\n{}\n",
+        "\nleakcheck (warn): `{test_path}` at {location} leaks; the test passes in warn mode\n{}\n",
         warned.report.trim_end()
     );
     // One write, so that parallel tests' reports do not interleave.

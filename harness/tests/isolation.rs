@@ -277,7 +277,10 @@ fn a_panicking_body_that_leaks_shows_its_panic_then_the_report() {
     assert!(!ok, "{out}");
     let panic = out.find("fixture panic 42");
     let report = out.find("leakcheck: leak");
-    assert!(matches!((panic, report), (Some(p), Some(r)) if p < r), "{out}");
+    assert!(
+        matches!((panic, report), (Some(p), Some(r)) if p < r),
+        "{out}"
+    );
 }
 
 #[test]
