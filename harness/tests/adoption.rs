@@ -71,7 +71,7 @@ mod fixtures {
             hang();
         }
 
-        #[leakcheck::test(timeout_ms = 400)]
+        #[leakcheck::test(timeout_ms = 3000)]
         #[ignore = "a fixture of adoption.rs"]
         fn argument_hangs() {
             hang();
@@ -193,7 +193,10 @@ fn a_leak_fails_at_the_test_with_no_frames_of_the_harness() {
             fixtures::LEAKS_AT
         );
         assert!(out.contains(&at), "{runner:?}: no {at:?} in\n{out}");
-        assert!(out.contains("\"fixture-leak\" ×1"), "{runner:?}: {out}");
+        assert!(
+            out.contains("threads  +1") && out.contains("\"fixture-leak\""),
+            "{runner:?}: {out}"
+        );
         assert!(!out.contains("stack backtrace"), "{runner:?}: {out}");
         assert_eq!(
             harness_frames(&out),
@@ -228,7 +231,10 @@ fn a_body_that_panics_and_leaks_shows_the_panic_then_the_report() {
             p < r,
             "{runner:?}: the report came before the panic:\n{out}"
         );
-        assert!(out.contains("\"fixture-leak\" ×1"), "{runner:?}: {out}");
+        assert!(
+            out.contains("threads  +1") && out.contains("\"fixture-leak\""),
+            "{runner:?}: {out}"
+        );
         // The body's backtrace is shown, and stops where the harness begins.
         assert!(out.contains("panics_and_leaks::__leakcheck_body"), "{out}");
         assert_eq!(
@@ -271,9 +277,9 @@ fn the_project_file_sets_defaults_overrides_by_glob_and_yields_to_arguments() {
     };
     // The top level, the first matching override, the test's own argument.
     for (test, ms) in [
-        ("top_level_hangs", 200),
-        ("by_glob_hangs", 300),
-        ("argument_hangs", 400),
+        ("top_level_hangs", 2000),
+        ("by_glob_hangs", 2500),
+        ("argument_hangs", 3000),
     ] {
         assert!(out.contains(&deadline(test, ms)), "{test}: {out}");
     }
@@ -286,7 +292,8 @@ fn the_project_file_sets_defaults_overrides_by_glob_and_yields_to_arguments() {
         out.contains("test fixtures::config::top_level_ignores_only_its_own ... FAILED"),
         "{out}"
     );
-    assert!(out.contains("threads  +1  \"file-override-1\" ×1"), "{out}");
+    assert!(out.contains("\"file-override-1\""), "{out}");
+    assert!(!out.contains("\"file-top-1\""), "{out}");
     // mode = "warn" from an override.
     assert!(
         out.contains("test fixtures::config::warn_by_file ... ok"),
@@ -317,7 +324,7 @@ fn the_project_file_is_found_from_the_package_up_to_the_workspace_root() {
     std::fs::remove_dir_all(&base).unwrap();
     let out = ran.both();
     assert!(
-        out.contains("`fixtures::config::by_glob_hangs` did not finish within 300 ms"),
+        out.contains("`fixtures::config::by_glob_hangs` did not finish within 2500 ms"),
         "{out}"
     );
 }
@@ -366,7 +373,7 @@ fn warn_mode_passes_leaking_tests_shows_their_reports_and_sums_up() {
     // On stderr, past libtest's capture of passing tests' output.
     for shown in [
         format!("leakcheck (warn): `fixtures::warn::leaks_a_thread` at {FILE}:"),
-        "threads  +1  \"warn-leak\" ×1".to_owned(),
+        "\"warn-leak\"".to_owned(),
         "leakcheck (warn): `fixtures::warn::leaks_an_fd` at".to_owned(),
         "Cargo.toml ×1".to_owned(),
         "leakcheck (warn): 2 of 3 checked tests leaked: ".to_owned(),
@@ -388,7 +395,7 @@ fn warn_mode_passes_leaking_tests_shows_their_reports_and_sums_up() {
     );
     let out = ran.both();
     assert!(ran.ok, "{out}");
-    assert!(ran.stderr.contains("\"warn-leak\" ×1"), "{out}");
+    assert!(ran.stderr.contains("\"warn-leak\""), "{out}");
     assert!(
         ran.stderr
             .contains("leakcheck (warn): 1 of 1 checked test leaked: threads +1 in 1 test"),
