@@ -52,8 +52,12 @@ pub struct Check {
     pub ignore_thread: &'static [&'static str],
     /// `ignore_fd`, in order.
     pub ignore_fd: &'static [&'static str],
+    /// `ignore_created_by`, in order.
+    pub ignore_created_by: &'static [&'static str],
     /// `heap`: also count live heap blocks (needs `CountingAlloc` as the global allocator).
     pub heap: bool,
+    /// `strict`: threads made by a one-time initializer count as leaks.
+    pub strict: bool,
 }
 
 impl Check {
@@ -73,6 +77,12 @@ impl Check {
         }
         for glob in self.ignore_fd {
             check = check.ignore_fd(glob);
+        }
+        for glob in self.ignore_created_by {
+            check = check.ignore_created_by(glob);
+        }
+        if self.strict {
+            check = check.strict(true);
         }
         if self.heap {
             check = check.heap();
@@ -221,8 +231,14 @@ fn judge(result: Result<crate::Report, crate::Leak>) {
 fn dispatch(test: &Test, in_place: impl FnOnce()) {
     let path = isolate::test_path(test.module_path, test.name);
     match isolate::placement(&path) {
-        Placement::InPlace(None) => in_place(),
-        Placement::InPlace(Some(reporter)) => report_to_parent(&reporter, in_place),
+        Placement::InPlace(placed) => {
+            // The test's process: record where its threads are created from its start.
+            crate::origin::enable();
+            match placed {
+                None => in_place(),
+                Some(reporter) => report_to_parent(&reporter, in_place),
+            }
+        }
         Placement::Child => in_child(test, &path),
     }
 }

@@ -50,8 +50,8 @@ impl Kind {
     fn allowed(self) -> &'static str {
         match self {
             Kind::Checked => {
-                "cycles, warmup, settle_ms, ignore_thread, ignore_fd, heap, flavor, \
-                 worker_threads, timeout_ms"
+                "cycles, warmup, settle_ms, ignore_thread, ignore_fd, ignore_created_by, heap, \
+                 strict, flavor, worker_threads, timeout_ms"
             }
             Kind::Isolated => "flavor, worker_threads, timeout_ms",
         }
@@ -66,7 +66,9 @@ struct Args {
     timeout_ms: Option<u64>,
     ignore_thread: Vec<String>,
     ignore_fd: Vec<String>,
+    ignore_created_by: Vec<String>,
     heap: bool,
+    strict: bool,
     flavor: Option<(Flavor, Span)>,
     worker_threads: Option<(u64, Span)>,
 }
@@ -171,6 +173,18 @@ fn parse_args(kind: Kind, tokens: TokenStream2) -> syn::Result<Args> {
             args.heap = true;
             continue;
         }
+        if name == "strict" {
+            if !matches!(meta, Meta::Path(_)) {
+                return err(
+                    meta.span(),
+                    "`strict` is a flag: write `strict` (threads made by a one-time \
+                     initializer then count as leaks)",
+                );
+            }
+            once(args.strict, &meta, &name)?;
+            args.strict = true;
+            continue;
+        }
         let value = match &meta {
             Meta::NameValue(nv) => &nv.value,
             _ => {
@@ -206,6 +220,11 @@ fn parse_args(kind: Kind, tokens: TokenStream2) -> syn::Result<Args> {
             "ignore_fd" => args
                 .ignore_fd
                 .push(glob(&name, value, "ignore_fd = \"/var/log/*\"")?),
+            "ignore_created_by" => args.ignore_created_by.push(glob(
+                &name,
+                value,
+                "ignore_created_by = \"threadpool::*\"",
+            )?),
             "flavor" => {
                 once(args.flavor.is_some())?;
                 let (text, span) = string(&name, value, "flavor = \"multi_thread\"")?;
@@ -341,6 +360,7 @@ fn expand(kind: Kind, args: TokenStream2, item: TokenStream2) -> syn::Result<Tok
             let (cycles, warmup, settle_ms) =
                 (opt(args.cycles), opt(args.warmup), opt(args.settle_ms));
             let (threads, fds, heap) = (&args.ignore_thread, &args.ignore_fd, args.heap);
+            let (created_by, strict) = (&args.ignore_created_by, args.strict);
             quote! {
                 ::core::option::Option::Some(#private::Check {
                     cycles: #cycles,
@@ -348,7 +368,9 @@ fn expand(kind: Kind, args: TokenStream2, item: TokenStream2) -> syn::Result<Tok
                     settle_ms: #settle_ms,
                     ignore_thread: &[#(#threads),*],
                     ignore_fd: &[#(#fds),*],
+                    ignore_created_by: &[#(#created_by),*],
                     heap: #heap,
+                    strict: #strict,
                 })
             }
         }
