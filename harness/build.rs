@@ -4,8 +4,10 @@
 //! intercepts `pthread_create` itself, and a second definition in the executable would take
 //! its place. Elsewhere the feature compiles and records nothing.
 //!
-//! The cfg is `origins`; `spawn_sites` is set with it, for code written against the earlier
-//! name.
+//! The cfg is `origins`: creations are recorded and classified (process globals, unnamed
+//! threads, `ignore_created_by`). `spawn_sites` (feature `spawn-sites`) also shows each leaked
+//! thread's `spawned at FILE:LINE` in its label, which changes the labels `Report::items`
+//! gives.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(origins)");
@@ -21,6 +23,8 @@ fn main() {
     let sanitized = !env("CARGO_CFG_SANITIZE").is_empty();
     if feature && linux_gnu && !static_crt && !sanitized {
         println!("cargo::rustc-cfg=origins");
-        println!("cargo::rustc-cfg=spawn_sites");
+        if std::env::var_os("CARGO_FEATURE_SPAWN_SITES").is_some() {
+            println!("cargo::rustc-cfg=spawn_sites");
+        }
     }
 }

@@ -58,7 +58,13 @@ pub(crate) struct Creation {
 
 /// What this build knows of thread `tid`: the spawn site (with `origins`) and the state.
 pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
-    let (site, backtrace) = match spawn_site(tid) {
+    // Without `spawn-sites` the site is recorded and classified but not shown.
+    let shown = if cfg!(spawn_sites) {
+        spawn_site(tid)
+    } else {
+        None
+    };
+    let (site, backtrace) = match shown {
         Some((site, backtrace)) => (Some(site), backtrace),
         None => (None, Vec::new()),
     };
@@ -201,7 +207,7 @@ fn thread_state(_tid: u32) -> Option<String> {
     }
 }
 
-#[cfg(all(test, origins))]
+#[cfg(all(test, spawn_sites))]
 mod tests {
     use super::*;
     use std::sync::mpsc;

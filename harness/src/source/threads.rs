@@ -12,15 +12,15 @@
 //! - still bearing the kernel name it inherited from its creator (Linux copies it to a new
 //!   thread; in a test, the test's own name): shown as `unnamed thread created by PATH`.
 //!
-//! Resolving a creation costs 20–300 µs (the first one of a process loads the debug info), so
-//! it happens only where a count is above its reference: while settling, for a thread that has
-//! been alive past [`GRACE`] (a thread that exits a little late is never resolved), and once
-//! on the settled readings.
+//! Resolving a creation costs 20–300 µs, and the first one of a process loads the debug info
+//! (65 ms to seconds on a loaded machine), so it never happens while settling, where it would
+//! eat the budget: settling leaves out only threads already classified, and the settled
+//! readings are classified once. A test that makes a global the first time therefore waits out
+//! its settle budget once, then passes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::filter::Filter;
 use crate::origin::{self, Creation};
@@ -28,9 +28,6 @@ use crate::sys::{self, Listing};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
 use crate::source::{added, Item, Reading, Source, Style, Uncounted, GONE};
-
-/// How long a new thread must have been alive before settling resolves its creation.
-const GRACE: Duration = Duration::from_millis(20);
 
 /// Threads by id; labelled with their name (at most 15 bytes), which thread filters match.
 pub(crate) struct Threads {
@@ -45,7 +42,7 @@ pub(crate) struct Threads {
     shown: Mutex<Vec<String>>,
     /// The ids of the first reading (sorted): there before the check, never classified.
     first: Vec<u32>,
-    /// Per later id: when settling first saw it, and its creation once looked up.
+    /// Per later id: its creation once looked up.
     seen: Mutex<HashMap<u32, Seen>>,
     /// Set when threads made by one-time initializers grew over the measured cycles: they are
     /// counted and listed as any other.
@@ -54,7 +51,6 @@ pub(crate) struct Threads {
 
 #[derive(Default)]
 struct Seen {
-    since: Option<Instant>,
     /// `Some` once looked up; `Some(None)` where no creation was recorded.
     creation: Option<Option<Creation>>,
 }
@@ -153,8 +149,8 @@ impl Source for Threads {
         Style::Quoted
     }
 
-    /// Back at the reference, leaving out the threads that will not be counted (process
-    /// globals, ignored creators) among those alive past [`GRACE`].
+    /// Back at the reference, leaving out the threads already known not to be counted
+    /// (process globals, ignored creators); nothing is resolved here.
     fn settled(&self, now: &Reading, reference: &Reading) -> bool {
         let (Some(level), Some(target)) = (now.level(), reference.level()) else {
             return true;
@@ -162,17 +158,13 @@ impl Source for Threads {
         if level <= target || !self.classifies() {
             return level <= target;
         }
-        let at = Instant::now();
-        let old_enough: Vec<u32> = {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let known: Vec<u32> = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             added(reference.ids(), now.ids())
-                .filter(|&tid| {
-                    let since = *seen.entry(tid).or_default().since.get_or_insert(at);
-                    at.duration_since(since) >= GRACE
-                })
+                .filter(|tid| seen.get(tid).is_some_and(|s| s.creation.is_some()))
                 .collect()
         };
-        let left_out = old_enough
+        let left_out = known
             .into_iter()
             .filter(|&tid| self.first.binary_search(&tid).is_err())
             .filter(|&tid| self.uncounted_one(tid, false))
