@@ -24,10 +24,10 @@ use std::sync::Mutex;
 
 use crate::filter::Filter;
 use crate::origin::{self, Creation};
-use crate::sys::{self, Listing};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
 use crate::source::{added, Item, Reading, Source, Style, Uncounted, GONE};
+use crate::sys::{self, Listing};
 
 /// Threads by id; labelled with their name (at most 15 bytes), which thread filters match.
 pub(crate) struct Threads {
