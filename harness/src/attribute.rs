@@ -78,8 +78,12 @@ pub struct Check {
     pub ignore_thread: &'static [&'static str],
     /// `ignore_fd`, in order.
     pub ignore_fd: &'static [&'static str],
+    /// `ignore_created_by`, in order.
+    pub ignore_created_by: &'static [&'static str],
     /// `heap`: also count live heap blocks (needs `CountingAlloc` as the global allocator).
     pub heap: bool,
+    /// `strict`: threads made by a one-time initializer count as leaks.
+    pub strict: bool,
 }
 
 impl Check {
@@ -104,6 +108,13 @@ impl Check {
         let from_file = settings.ignore_fd.iter().map(String::as_str);
         for glob in from_file.chain(self.ignore_fd.iter().copied()) {
             check = check.ignore_fd(glob);
+        }
+        let from_file = settings.ignore_created_by.iter().map(String::as_str);
+        for glob in from_file.chain(self.ignore_created_by.iter().copied()) {
+            check = check.ignore_created_by(glob);
+        }
+        if self.strict || settings.strict == Some(true) {
+            check = check.strict(true);
         }
         if self.heap {
             check = check.heap();
@@ -434,16 +445,22 @@ fn dispatch(test: &Test, checked: bool, in_place: impl FnOnce(&Settings) -> Ende
     let settings = config::for_test(test.manifest_dir, &path).unwrap_or_else(|e| fail(test, e));
     let warn_mode = checked && settings.mode == Some(Mode::Warn);
     match isolate::placement(&path) {
-        Placement::InPlace(None) => {
-            let ended = in_place(&settings);
-            if warn_mode {
-                warn::checked();
-            }
-            if let Ended::Warned(warned) = ended {
-                warn::show(&path, test.location, &warned);
+        Placement::InPlace(placed) => {
+            // The test's process: record where its threads are created from its start.
+            crate::origin::enable();
+            match placed {
+                None => {
+                    let ended = in_place(&settings);
+                    if warn_mode {
+                        warn::checked();
+                    }
+                    if let Ended::Warned(warned) = ended {
+                        warn::show(&path, test.location, &warned);
+                    }
+                }
+                Some(reporter) => report_to_parent(&reporter, || in_place(&settings)),
             }
         }
-        Placement::InPlace(Some(reporter)) => report_to_parent(&reporter, || in_place(&settings)),
         Placement::Child => in_child(test, &path, &settings, warn_mode),
     }
 }

@@ -36,6 +36,8 @@ pub struct LeakCheck {
     warmup: Option<usize>,
     settle: Duration,
     thread_filter: Filter,
+    created_by_filter: Filter,
+    strict: bool,
     fd_filter: Filter,
     #[cfg(feature = "tokio")]
     tasks: Option<tokio::runtime::Handle>,
@@ -60,11 +62,14 @@ impl LeakCheck {
     /// If `LEAKCHECK_SETTLE_MS` is set but is not a whole number of milliseconds.
     pub fn new() -> Self {
         crate::origin::keep_linked();
+        crate::origin::enable();
         LeakCheck {
             cycles: 1,
             warmup: None,
             settle: settle_from_env(),
             thread_filter: Filter::default(),
+            created_by_filter: Filter::default(),
+            strict: false,
             fd_filter: Filter::default(),
             #[cfg(feature = "tokio")]
             tasks: None,
@@ -76,7 +81,7 @@ impl LeakCheck {
     }
 
     /// Whether a failing report also shows, for each group of leaked threads, the full
-    /// backtrace of its creation (feature `spawn-sites`; default off, or on when
+    /// backtrace of its creation (feature `origins`; default off, or on when
     /// `LEAKCHECK_BACKTRACE` is set to anything but `0`). The one-line spawn site is shown
     /// either way.
     pub fn backtraces(mut self, on: bool) -> Self {
@@ -120,6 +125,38 @@ impl LeakCheck {
     /// If the glob does not parse.
     pub fn ignore_thread(mut self, name_glob: &str) -> Self {
         self.thread_filter.add("thread-name", name_glob);
+        self
+    }
+
+    /// Ignores threads by the path of the function that created them, as goleak's
+    /// `IgnoreCreatedBy` does: `threadpool::spawn_in_pool`, `my_crate::metrics::*`. The path
+    /// is the innermost frame of the thread's creation that is not std or the C library (a
+    /// thread of a library's pool is created by that library's function), without closure
+    /// suffixes; report lines give it (`unnamed thread created by threadpool::spawn_in_pool`).
+    /// Needs creation sites (feature `origins`, on by default, Linux with glibc); elsewhere it
+    /// ignores nothing. Matching resolves the creation of every thread that outlives the body,
+    /// which costs a few milliseconds once per process.
+    ///
+    /// # Panics
+    /// If the glob does not parse.
+    pub fn ignore_created_by(mut self, path_glob: &str) -> Self {
+        self.created_by_filter.add("created-by", path_glob);
+        self
+    }
+
+    /// Whether threads created inside a one-time initializer (std's `Once`, `OnceLock`,
+    /// `LazyLock`, `once_cell`, `lazy_static`) count like any other (default `false`).
+    ///
+    /// Such a thread is a process global: a pool made on first use and kept for the rest of
+    /// the process, once per process, so it cannot grow per test or per cycle. By default it is
+    /// not counted, and the report shows it on a line of its own (`global: 2 threads created
+    /// once by rayon_core::registry::set_global_registry`); threads of that kind that grow
+    /// from one half of the measured cycles to the next count all the same (one that grows is
+    /// not a global). `strict(true)` counts them as leaks, for a component that must not leave
+    /// even one pool behind. Needs creation sites (feature `origins`, on by default, Linux with
+    /// glibc); without them every thread counts.
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
         self
     }
 
@@ -364,6 +401,8 @@ impl LeakCheck {
         let mut list: Vec<Box<dyn Source>> = vec![
             Box::new(source::Threads::new(
                 self.thread_filter.clone(),
+                self.created_by_filter.clone(),
+                self.strict,
                 self.backtraces,
             )),
             Box::new(source::Fds::new(self.fd_filter.clone())),

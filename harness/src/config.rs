@@ -58,6 +58,8 @@ pub(crate) struct Settings {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) ignore_thread: Vec<String>,
     pub(crate) ignore_fd: Vec<String>,
+    pub(crate) ignore_created_by: Vec<String>,
+    pub(crate) strict: Option<bool>,
     pub(crate) mode: Option<Mode>,
 }
 
@@ -67,10 +69,13 @@ impl Settings {
     fn fill_from(&mut self, other: &Settings) {
         self.settle_ms = self.settle_ms.or(other.settle_ms);
         self.timeout_ms = self.timeout_ms.or(other.timeout_ms);
+        self.strict = self.strict.or(other.strict);
         self.mode = self.mode.or(other.mode);
         self.ignore_thread
             .extend(other.ignore_thread.iter().cloned());
         self.ignore_fd.extend(other.ignore_fd.iter().cloned());
+        self.ignore_created_by
+            .extend(other.ignore_created_by.iter().cloned());
     }
 }
 
@@ -87,6 +92,8 @@ const KEYS: &[&str] = &[
     "timeout_ms",
     "ignore_thread",
     "ignore_fd",
+    "ignore_created_by",
+    "strict",
     "mode",
 ];
 
@@ -122,6 +129,7 @@ impl Config {
         let mut settings = Settings {
             ignore_thread: self.top.ignore_thread.clone(),
             ignore_fd: self.top.ignore_fd.clone(),
+            ignore_created_by: self.top.ignore_created_by.clone(),
             ..Settings::default()
         };
         for (globs, level) in &self.overrides {
@@ -132,6 +140,7 @@ impl Config {
         let scalars = Settings {
             ignore_thread: Vec::new(),
             ignore_fd: Vec::new(),
+            ignore_created_by: Vec::new(),
             ..self.top.clone()
         };
         settings.fill_from(&scalars);
@@ -230,6 +239,11 @@ impl At<'_> {
             "ignore_fd" => {
                 settings.ignore_fd = self.globs(name, value, "ignore_fd = [\"/var/log/*\"]")?
             }
+            "ignore_created_by" => {
+                settings.ignore_created_by =
+                    self.globs(name, value, "ignore_created_by = [\"threadpool::*\"]")?
+            }
+            "strict" => settings.strict = Some(self.bool(name, value)?),
             "mode" => settings.mode = Some(self.mode(value)?),
             _ => {
                 let mut allowed = KEYS.to_vec();
@@ -318,6 +332,16 @@ impl At<'_> {
             globs.push(s.to_string());
         }
         Ok(globs)
+    }
+
+    fn bool(&self, name: &str, value: &Spanned<DeValue<'_>>) -> Result<bool, String> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Ok(*b),
+            _ => Err(self.error(
+                &value.span(),
+                format!("`{name}` is true or false (got {})", self.shown(value)),
+            )),
+        }
     }
 
     fn mode(&self, value: &Spanned<DeValue<'_>>) -> Result<Mode, String> {
@@ -446,12 +470,15 @@ mod tests {
     const FILE_TEXT: &str = r#"
 settle_ms = 500
 ignore_thread = "tokio-*"
+strict = true
 mode = "warn"
 
 [[overrides]]
 tests = "pool::*"
 settle_ms = 31000
 ignore_thread = ["r2d2-*"]
+ignore_created_by = "threadpool::*"
+strict = false
 
 [[overrides]]
 tests = ["pool::slow", "other::*"]
@@ -470,6 +497,8 @@ mode = "fail"
                 timeout_ms: None,
                 ignore_thread: vec!["tokio-*".into()],
                 ignore_fd: vec![],
+                ignore_created_by: vec![],
+                strict: Some(true),
                 mode: Some(Mode::Warn),
             }
         );
@@ -487,6 +516,12 @@ mode = "fail"
         );
         assert_eq!(s.mode, Some(Mode::Fail));
         assert_eq!(s.ignore_thread, vec!["tokio-*", "r2d2-*"]);
+        assert_eq!(s.ignore_created_by, vec!["threadpool::*"]);
+        assert_eq!(
+            s.strict,
+            Some(false),
+            "the override's false beats the top level's true"
+        );
         let s = config.for_test("other::t");
         assert_eq!((s.settle_ms, s.mode), (Some(1), Some(Mode::Fail)));
         assert_eq!(s.ignore_thread, vec!["tokio-*"]);
@@ -498,13 +533,15 @@ mode = "fail"
         assert_eq!(
             e,
             "leakcheck: /p/.config/leakcheck.toml:2:1: unknown key `settle` in the top level; \
-             allowed: settle_ms, timeout_ms, ignore_thread, ignore_fd, mode, overrides"
+             allowed: settle_ms, timeout_ms, ignore_thread, ignore_fd, ignore_created_by, \
+             strict, mode, overrides"
         );
         let e = parse("[[overrides]]\ntests = \"a\"\ncycles = 3\n").unwrap_err();
         assert!(
             e.ends_with(
                 ":3:1: unknown key `cycles` in an override; allowed: settle_ms, \
-                         timeout_ms, ignore_thread, ignore_fd, mode, tests"
+                         timeout_ms, ignore_thread, ignore_fd, ignore_created_by, strict, \
+                         mode, tests"
             ),
             "{e}"
         );
@@ -521,6 +558,11 @@ mode = "fail"
         let e = parse("mode = \"loud\"").unwrap_err();
         assert!(
             e.ends_with(":1:8: `mode` is \"fail\" or \"warn\" (got \"loud\")"),
+            "{e}"
+        );
+        let e = parse("strict = \"yes\"").unwrap_err();
+        assert!(
+            e.ends_with(":1:10: `strict` is true or false (got \"yes\")"),
             "{e}"
         );
         let e = parse("timeout_ms = 0").unwrap_err();

@@ -250,14 +250,17 @@ impl Protocol {
             return line;
         };
         let transients = self.warmup_transients(i, source, end.get(i)) as i64;
+        let uncounted = source.uncounted(b0.get(i), b1.map(|s| s.get(i)), end.get(i));
+        let (b0_level, end_level) = (b0_level - uncounted.b0, end_level - uncounted.end);
         let series = Series {
             base: (b0_level - transients).max(0),
-            b1: b1.and_then(|s| s.get(i).level()),
+            b1: b1.and_then(|s| s.get(i).level()).map(|l| l - uncounted.b1),
             end: end_level,
             cycles: self.plan.cycles,
             samples: &self.samples[i],
         };
         let judged = source.judge(&series);
+        line.own_lines = uncounted.lines;
         line.start = b0_level;
         line.end = end_level;
         line.growth = judged.growth;

@@ -23,6 +23,18 @@ fn park_named(name: &str) {
         .unwrap();
 }
 
+/// A library's function that starts a thread: `ignore_created_by` names it by its path.
+mod spawner {
+    pub fn park_one() {
+        std::thread::Builder::new()
+            .name("created-by-1".into())
+            .spawn(|| loop {
+                std::thread::park();
+            })
+            .unwrap();
+    }
+}
+
 mod fixtures {
     use super::park_named;
 
@@ -83,6 +95,7 @@ mod fixtures {
         fn by_glob_ignores() {
             park_named("file-top-1");
             park_named("file-override-1");
+            crate::spawner::park_one();
         }
 
         /// Not matched by the override: its ignore does not apply.
@@ -91,6 +104,7 @@ mod fixtures {
         fn top_level_ignores_only_its_own() {
             park_named("file-top-1");
             park_named("file-override-1");
+            crate::spawner::park_one();
         }
 
         #[leakcheck::test(settle_ms = 50)]
@@ -294,6 +308,7 @@ fn the_project_file_sets_defaults_overrides_by_glob_and_yields_to_arguments() {
     );
     assert!(out.contains("\"file-override-1\""), "{out}");
     assert!(!out.contains("\"file-top-1\""), "{out}");
+    assert!(out.contains("\"created-by-1\""), "{out}");
     // mode = "warn" from an override.
     assert!(
         out.contains("test fixtures::config::warn_by_file ... ok"),
@@ -335,7 +350,7 @@ fn a_bad_key_or_value_in_the_project_file_fails_the_test_naming_file_key_and_all
         (
             "bad_key.toml",
             ":5:1: unknown key `ignore_threads` in an override; allowed: settle_ms, timeout_ms, \
-             ignore_thread, ignore_fd, mode, tests",
+             ignore_thread, ignore_fd, ignore_created_by, strict, mode, tests",
         ),
         (
             "bad_value.toml",

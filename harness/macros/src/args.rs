@@ -19,7 +19,9 @@ pub(crate) struct Args {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) ignore_thread: Vec<String>,
     pub(crate) ignore_fd: Vec<String>,
+    pub(crate) ignore_created_by: Vec<String>,
     pub(crate) heap: bool,
+    pub(crate) strict: bool,
     /// The async test's runtime, as `#[tokio::test]` takes it.
     pub(crate) runtime: RuntimeArgs,
 }
@@ -67,7 +69,9 @@ pub(crate) fn allowed(kind: Kind) -> &'static [&'static str] {
             "settle_ms",
             "ignore_thread",
             "ignore_fd",
+            "ignore_created_by",
             "heap",
+            "strict",
             "timeout_ms",
             RUNTIME[0],
             RUNTIME[1],
@@ -84,8 +88,8 @@ pub(crate) fn parse(kind: Kind, tokens: TokenStream2) -> syn::Result<Args> {
     let mut args = Args::default();
     for meta in metas {
         let name = name_of(kind, &meta)?;
-        if name == "heap" {
-            parse_heap(&mut args, &meta)?;
+        if name == "heap" || name == "strict" {
+            parse_flag(&mut args, &name, &meta)?;
             continue;
         }
         let Meta::NameValue(nv) = &meta else {
@@ -126,16 +130,27 @@ fn name_of(kind: Kind, meta: &Meta) -> syn::Result<String> {
     )
 }
 
-fn parse_heap(args: &mut Args, meta: &Meta) -> syn::Result<()> {
+/// `heap` and `strict`: flags, written without a value.
+fn parse_flag(args: &mut Args, name: &str, meta: &Meta) -> syn::Result<()> {
+    let (slot, what) = match name {
+        "heap" => (
+            &mut args.heap,
+            "it counts live heap blocks; install leakcheck::CountingAlloc as the test crate's \
+             #[global_allocator]",
+        ),
+        _ => (
+            &mut args.strict,
+            "threads made by a one-time initializer then count as leaks",
+        ),
+    };
     if !matches!(meta, Meta::Path(_)) {
         return err(
             meta.span(),
-            "`heap` is a flag: write `heap` (it counts live heap blocks; install \
-             leakcheck::CountingAlloc as the test crate's #[global_allocator])",
+            format!("`{name}` is a flag: write `{name}` ({what})"),
         );
     }
-    once(args.heap, meta, "heap")?;
-    args.heap = true;
+    once(*slot, meta, name)?;
+    *slot = true;
     Ok(())
 }
 
@@ -171,6 +186,11 @@ impl Arg<'_> {
             "ignore_fd" => {
                 args.ignore_fd
                     .push(self.glob("ignore_fd = \"/var/log/*\"")?);
+                Ok(())
+            }
+            "ignore_created_by" => {
+                let glob = self.glob("ignore_created_by = \"threadpool::*\"")?;
+                args.ignore_created_by.push(glob);
                 Ok(())
             }
             "flavor" => set(&mut rt.flavor, self, |a| Ok((a.flavor()?, a.span()))),

@@ -88,6 +88,7 @@ fn check_value(kind: Kind, args: &Args) -> TokenStream2 {
     let (cycles, warmup) = (option(args.cycles), option(args.warmup));
     let settle_ms = option(args.settle_ms);
     let (threads, fds, heap) = (&args.ignore_thread, &args.ignore_fd, args.heap);
+    let (created_by, strict) = (&args.ignore_created_by, args.strict);
     quote! {
         ::std::option::Option::Some(#private::Check {
             cycles: #cycles,
@@ -95,7 +96,9 @@ fn check_value(kind: Kind, args: &Args) -> TokenStream2 {
             settle_ms: #settle_ms,
             ignore_thread: &[#(#threads),*],
             ignore_fd: &[#(#fds),*],
+            ignore_created_by: &[#(#created_by),*],
             heap: #heap,
+            strict: #strict,
         })
     }
 }

@@ -21,10 +21,18 @@
 //!
 //! The table holds [`SLOTS`] live threads; beyond that, new threads are created as usual and
 //! go unrecorded.
+//!
+//! Recording is off until a check asks for it ([`enable`]): a test binary that links the hook
+//! but runs no check (the parent of isolated tests, a suite's other tests) pays one atomic load
+//! per thread creation and nothing else.
+//!
+//! Each entry also keeps the creating thread's kernel name at the moment of creation: on Linux a
+//! new thread inherits it, so a thread whose name still equals it never named itself (an unnamed
+//! thread made on a test's thread would otherwise read as the test's name).
 
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Live threads the table can hold.
 pub(crate) const SLOTS: usize = 4096;
@@ -52,6 +60,8 @@ struct Slot {
     arg: AtomicUsize,
     len: AtomicUsize,
     ips: [AtomicUsize; FRAMES],
+    /// The creating thread's kernel name (`comm`, 16 bytes with its NUL) at creation.
+    creator: [AtomicU64; 2],
 }
 
 impl Slot {
@@ -64,6 +74,7 @@ impl Slot {
             arg: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             ips: [const { AtomicUsize::new(0) }; FRAMES],
+            creator: [const { AtomicU64::new(0) }; 2],
         }
     }
 
@@ -83,6 +94,8 @@ static REAL: AtomicUsize = AtomicUsize::new(0);
 static KEY: AtomicUsize = AtomicUsize::new(0);
 /// How many creations went through the hook (to tell "not recorded" from "hook not linked").
 static SEEN: AtomicU64 = AtomicU64::new(0);
+/// Whether creations are recorded (see [`enable`]).
+static ENABLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static INSIDE: Cell<bool> = const { Cell::new(false) };
@@ -107,11 +120,14 @@ pub unsafe extern "C" fn pthread_create(
         return real(thread, attr, start, arg);
     }
     SEEN.fetch_add(1, Ordering::Relaxed);
-    let slot = init_once().then(claim).flatten();
+    let slot = (ENABLED.load(Ordering::Relaxed) && init_once())
+        .then(claim)
+        .flatten();
     let result = match slot {
         None => real(thread, attr, start, arg),
         Some(slot) => {
             capture(slot);
+            record_creator(slot);
             slot.start.store(start as usize, Ordering::Relaxed);
             slot.arg.store(arg as usize, Ordering::Relaxed);
             // SAFETY: same calling convention; `trampoline` only unwinds what `start` unwinds.
@@ -260,10 +276,39 @@ fn capture(slot: &Slot) {
     slot.len.store(n, Ordering::Relaxed);
 }
 
-/// The return addresses recorded when thread `tid` was created, innermost first, or `None`
-/// when it has no entry (created before the hook, outside `pthread_create`, or the table was
+/// Stores the calling (creating) thread's kernel name in the slot.
+fn record_creator(slot: &Slot) {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) into the buffer.
+    let ok = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } == 0;
+    if !ok {
+        name = [0; 16];
+    }
+    let (lo, hi) = name.split_at(8);
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+    slot.creator[0].store(word(lo), Ordering::Relaxed);
+    slot.creator[1].store(word(hi), Ordering::Relaxed);
+}
+
+/// Starts recording the creations of the process from now on. Threads created before are not
+/// recorded (a report says so).
+pub(crate) fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// What the hook recorded of one thread's creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Return addresses, innermost first.
+    pub(crate) ips: Vec<usize>,
+    /// The creating thread's kernel name at the time, without the NUL (empty when unknown).
+    pub(crate) creator_name: Vec<u8>,
+}
+
+/// What was recorded when thread `tid` was created, or `None` when it has no entry (created
+/// before the hook or before recording was enabled, outside `pthread_create`, or the table was
 /// full).
-pub(crate) fn spawn_ips(tid: u32) -> Option<Vec<usize>> {
+pub(crate) fn spawn_record(tid: u32) -> Option<Record> {
     for slot in &TABLE {
         if slot.state.load(Ordering::Acquire) != LIVE || slot.tid.load(Ordering::Relaxed) != tid {
             continue;
@@ -274,12 +319,19 @@ pub(crate) fn spawn_ips(tid: u32) -> Option<Vec<usize>> {
             .iter()
             .map(|ip| ip.load(Ordering::Relaxed))
             .collect();
+        let mut name = [0u8; 16];
+        name[..8].copy_from_slice(&slot.creator[0].load(Ordering::Relaxed).to_ne_bytes());
+        name[8..].copy_from_slice(&slot.creator[1].load(Ordering::Relaxed).to_ne_bytes());
         std::sync::atomic::fence(Ordering::Acquire);
         if slot.generation.load(Ordering::Relaxed) == generation
             && slot.state.load(Ordering::Relaxed) == LIVE
             && slot.tid.load(Ordering::Relaxed) == tid
         {
-            return Some(ips);
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            return Some(Record {
+                ips,
+                creator_name: name[..end].to_vec(),
+            });
         }
     }
     None
@@ -323,7 +375,7 @@ mod tests {
 
     extern "C" fn tid_and_ips(out: *mut c_void) -> *mut c_void {
         let tid = gettid();
-        let recorded = spawn_ips(tid).map_or(0, |ips| ips.len());
+        let recorded = spawn_record(tid).map_or(0, |r| r.ips.len());
         // SAFETY: `out` points at a (u32, usize) owned by the joining caller.
         unsafe { *(out as *mut (u32, usize)) = (tid, recorded) };
         ptr::null_mut()
@@ -340,15 +392,17 @@ mod tests {
 
     #[test]
     fn a_thread_is_recorded_while_alive_and_forgotten_when_it_returns() {
+        enable();
         let mut out = (0u32, 0usize);
         raw_thread(tid_and_ips, &mut out as *mut _ as *mut c_void);
         let (tid, recorded) = out;
         assert!(recorded > 2, "the thread saw {recorded} recorded frames");
-        assert_eq!(spawn_ips(tid), None, "tid {tid} still has an entry");
+        assert_eq!(spawn_record(tid), None, "tid {tid} still has an entry");
     }
 
     #[test]
     fn a_thread_ended_by_pthread_exit_leaves_no_stale_entry() {
+        enable();
         let mut out = (0u32, 0usize);
         // SAFETY: same calling convention (see `trampoline`).
         let start = unsafe {
@@ -359,7 +413,7 @@ mod tests {
         raw_thread(start, &mut out as *mut _ as *mut c_void);
         assert_ne!(out.0, 0);
         assert_eq!(
-            spawn_ips(out.0),
+            spawn_record(out.0),
             None,
             "a reused tid would inherit this entry"
         );
