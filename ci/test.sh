@@ -28,9 +28,16 @@ cargo nextest run --workspace
 step "leakcheck without its tokio feature"
 cargo test -p leakcheck --no-default-features
 
-# Spawn sites (feature spawn-sites, an alias of origins): leakcheck's own tests with the hooks
-# (its report-level origin tests among them, fd_child_sites for fds and children) and the
-# hooks' bench, each once.
+# A crate with no tokio must not build tokio for leakcheck's defaults (an async
+# #[leakcheck::test] uses the test crate's own tokio).
+step "leakcheck's default features build no tokio"
+if cargo tree -p leakcheck -e normal,build --prefix none | grep '^tokio '; then
+  echo "leakcheck's default features pull in tokio" >&2
+  exit 1
+fi
+
+# Spawn sites (feature spawn-sites, off by default): leakcheck's own tests with the hook (its
+# report-level origin tests among them) and the hook's bench, each once.
 step "spawn sites (feature spawn-sites)"
 cargo clippy -p leakcheck -p leakcheck-suite --features spawn-sites --all-targets -- -D warnings
 # Only the tests written for sites: the others assert labels without them (run above).
@@ -43,8 +50,8 @@ step "--cfg tokio_unstable: leakcheck::instrument"
 (
   export RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable"
   export CARGO_TARGET_DIR=target/tokio-unstable
-  cargo clippy -p leakcheck --features spawn-sites --all-targets -- -D warnings
-  cargo test -p leakcheck --features spawn-sites --lib --test origins --test fd_child_sites
+  cargo clippy -p leakcheck --features spawn-sites,tokio --all-targets -- -D warnings
+  cargo test -p leakcheck --features spawn-sites,tokio
 )
 
 step "benches run once each (criterion --test)"

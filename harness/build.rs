@@ -1,9 +1,16 @@
-//! One name for "this build records creation sites": the `origins` feature (or its former name
-//! `spawn-sites`, which enables it) on Linux with a dynamically linked glibc (the hooks forward
-//! through `dlsym(RTLD_NEXT)`, which static binaries and musl do not have). Elsewhere the
-//! feature compiles and records nothing.
+//! One name for "this build records creation sites": the `origins` feature (or its earlier name
+//! `spawn-sites`) on Linux with a dynamically linked glibc and no sanitizer. The hook forwards
+//! through `dlsym(RTLD_NEXT)`, which static binaries and musl do not have; a sanitizer's runtime
+//! intercepts `pthread_create` itself, and a second definition in the executable would take
+//! its place. Elsewhere the feature compiles and records nothing.
+//!
+//! The cfg is `origins`: creations are recorded and classified (process globals, unnamed
+//! threads, `ignore_created_by`). `spawn_sites` (feature `spawn-sites`) also shows each leaked
+//! thread's `spawned at FILE:LINE` in its label, which changes the labels `Report::items`
+//! gives.
 
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(origins)");
     println!("cargo::rustc-check-cfg=cfg(spawn_sites)");
     println!("cargo::rustc-check-cfg=cfg(tokio_unstable)");
     let env = |k: &str| std::env::var(k).unwrap_or_default();
@@ -12,7 +19,12 @@ fn main() {
     let static_crt = env("CARGO_CFG_TARGET_FEATURE")
         .split(',')
         .any(|f| f == "crt-static");
-    if feature && linux_gnu && !static_crt {
-        println!("cargo::rustc-cfg=spawn_sites");
+    // `-Zsanitizer=address` (and thread, memory, leak...) sets `cfg(sanitize = "...")`.
+    let sanitized = !env("CARGO_CFG_SANITIZE").is_empty();
+    if feature && linux_gnu && !static_crt && !sanitized {
+        println!("cargo::rustc-cfg=origins");
+        if std::env::var_os("CARGO_FEATURE_SPAWN_SITES").is_some() {
+            println!("cargo::rustc-cfg=spawn_sites");
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::source::{self, Source, Sources};
 
 /// The default settle budget, unless `LEAKCHECK_SETTLE_MS` says otherwise.
 const DEFAULT_SETTLE: Duration = Duration::from_secs(1);
-const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
+pub(crate) const SETTLE_ENV: &str = "LEAKCHECK_SETTLE_MS";
 const BACKTRACE_ENV: &str = "LEAKCHECK_BACKTRACE";
 
 /// A leak check: which resources to count, how many cycles to run, how long to let lingering
@@ -36,9 +36,13 @@ pub struct LeakCheck {
     warmup: Option<usize>,
     settle: Duration,
     thread_filter: Filter,
+    created_by_filter: Filter,
+    strict: bool,
     fd_filter: Filter,
     #[cfg(feature = "tokio")]
     tasks: Option<tokio::runtime::Handle>,
+    /// Tasks counted through a closure (an async `#[leakcheck::test]` without the feature).
+    task_count: Option<source::TaskCount>,
     heap: bool,
     probes: Vec<source::Probe>,
     backtraces: bool,
@@ -58,14 +62,18 @@ impl LeakCheck {
     /// If `LEAKCHECK_SETTLE_MS` is set but is not a whole number of milliseconds.
     pub fn new() -> Self {
         crate::origin::keep_linked();
+        crate::origin::enable();
         LeakCheck {
             cycles: 1,
             warmup: None,
             settle: settle_from_env(),
             thread_filter: Filter::default(),
+            created_by_filter: Filter::default(),
+            strict: false,
             fd_filter: Filter::default(),
             #[cfg(feature = "tokio")]
             tasks: None,
+            task_count: None,
             heap: false,
             probes: Vec::new(),
             backtraces: backtraces_from_env(),
@@ -73,7 +81,7 @@ impl LeakCheck {
     }
 
     /// Whether a failing report also shows, for each group of leaked threads, the full
-    /// backtrace of its creation (feature `spawn-sites`; default off, or on when
+    /// backtrace of its creation (feature `origins`; default off, or on when
     /// `LEAKCHECK_BACKTRACE` is set to anything but `0`). The one-line spawn site is shown
     /// either way.
     pub fn backtraces(mut self, on: bool) -> Self {
@@ -120,6 +128,38 @@ impl LeakCheck {
         self
     }
 
+    /// Ignores threads by the path of the function that created them, as goleak's
+    /// `IgnoreCreatedBy` does: `threadpool::spawn_in_pool`, `my_crate::metrics::*`. The path
+    /// is the innermost frame of the thread's creation that is not std or the C library (a
+    /// thread of a library's pool is created by that library's function), without closure
+    /// suffixes; report lines give it (`unnamed thread created by threadpool::spawn_in_pool`).
+    /// Needs creation sites (feature `origins`, on by default, Linux with glibc); elsewhere it
+    /// ignores nothing. Matching resolves the creation of every thread that outlives the body,
+    /// which costs a few milliseconds once per process.
+    ///
+    /// # Panics
+    /// If the glob does not parse.
+    pub fn ignore_created_by(mut self, path_glob: &str) -> Self {
+        self.created_by_filter.add("created-by", path_glob);
+        self
+    }
+
+    /// Whether threads created inside a one-time initializer (std's `Once`, `OnceLock`,
+    /// `LazyLock`, `once_cell`, `lazy_static`) count like any other (default `false`).
+    ///
+    /// Such a thread is a process global: a pool made on first use and kept for the rest of
+    /// the process, once per process, so it cannot grow per test or per cycle. By default it is
+    /// not counted, and the report shows it on a line of its own (`global: 2 threads created
+    /// once by rayon_core::registry::set_global_registry`); threads of that kind that grow
+    /// from one half of the measured cycles to the next count all the same (one that grows is
+    /// not a global). `strict(true)` counts them as leaks, for a component that must not leave
+    /// even one pool behind. Needs creation sites (feature `origins`, on by default, Linux with
+    /// glibc); without them every thread counts.
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
+        self
+    }
+
     /// Ignores fds whose target matches a glob (`/var/log/*`, `socket:*`, `anon_inode:*`).
     /// Brackets are glob syntax: match a literal `[` with `[[]`, or use `*`.
     ///
@@ -151,6 +191,16 @@ impl LeakCheck {
     #[cfg(feature = "tokio")]
     pub fn tasks(mut self, handle: &tokio::runtime::Handle) -> Self {
         self.tasks = Some(handle.clone());
+        self
+    }
+
+    /// Also counts a runtime's alive tasks, as `count` returns them: what an async
+    /// `#[leakcheck::test]` uses when leakcheck has no tokio of its own.
+    pub(crate) fn task_count(
+        mut self,
+        count: std::sync::Arc<dyn Fn() -> usize + Send + Sync>,
+    ) -> Self {
+        self.task_count = Some(source::TaskCount::new(count));
         self
     }
 
@@ -225,7 +275,18 @@ impl LeakCheck {
     ///
     /// A panic in `body` propagates. Settling blocks the calling thread; inside async code,
     /// use [`LeakCheck::run_async`].
-    pub fn run<F: FnMut()>(&self, mut body: F) -> Result<Report, Leak> {
+    pub fn run<F: FnMut()>(&self, body: F) -> Result<Report, Leak> {
+        self.run_waiting(body, std::thread::sleep)
+    }
+
+    /// Like [`LeakCheck::run`], with `wait` doing the waiting between snapshots while
+    /// resources settle (an async `#[leakcheck::test]` waits on its runtime, so that the
+    /// runtime's tasks run meanwhile).
+    pub(crate) fn run_waiting<F: FnMut()>(
+        &self,
+        mut body: F,
+        mut wait: impl FnMut(Duration),
+    ) -> Result<Report, Leak> {
         // The harness's own allocations are not the component's heap: counting is paused on
         // this thread except while the body runs.
         let _paused = alloc::pause();
@@ -237,7 +298,7 @@ impl LeakCheck {
                 drop(counting);
                 protocol.after_cycle();
             }
-            let settled = protocol.settle_blocking();
+            let settled = protocol.settle_waiting(&mut wait);
             protocol.record(settled);
         }
         protocol.finish().into_result()
@@ -340,6 +401,8 @@ impl LeakCheck {
         let mut list: Vec<Box<dyn Source>> = vec![
             Box::new(source::Threads::new(
                 self.thread_filter.clone(),
+                self.created_by_filter.clone(),
+                self.strict,
                 self.backtraces,
             )),
             Box::new(source::Fds::new(self.fd_filter.clone(), self.backtraces)),
@@ -348,6 +411,9 @@ impl LeakCheck {
         #[cfg(feature = "tokio")]
         if let Some(handle) = &self.tasks {
             list.push(Box::new(source::Tasks::new(handle.clone())));
+        }
+        if let Some(count) = &self.task_count {
+            list.push(Box::new(count.clone()));
         }
         if self.heap {
             list.push(Box::new(source::Heap::new()));

@@ -136,6 +136,11 @@ impl Reporter {
         self.write(&format!("panicked {}", escape(message)));
     }
 
+    /// It leaked, in warn mode: the parent shows the report past libtest's capture.
+    pub(crate) fn warned(&self, warned: &crate::warn::Warned) {
+        self.write(&format!("warned {}", escape(&warned.encode())));
+    }
+
     fn write(&self, what: &str) {
         use std::io::Write;
         // Straight to the process's stdout, past any capture, after what the test printed.
@@ -180,6 +185,8 @@ pub(crate) enum Outcome {
     Passed,
     /// The test panicked with this message (a leak report, an assertion...).
     Panicked(String),
+    /// The test leaked, in warn mode, and passed.
+    Warned(crate::warn::Warned),
     /// The test did not end normally: no test ran, the process crashed, exited or hung.
     Broken(String),
 }
@@ -247,6 +254,15 @@ pub(crate) fn judge(path: &str, nonce: &str, raw: &str, exit: Exit, timeout: Dur
         (Some(e), Exit::Code(_)) if e.starts_with("panicked ") => {
             Outcome::Panicked(unescape(&e["panicked ".len()..]))
         }
+        (Some(e), Exit::Code(_)) if e.starts_with("warned ") => {
+            match crate::warn::Warned::decode(&unescape(&e["warned ".len()..])) {
+                Some(warned) => Outcome::Warned(warned),
+                None => Outcome::Broken(format!(
+                    "leakcheck: the isolated process for `{path}` sent a warning that does not \
+                     parse: {e:?}"
+                )),
+            }
+        }
         (_, Exit::Code(code)) => Outcome::Broken(format!(
             "leakcheck: the isolated process for `{path}` exited with status {code} while the \
              test ran (a `std::process::exit` in the test?)"
@@ -291,19 +307,23 @@ fn exe_name() -> String {
         .unwrap_or_else(|_| "<test binary>".to_owned())
 }
 
-/// The deadline: the attribute's, else `LEAKCHECK_TIMEOUT_MS`, else [`DEFAULT_TIMEOUT`].
-pub(crate) fn timeout(from_attribute: Option<u64>) -> Duration {
+/// The deadline: the attribute's, else `LEAKCHECK_TIMEOUT_MS`, else the project file's, else
+/// [`DEFAULT_TIMEOUT`].
+pub(crate) fn timeout(
+    from_attribute: Option<u64>,
+    from_file: Option<u64>,
+) -> Result<Duration, String> {
     if let Some(ms) = from_attribute {
-        return Duration::from_millis(ms);
+        return Ok(Duration::from_millis(ms));
     }
     match std::env::var(TIMEOUT_ENV) {
-        Err(_) => DEFAULT_TIMEOUT,
+        Err(_) => Ok(from_file.map_or(DEFAULT_TIMEOUT, Duration::from_millis)),
         Ok(v) => match v.trim().parse::<u64>() {
-            Ok(ms) if ms > 0 => Duration::from_millis(ms),
-            _ => panic!(
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(format!(
                 "leakcheck: {TIMEOUT_ENV} must be a whole number of milliseconds (1 or more), \
                  got {v:?}"
-            ),
+            )),
         },
     }
 }

@@ -67,12 +67,20 @@
 //! test thread) and relays its output; under `cargo nextest run`, which gives every test a
 //! process, it runs in place. Arguments: `cycles`, `warmup`, `settle_ms`, `ignore_thread` and
 //! `ignore_fd` (both repeatable), `heap` (live heap blocks too; install [`CountingAlloc`] as
-//! the test crate's `#[global_allocator]`), `flavor` (`"current_thread"`, the default, or
-//! `"multi_thread"`) and `worker_threads` for an async test, and `timeout_ms`, the deadline of
-//! the isolated process (default 60 s, or `LEAKCHECK_TIMEOUT_MS`). Under `--cfg tokio_unstable`
-//! an async test's runtime is instrumented (`leakcheck::instrument`), so a leaked task is
-//! reported with its spawn site. A test that drives a `LeakCheck` itself uses
-//! `#[leakcheck::isolated]`: the same process of its own, with no check around it.
+//! the test crate's `#[global_allocator]`), `timeout_ms`, the deadline of the isolated process
+//! (default 60 s, or `LEAKCHECK_TIMEOUT_MS`), and for an async test `#[tokio::test]`'s own:
+//! `flavor` (`"current_thread"`, the default, or `"multi_thread"`), `worker_threads`,
+//! `start_paused` and `crate`. An async test's runtime is built from the test crate's own
+//! tokio, and its tasks are counted; with the `tokio` feature and `--cfg tokio_unstable` it is
+//! instrumented (`leakcheck::instrument`), so a leaked task is reported with its spawn site. A
+//! test that drives a `LeakCheck` itself uses `#[leakcheck::isolated]`: the same process of
+//! its own, with no check around it.
+//!
+//! A failure points at the test's own `file:line`, with no frames of the harness. A project
+//! file, `.config/leakcheck.toml` at the package or workspace root, sets the arguments'
+//! defaults for a whole suite and per test path (`[[overrides]]` with `tests = "GLOB"`), and
+//! `LEAKCHECK=warn` (or `mode = "warn"` there) lets leaking tests pass while their reports and
+//! a summary are shown: see the README's "Switching it on across an existing suite".
 //!
 //! A `Guard` or `LeakCheck` used without the attribute in a test that shares its process with
 //! other running tests never passes on counts it cannot trust: its threads, fds, children and
@@ -82,14 +90,15 @@
 //! # Platforms
 //!
 //! Threads, fds and child processes are read from `/proc/self` on Linux. Elsewhere the crate
-//! compiles and reports them as not measured, never as a made-up zero. Tokio tasks (feature
-//! `tokio`, on by default) and the heap (`CountingAlloc`) are counted on every platform.
+//! compiles and reports them as not measured, never as a made-up zero. Tokio tasks (an async
+//! `#[leakcheck::test]`, or `LeakCheck::tasks` with the `tokio` feature) and the heap (`CountingAlloc`) are counted on every platform.
 
 #![warn(missing_docs)]
 
 mod alloc;
 mod attribute;
 mod check;
+mod config;
 mod context;
 mod filter;
 mod finding;
@@ -105,6 +114,7 @@ mod serialize;
 mod settle;
 mod source;
 mod sys;
+mod warn;
 
 pub use alloc::{CountingAlloc, HeapStats};
 

@@ -126,6 +126,11 @@ impl Protocol {
         settle::blocking(self.settler(), || self.snapshot())
     }
 
+    /// Lets the resources settle towards this stage's target, with `wait` in between.
+    pub(crate) fn settle_waiting(&self, wait: &mut dyn FnMut(std::time::Duration)) -> Settled {
+        settle::waiting(self.settler(), || self.snapshot(), wait)
+    }
+
     /// Lets the resources settle, awaiting on the runtime in between.
     #[cfg(feature = "tokio")]
     pub(crate) async fn settle_async(&self) -> Settled {
@@ -245,14 +250,17 @@ impl Protocol {
             return line;
         };
         let transients = self.warmup_transients(i, source, end.get(i)) as i64;
+        let uncounted = source.uncounted(b0.get(i), b1.map(|s| s.get(i)), end.get(i));
+        let (b0_level, end_level) = (b0_level - uncounted.b0, end_level - uncounted.end);
         let series = Series {
             base: (b0_level - transients).max(0),
-            b1: b1.and_then(|s| s.get(i).level()),
+            b1: b1.and_then(|s| s.get(i).level()).map(|l| l - uncounted.b1),
             end: end_level,
             cycles: self.plan.cycles,
             samples: &self.samples[i],
         };
         let judged = source.judge(&series);
+        line.own_lines = uncounted.lines;
         line.start = b0_level;
         line.end = end_level;
         line.growth = judged.growth;

@@ -30,6 +30,9 @@ pub(crate) struct Line {
     pub(crate) unit: Unit,
     /// Live bytes at the baseline and at the end, for the heap.
     pub(crate) bytes: Option<(i64, i64)>,
+    /// Lines of their own after this one, for what the check did not count (`global: 2 threads
+    /// created once by …`).
+    pub(crate) own_lines: Vec<String>,
 }
 
 impl Line {
@@ -46,6 +49,7 @@ impl Line {
             style,
             unit,
             bytes: None,
+            own_lines: Vec::new(),
         }
     }
 
@@ -227,6 +231,14 @@ impl Report {
         self.lines.iter().find(|l| l.resource == r)
     }
 
+    /// The lines of their own of every resource (`global: …`), after the figures.
+    fn write_own_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in self.lines.iter().flat_map(|l| &l.own_lines) {
+            write!(f, "\n  {line}")?;
+        }
+        Ok(())
+    }
+
     fn write_notes(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for note in &self.notes {
             write!(f, "\n  note: {note}")?;
@@ -281,6 +293,7 @@ impl fmt::Display for Report {
                     )?,
                 }
             }
+            self.write_own_lines(f)?;
             return self.write_notes(f);
         }
         let what = match (leaked, failed) {
@@ -321,6 +334,7 @@ impl fmt::Display for Report {
                 }
             }
         }
+        self.write_own_lines(f)?;
         if leaked && self.budget_ran_out {
             write!(
                 f,

@@ -108,14 +108,21 @@ impl Settler<'_> {
 }
 
 /// Takes snapshots until they settle, sleeping the calling thread in between.
-pub(crate) fn blocking(
+pub(crate) fn blocking(settler: Settler<'_>, snapshot: impl FnMut() -> Snapshot) -> Settled {
+    waiting(settler, snapshot, &mut std::thread::sleep)
+}
+
+/// Takes snapshots until they settle, with `wait` in between (an async `#[leakcheck::test]`
+/// waits on its runtime, so that the runtime's tasks run meanwhile).
+pub(crate) fn waiting(
     mut settler: Settler<'_>,
     mut snapshot: impl FnMut() -> Snapshot,
+    wait: &mut dyn FnMut(Duration),
 ) -> Settled {
     loop {
         match settler.step(snapshot()) {
             Step::Done(settled) => return settled,
-            Step::Wait(d) => std::thread::sleep(d),
+            Step::Wait(d) => wait(d),
         }
     }
 }

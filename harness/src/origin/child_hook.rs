@@ -39,7 +39,7 @@ type Fork = unsafe extern "C" fn() -> libc::pid_t;
 /// Records the caller's backtrace for child `pid`.
 #[inline(always)]
 fn spawned(pid: libc::pid_t) {
-    if pid <= 0 {
+    if pid <= 0 || !table::recording() {
         return;
     }
     let Some(_inside) = table::enter() else {

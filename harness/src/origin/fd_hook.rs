@@ -145,7 +145,7 @@ type OpenDir = unsafe extern "C" fn(*const c_char) -> *mut libc::DIR;
 /// Records the caller's backtrace for a new `fd` (nothing for a failed call).
 #[inline(always)]
 fn created(fd: c_int) {
-    if fd < 0 || fd as usize >= FDS || FORKED.load(Ordering::Relaxed) {
+    if fd < 0 || fd as usize >= FDS || FORKED.load(Ordering::Relaxed) || !table::recording() {
         return;
     }
     let Some(_inside) = table::enter() else {

@@ -8,6 +8,15 @@
 //! outermost (`recommended_watcher`) only led to it. tokio's frames are skipped as internals:
 //! a tokio worker or blocking thread is named by the user code that started the runtime or
 //! the blocking call.
+//!
+//! The same frames classify a creation, for any source that records one (threads here; fds and
+//! child processes where their creation is recorded):
+//! - made inside a one-time initializer (std's `Once`, `OnceLock`, `LazyLock`, `once_cell`,
+//!   `lazy_static`): a process global, made once per process, so it cannot grow per test or
+//!   per cycle ([`Site::once_global`] names it by the initializer);
+//! - made by which function ([`Site::created_by`]): the innermost frame that is not std or the
+//!   C library, the function path an unnamed thread is labelled by and `ignore_created_by`
+//!   matches.
 
 use std::fmt;
 
@@ -40,6 +49,17 @@ pub(crate) struct Site {
     pub(crate) user: Option<Frame>,
     /// The innermost library frame inside the user's call, if a library made the thread.
     pub(crate) library: Option<Frame>,
+    /// The innermost frame of a one-time initializer (`Once::call_once`, `OnceLock::initialize`,
+    /// `LazyLock::force`, `once_cell::imp::OnceCell::initialize`, `lazy_static::lazy::Lazy::get`)
+    /// the creation ran inside, if any.
+    pub(crate) initializer: Option<Frame>,
+    /// What that initializer ran: the outermost frame of code other than std inside it (the
+    /// closure given to `call_once` or `get_or_init`, a `LazyLock`'s function), else the frame
+    /// that called the initializer.
+    pub(crate) initialized_by: Option<Frame>,
+    /// The innermost frame that is neither std, the C library nor the harness: the function
+    /// that created it.
+    pub(crate) creator: Option<Frame>,
 }
 
 impl Site {
@@ -47,11 +67,92 @@ impl Site {
     pub(crate) fn pick(frames: &[Frame]) -> Site {
         let user_at = frames.iter().position(|f| kind(f) == Kind::User);
         let inner = &frames[..user_at.unwrap_or(frames.len())];
+        let init_at = frames.iter().position(is_initializer);
+        let code = |f: &&Frame| kind(f) != Kind::Plumbing && !is_initializer(f) && !is_harness(f);
+        let initialized_by = init_at.and_then(|i| {
+            let inside = frames[..i].iter().rev().find(code);
+            inside
+                .or_else(|| frames[i + 1..].iter().find(code))
+                .cloned()
+        });
         Site {
             user: user_at.map(|i| frames[i].clone()),
             library: inner.iter().find(|f| kind(f) == Kind::Library).cloned(),
+            initializer: init_at.map(|i| frames[i].clone()),
+            initialized_by,
+            creator: frames.iter().find(code).cloned(),
         }
     }
+
+    /// For a creation inside a one-time initializer, what names it as a process global:
+    /// `rayon_core::registry::set_global_registry` (the function whose initializer made it),
+    /// else the library that made it, else the initializer itself. `None` for any other
+    /// creation.
+    pub(crate) fn once_global(&self) -> Option<String> {
+        let init = self.initializer.as_ref()?;
+        let by = [&self.initialized_by, &self.library, &self.creator]
+            .into_iter()
+            .flatten()
+            .chain([init])
+            .find_map(|f| f.name.as_deref())
+            .unwrap_or("a one-time initializer");
+        Some(function(by).to_owned())
+    }
+
+    /// The path of the function that created it (`threadpool::spawn_in_pool`), without
+    /// closure suffixes; `None` where no frame of Rust code other than std is known.
+    pub(crate) fn created_by(&self) -> Option<&str> {
+        self.creator.as_ref()?.name.as_deref().map(function)
+    }
+}
+
+/// The harness's own frames (the hook's capture among them), which never created anything a
+/// user made.
+fn is_harness(frame: &Frame) -> bool {
+    let name = frame.name.as_deref().unwrap_or("");
+    crate_of(name) == "leakcheck" && !name.contains("::tests::")
+}
+
+/// Whether a frame belongs to a one-time initializer: std's `Once` (`call_once`,
+/// `call_once_force`, the platform `Once::call` underneath), `OnceLock`'s and `LazyLock`'s
+/// initialisation, `once_cell`'s synchronised cells and `lazy_static`. Matched on the function
+/// path with generic arguments and closure suffixes taken out, so that the module std keeps
+/// them in (it has moved between releases) does not matter.
+pub(crate) fn is_initializer(frame: &Frame) -> bool {
+    let Some(name) = frame.name.as_deref() else {
+        return false;
+    };
+    let path = without_generics(function(name));
+    let path = path.as_str();
+    let std_once = [
+        "::Once::call_once",
+        "::Once::call_once_force",
+        "::Once::call",
+        "::OnceLock::initialize",
+        "::OnceLock::get_or_init",
+        "::OnceLock::get_or_try_init",
+        "::LazyLock::force",
+    ];
+    (path.starts_with("std::") && std_once.iter().any(|tail| path.ends_with(tail)))
+        || path.starts_with("once_cell::imp::")
+        || path.starts_with("once_cell::sync::")
+        || path.starts_with("lazy_static::lazy::Lazy::get")
+}
+
+/// A path with every `<…>` (generic arguments, `<T as Trait>`) taken out:
+/// `std::sync::once_lock::OnceLock<T>::initialize` → `std::sync::once_lock::OnceLock::initialize`.
+fn without_generics(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut depth = 0usize;
+    for c in path.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 impl fmt::Display for Site {

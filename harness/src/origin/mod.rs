@@ -4,31 +4,34 @@
 //! the failure path only, for the threads and tasks a report names: a clean check never
 //! resolves a symbol or reads a thread's state.
 //!
-//! - `spawn_hook` (feature `spawn-sites`, Linux with glibc): every thread creation of the
-//!   process records its return addresses, unresolved.
-//! - `table`: the lock-free static tables those hooks record into.
+//! - `spawn_hook` (feature `origins`, on by default; Linux with glibc): every thread creation
+//!   of the process records its return addresses, unresolved, and its creator's kernel name,
+//!   from the moment a check turns recording on ([`enable`]).
 //! - `fd_hook`, `child_hook` (the same feature, on x86_64 and aarch64): every fd- and
-//!   process-creating call of the C library records its return addresses by fd number / pid.
-//! - `frames`: from those, the user's own `file:line` and the library frame that made the
-//!   thread.
+//!   process-creating call of the C library records its return addresses by fd number / pid,
+//!   from the same moment.
+//! - `table`: the lock-free static tables those hooks record into, and the switch that turns
+//!   recording on.
+//! - `frames`: from those, the user's own `file:line`, the library frame that made the
+//!   item, the function that created it and whether a one-time initializer did.
 //! - `resolve`: addresses to frames and a site, once per distinct backtrace, for every kind.
 //! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`.
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
 //!   runtime.
 
-#[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod child_hook;
-#[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod fd_hook;
-#[cfg_attr(not(spawn_sites), allow(dead_code))]
+#[cfg_attr(not(origins), allow(dead_code))]
 mod frames;
-#[cfg(spawn_sites)]
+#[cfg(origins)]
 mod resolve;
-#[cfg(spawn_sites)]
+#[cfg(origins)]
 mod spawn_hook;
 #[cfg(target_os = "linux")]
 mod state;
-#[cfg(spawn_sites)]
+#[cfg(origins)]
 mod table;
 #[cfg(all(feature = "tokio", tokio_unstable))]
 pub(crate) mod tasks;
@@ -36,11 +39,15 @@ pub(crate) mod tasks;
 #[cfg(all(feature = "tokio", tokio_unstable))]
 pub use tasks::{instrument, instrument_with};
 
+/// Turns creation sites off at run time when set to `0`.
+#[cfg_attr(not(origins), allow(dead_code))]
+const ORIGINS_ENV: &str = "LEAKCHECK_ORIGINS";
+
 /// Where a thread was created and what it is doing, as far as this build can tell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ThreadOrigin {
     /// `spawned at tests/a.rs:12`, `spawn site not recorded (…)`; `None` without the
-    /// `spawn-sites` feature.
+    /// `origins` feature.
     pub(crate) site: Option<String>,
     /// `blocked in futex`; `None` where it cannot be read.
     pub(crate) state: Option<String>,
@@ -48,9 +55,30 @@ pub(crate) struct ThreadOrigin {
     pub(crate) backtrace: Vec<String>,
 }
 
-/// What this build knows of thread `tid`: the spawn site (with `spawn-sites`) and the state.
+/// What the creation of one live thread says about it, where it was recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Creation {
+    /// `spawned at tests/a.rs:12 via …`.
+    pub(crate) site: String,
+    /// Every resolved frame (`function at file:line`), innermost first.
+    pub(crate) backtrace: Vec<String>,
+    /// Made inside a one-time initializer: the name of its `global:` line.
+    pub(crate) global: Option<String>,
+    /// The path of the function that created it.
+    pub(crate) created_by: Option<String>,
+    /// Its kernel name is still the one it inherited from its creator: it never named itself.
+    pub(crate) unnamed: bool,
+}
+
+/// What this build knows of thread `tid`: the spawn site (with `origins`) and the state.
 pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
-    let (site, backtrace) = match spawn_site(tid) {
+    // Without `spawn-sites` the site is recorded and classified but not shown.
+    let shown = if cfg!(spawn_sites) {
+        spawn_site(tid)
+    } else {
+        None
+    };
+    let (site, backtrace) = match shown {
         Some((site, backtrace)) => (Some(site), backtrace),
         None => (None, Vec::new()),
     };
@@ -61,84 +89,168 @@ pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
     }
 }
 
+/// Starts recording thread, fd and child-process creations, unless `LEAKCHECK_ORIGINS=0` or this build records
+/// none. Every check calls it: threads created before the first check of a process have no
+/// recorded site.
+pub(crate) fn enable() {
+    #[cfg(origins)]
+    {
+        static DECIDED: std::sync::Once = std::sync::Once::new();
+        DECIDED.call_once(|| {
+            if !origins_off() {
+                table::enable();
+            }
+        });
+    }
+}
+
 /// The spawn site of thread `tid` and its full resolved backtrace, or `None` where this build
 /// records no spawn sites.
-#[cfg(spawn_sites)]
 fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
-    let Some(ips) = spawn_hook::spawn_ips(tid) else {
-        let why = if spawn_hook::hook_seen() {
-            "spawn site not recorded: started before the hook, not through pthread_create, \
-             or beyond the table's live threads"
+    #[cfg(origins)]
+    {
+        if let Some(creation) = creation(tid) {
+            return Some((creation.site, creation.backtrace));
+        }
+        let why = if origins_off() {
+            "spawn site not recorded: LEAKCHECK_ORIGINS=0"
+        } else if spawn_hook::hook_seen() {
+            "spawn site not recorded: started before the first check, not through \
+             pthread_create, or beyond the table's live threads"
         } else {
             "spawn site not recorded: the pthread_create hook is not linked in"
         };
-        return Some((why.to_owned(), Vec::new()));
-    };
-    let resolved = resolve::resolve(&ips);
-    Some((
-        resolved.describe(resolve::Verb::Spawned),
-        resolved.backtrace(),
-    ))
+        Some((why.to_owned(), Vec::new()))
+    }
+    #[cfg(not(origins))]
+    {
+        let _ = tid;
+        None
+    }
 }
 
-#[cfg(not(spawn_sites))]
-fn spawn_site(_tid: u32) -> Option<(String, Vec<String>)> {
-    None
+/// What the recorded creation of thread `tid` says, or `None` where it was not recorded (or
+/// this build records nothing).
+pub(crate) fn creation(tid: u32) -> Option<Creation> {
+    #[cfg(origins)]
+    {
+        let record = spawn_hook::spawn_record(tid)?;
+        let unnamed = !record.creator_name.is_empty()
+            && crate::sys::thread_name(tid).is_some_and(|n| n.as_bytes() == record.creator_name);
+        // `resolve` resolves each distinct list of addresses once per process.
+        let known = resolve_creation(&record.ips);
+        Some(Creation { unnamed, ..known })
+    }
+    #[cfg(not(origins))]
+    {
+        let _ = tid;
+        None
+    }
 }
 
-/// Where fd `fd` was created (`opened at src/a.rs:9`) and the full resolved backtrace; `None`
-/// where this build records no fd sites.
-pub(crate) fn fd_origin(_fd: u32) -> Option<(String, Vec<String>)> {
-    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(origins)]
+fn resolve_creation(ips: &[usize]) -> Creation {
+    let resolved = resolve::resolve(ips);
+    Creation {
+        global: resolved.site.once_global(),
+        created_by: resolved.site.created_by().map(str::to_owned),
+        site: resolved.describe(resolve::Verb::Spawned),
+        backtrace: resolved.backtrace(),
+        unnamed: false,
+    }
+}
+
+/// True where `LEAKCHECK_ORIGINS=0` turned recording off.
+#[cfg(origins)]
+fn origins_off() -> bool {
+    std::env::var_os(ORIGINS_ENV).is_some_and(|v| v == "0")
+}
+
+/// Where fd `fd` was created (`opened at src/a.rs:9`), the full resolved backtrace, and the
+/// `global:` name where a one-time initializer made it; `None` where this build records no
+/// fd sites.
+pub(crate) fn fd_origin(_fd: u32) -> Option<Made> {
+    #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let Some(ips) = fd_hook::fd_ips(_fd) else {
-            let why = if fd_hook::hook_seen() {
-                "open site not recorded: made by a call the hooks do not see (inside glibc, a \
-                 raw syscall, a shared library) or numbered beyond the table"
+            let why = if origins_off() {
+                "open site not recorded: LEAKCHECK_ORIGINS=0"
+            } else if fd_hook::hook_seen() {
+                "open site not recorded: opened before the first check, by a call the hooks \
+                 do not see (inside glibc, a raw syscall, a shared library) or numbered beyond \
+                 the table"
             } else {
                 "open site not recorded: the fd hooks are not linked in"
             };
-            return Some((why.to_owned(), Vec::new()));
+            return Some(Made::unrecorded(why));
         };
-        let resolved = resolve::resolve(&ips);
-        Some((
-            resolved.describe(resolve::Verb::Opened),
-            resolved.backtrace(),
-        ))
+        Some(Made::from(resolve::resolve(&ips), resolve::Verb::Opened))
     }
-    #[cfg(not(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(origins, any(target_arch = "x86_64", target_arch = "aarch64"))))]
     None
 }
 
-/// Where child process `pid` was spawned (`spawned at src/a.rs:9`) and the full resolved
-/// backtrace; `None` where this build records no child sites.
-pub(crate) fn child_origin(_pid: u32) -> Option<(String, Vec<String>)> {
-    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+/// Where child process `pid` was spawned (`spawned at src/a.rs:9`), the full resolved
+/// backtrace and the `global:` name where a one-time initializer spawned it; `None` where this
+/// build records no child sites.
+pub(crate) fn child_origin(_pid: u32) -> Option<Made> {
+    #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let Some(ips) = child_hook::child_ips(_pid) else {
-            let why = if child_hook::hook_seen() {
-                "spawn site not recorded: not spawned through posix_spawn or fork, or its \
-                 entry was taken by a later child"
+            let why = if origins_off() {
+                "spawn site not recorded: LEAKCHECK_ORIGINS=0"
+            } else if child_hook::hook_seen() {
+                "spawn site not recorded: spawned before the first check, not through \
+                 posix_spawn or fork, or its entry was taken by a later child"
             } else {
                 "spawn site not recorded: the process hooks are not linked in"
             };
-            return Some((why.to_owned(), Vec::new()));
+            return Some(Made::unrecorded(why));
         };
-        let resolved = resolve::resolve(&ips);
-        Some((
-            resolved.describe(resolve::Verb::Spawned),
-            resolved.backtrace(),
-        ))
+        Some(Made::from(resolve::resolve(&ips), resolve::Verb::Spawned))
     }
-    #[cfg(not(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(origins, any(target_arch = "x86_64", target_arch = "aarch64"))))]
     None
+}
+
+/// Where an fd or a child process was made, as a report shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Made {
+    /// `opened at src/a.rs:9`, `spawned at …`, or why it is not known.
+    pub(crate) site: String,
+    /// Every resolved frame (`function at file:line`), innermost first.
+    pub(crate) backtrace: Vec<String>,
+    /// Made inside a one-time initializer: the name of its `global:` line.
+    pub(crate) global: Option<String>,
+}
+
+#[cfg_attr(
+    not(all(origins, any(target_arch = "x86_64", target_arch = "aarch64"))),
+    allow(dead_code)
+)]
+impl Made {
+    fn unrecorded(why: &str) -> Made {
+        Made {
+            site: why.to_owned(),
+            ..Made::default()
+        }
+    }
+
+    #[cfg(origins)]
+    fn from(resolved: resolve::Resolved, verb: resolve::Verb) -> Made {
+        Made {
+            site: resolved.describe(verb),
+            backtrace: resolved.backtrace(),
+            global: resolved.site.once_global(),
+        }
+    }
 }
 
 /// Keeps the creation hooks in the link (see `spawn_hook::keep_linked`).
 pub(crate) fn keep_linked() {
-    #[cfg(spawn_sites)]
+    #[cfg(origins)]
     spawn_hook::keep_linked();
-    #[cfg(all(spawn_sites, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         fd_hook::keep_linked();
         child_hook::keep_linked();
@@ -168,6 +280,7 @@ mod tests {
 
     #[test]
     fn a_planted_thread_is_named_by_its_spawn_line() {
+        enable();
         let (tid_tx, tid_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let line = line!() + 1;
@@ -204,8 +317,8 @@ mod tests {
         assert_eq!(
             thread_origin(main).site.as_deref(),
             Some(
-                "spawn site not recorded: started before the hook, not through pthread_create, \
-                 or beyond the table's live threads"
+                "spawn site not recorded: started before the first check, not through \
+                 pthread_create, or beyond the table's live threads"
             )
         );
     }

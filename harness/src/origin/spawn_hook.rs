@@ -21,6 +21,14 @@
 //!
 //! The table (`table.rs`, claimed entries keyed by tid) holds [`SLOTS`] live threads; beyond
 //! that, new threads are created as usual and go unrecorded.
+//!
+//! Recording is off until a check asks for it (`table::enable`): a test binary that links the
+//! hook but runs no check (the parent of isolated tests, a suite's other tests) pays one atomic
+//! load per thread creation and nothing else.
+//!
+//! Each entry also keeps the creating thread's kernel name at the moment of creation: on Linux a
+//! new thread inherits it, so a thread whose name still equals it never named itself (an unnamed
+//! thread made on a test's thread would otherwise read as the test's name).
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +52,9 @@ static TABLE: Table<SLOTS> = Table::new();
 /// The start routine and argument the caller gave for the thread of each entry.
 static STARTS: [(AtomicUsize, AtomicUsize); SLOTS] =
     [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; SLOTS];
+/// The creating thread's kernel name (`comm`, 16 bytes with its NUL) for each entry.
+static CREATORS: [[AtomicU64; 2]; SLOTS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; SLOTS];
 /// glibc's `pthread_create`, once looked up.
 static REAL: AtomicUsize = AtomicUsize::new(0);
 /// The thread-specific-data key whose destructor frees a thread's slot: 0 until made, then
@@ -71,11 +82,15 @@ pub unsafe extern "C" fn pthread_create(
         return real(thread, attr, start, arg);
     };
     SEEN.fetch_add(1, Ordering::Relaxed);
-    match init_once().then(|| TABLE.claim()).flatten() {
+    match (table::recording() && init_once())
+        .then(|| TABLE.claim())
+        .flatten()
+    {
         None => real(thread, attr, start, arg),
         Some(index) => {
             let entry = TABLE.entry(index);
             entry.capture();
+            record_creator(index);
             STARTS[index].0.store(start as usize, Ordering::Relaxed);
             STARTS[index].1.store(arg as usize, Ordering::Relaxed);
             // SAFETY: same calling convention; `trampoline` only unwinds what `start` unwinds.
@@ -176,11 +191,46 @@ fn key() -> Option<libc::pthread_key_t> {
     }
 }
 
-/// The return addresses recorded when thread `tid` was created, innermost first, or `None`
-/// when it has no entry (created before the hook, outside `pthread_create`, or the table was
+/// Stores the calling (creating) thread's kernel name for entry `index`.
+fn record_creator(index: usize) {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes (NUL included) into the buffer.
+    if unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } != 0 {
+        name = [0; 16];
+    }
+    let (lo, hi) = name.split_at(8);
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+    CREATORS[index][0].store(word(lo), Ordering::Relaxed);
+    CREATORS[index][1].store(word(hi), Ordering::Relaxed);
+}
+
+/// What the hook recorded of one thread's creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Return addresses, innermost first.
+    pub(crate) ips: Vec<usize>,
+    /// The creating thread's kernel name at the time, without the NUL (empty when unknown).
+    pub(crate) creator_name: Vec<u8>,
+}
+
+/// What was recorded when thread `tid` was created, or `None` when it has no entry (created
+/// before the hook or before recording was enabled, outside `pthread_create`, or the table was
 /// full).
-pub(crate) fn spawn_ips(tid: u32) -> Option<Vec<usize>> {
-    TABLE.find(tid)
+pub(crate) fn spawn_record(tid: u32) -> Option<Record> {
+    let (index, ips) = TABLE.find_index(tid)?;
+    let mut name = [0u8; 16];
+    name[..8].copy_from_slice(&CREATORS[index][0].load(Ordering::Relaxed).to_ne_bytes());
+    name[8..].copy_from_slice(&CREATORS[index][1].load(Ordering::Relaxed).to_ne_bytes());
+    // The name was written before the entry was published; an entry reused since the find
+    // would have other addresses or another key.
+    if TABLE.get(index, tid, None).as_ref() != Some(&ips) {
+        return None;
+    }
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(Record {
+        ips,
+        creator_name: name[..end].to_vec(),
+    })
 }
 
 /// True once any thread creation went through the hook: the symbol is linked in and live.
@@ -221,7 +271,7 @@ mod tests {
 
     extern "C" fn tid_and_ips(out: *mut c_void) -> *mut c_void {
         let tid = gettid();
-        let recorded = spawn_ips(tid).map_or(0, |ips| ips.len());
+        let recorded = spawn_record(tid).map_or(0, |r| r.ips.len());
         // SAFETY: `out` points at a (u32, usize) owned by the joining caller.
         unsafe { *(out as *mut (u32, usize)) = (tid, recorded) };
         ptr::null_mut()
@@ -238,15 +288,17 @@ mod tests {
 
     #[test]
     fn a_thread_is_recorded_while_alive_and_forgotten_when_it_returns() {
+        table::enable();
         let mut out = (0u32, 0usize);
         raw_thread(tid_and_ips, &mut out as *mut _ as *mut c_void);
         let (tid, recorded) = out;
         assert!(recorded > 2, "the thread saw {recorded} recorded frames");
-        assert_eq!(spawn_ips(tid), None, "tid {tid} still has an entry");
+        assert_eq!(spawn_record(tid), None, "tid {tid} still has an entry");
     }
 
     #[test]
     fn a_thread_ended_by_pthread_exit_leaves_no_stale_entry() {
+        table::enable();
         let mut out = (0u32, 0usize);
         // SAFETY: same calling convention (see `trampoline`).
         let start = unsafe {
@@ -257,7 +309,7 @@ mod tests {
         raw_thread(start, &mut out as *mut _ as *mut c_void);
         assert_ne!(out.0, 0);
         assert_eq!(
-            spawn_ips(out.0),
+            spawn_record(out.0),
             None,
             "a reused tid would inherit this entry"
         );

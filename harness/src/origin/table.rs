@@ -21,7 +21,7 @@
 //! while it copied (a seqlock): a concurrent rewrite is discarded, never mixed in.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Return addresses kept per entry, innermost first (the hook's own frames included).
 pub(crate) const FRAMES: usize = 40;
@@ -171,8 +171,17 @@ impl<const N: usize> Table<N> {
     }
 
     /// The addresses of the live entry keyed `key`, found by a scan (claimed entries).
+    #[cfg(test)]
     pub(crate) fn find(&self, key: u32) -> Option<Vec<usize>> {
-        self.entries.iter().find_map(|entry| entry.read(key, None))
+        self.find_index(key).map(|(_, ips)| ips)
+    }
+
+    /// The index and addresses of the live entry keyed `key`, found by a scan.
+    pub(crate) fn find_index(&self, key: u32) -> Option<(usize, Vec<usize>)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, entry)| Some((i, entry.read(key, None)?)))
     }
 
     /// Records the caller's backtrace at `index` under `key` and `tag`, replacing what was
@@ -218,6 +227,21 @@ impl<const N: usize> Table<N> {
     pub(crate) fn get(&self, index: usize, key: u32, tag: Option<u64>) -> Option<Vec<usize>> {
         self.entries.get(index)?.read(key, tag)
     }
+}
+
+/// Whether the hooks record (see [`enable`]).
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Starts recording creations of every kind from now on. Items created before are not
+/// recorded (a report says so).
+pub(crate) fn enable() {
+    RECORDING.store(true, Ordering::Relaxed);
+}
+
+/// True once a check has turned recording on: every hook asks before it records.
+#[inline(always)]
+pub(crate) fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
 }
 
 thread_local! {

@@ -64,9 +64,11 @@ impl Source for Children {
         let mut backtraces: HashMap<String, Vec<String>> = HashMap::new();
         for pid in added(b0.ids(), end.ids()) {
             let (command, state) = sys::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
-            let site = origin::child_origin(pid).map(|(site, backtrace)| {
-                backtraces.entry(site.clone()).or_insert(backtrace);
-                site
+            let site = origin::child_origin(pid).map(|made| {
+                backtraces
+                    .entry(made.site.clone())
+                    .or_insert(made.backtrace);
+                made.site
             });
             let group = groups.entry((command, site)).or_default();
             group.0 += 1;

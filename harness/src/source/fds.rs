@@ -68,9 +68,11 @@ impl Source for Fds {
             if self.ignores(&label) {
                 continue;
             }
-            let origin = origin::fd_origin(fd).map(|(site, backtrace)| {
-                backtraces.entry(site.clone()).or_insert(backtrace);
-                site
+            let origin = origin::fd_origin(fd).map(|made| {
+                backtraces
+                    .entry(made.site.clone())
+                    .or_insert(made.backtrace);
+                made.site
             });
             fds.push((label, origin));
         }

@@ -24,6 +24,7 @@ mod fds;
 mod heap;
 mod ignored;
 mod probe;
+mod task_count;
 #[cfg(feature = "tokio")]
 mod tasks;
 mod threads;
@@ -32,6 +33,7 @@ pub(crate) use children::Children;
 pub(crate) use fds::Fds;
 pub(crate) use heap::Heap;
 pub(crate) use probe::Probe;
+pub(crate) use task_count::TaskCount;
 #[cfg(feature = "tokio")]
 pub(crate) use tasks::Tasks;
 pub(crate) use threads::Threads;
@@ -117,11 +119,32 @@ pub(crate) trait Source: Send + Sync {
         }
     }
 
+    /// What the check leaves out of the counts once the readings are in, decided from what
+    /// the items are rather than from their names: how many of the ids of B0, B1 (if any) and
+    /// the end are not counted, and the lines of their own the report shows for them (threads
+    /// made by a one-time initializer: `global: 2 threads created once by …`). Called once per
+    /// check, on the settled readings. Default: nothing is left out.
+    fn uncounted(&self, b0: &Reading, b1: Option<&Reading>, end: &Reading) -> Uncounted {
+        let _ = (b0, b1, end);
+        Uncounted::default()
+    }
+
     /// Turns the settled readings of a check into a verdict and a growth. Default: the
     /// halves rule (see [`halves`]).
     fn judge(&self, series: &Series<'_>) -> Judged {
         halves(series)
     }
+}
+
+/// See [`Source::uncounted`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Uncounted {
+    /// Ids left out of B0, B1 and the end.
+    pub(crate) b0: i64,
+    pub(crate) b1: i64,
+    pub(crate) end: i64,
+    /// Lines of their own for the report, without indentation.
+    pub(crate) lines: Vec<String>,
 }
 
 /// The label of an item that went away between the listing and the reading of its name.

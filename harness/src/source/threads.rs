@@ -1,32 +1,125 @@
 //! OS threads of this process (Linux: `/proc/self/task`), named as the kernel shows them, and
-//! for a report, by what they are doing and (feature `spawn-sites`) where they were created.
+//! for a report, by what they are doing and (feature `origins`) where they were created.
+//!
+//! With creation sites recorded, what a thread's creation says decides how it is counted:
+//! - made inside a one-time initializer (a pool in a `OnceLock`, `LazyLock`, `Once`,
+//!   `once_cell`, `lazy_static`): a process global, made once per process, so it is not
+//!   counted and the report gives it a line of its own (`global: 2 threads created once by
+//!   …`). `strict` counts it again, and so does growth of such threads from one half of the
+//!   measured cycles to the next (a global cannot grow per cycle: one that does is not one);
+//! - made by a function that `ignore_created_by` matches: not counted, as `ignore_thread`
+//!   does by name;
+//! - still bearing the kernel name it inherited from its creator (Linux copies it to a new
+//!   thread; in a test, the test's own name): shown as `unnamed thread created by PATH`.
+//!
+//! Resolving a creation costs 20–300 µs, and the first one of a process loads the debug info
+//! (65 ms to seconds on a loaded machine), so it never happens while settling, where it would
+//! eat the budget: settling leaves out only threads already classified, and the settled
+//! readings are classified once. A test that makes a global the first time therefore waits out
+//! its settle budget once, then passes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::filter::Filter;
-use crate::origin;
+use crate::origin::{self, Creation};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
-use crate::source::{added, Item, Reading, Source, Style, GONE};
+use crate::source::{added, Item, Reading, Source, Style, Uncounted, GONE};
 use crate::sys::{self, Listing};
 
 /// Threads by id; labelled with their name (at most 15 bytes), which thread filters match.
 pub(crate) struct Threads {
     ignored: Ignored,
+    /// `ignore_created_by` globs, matched against the creating function's path.
+    created_by: Filter,
+    /// Whether threads made by a one-time initializer count as any other.
+    strict: bool,
     /// Whether a report shows each group's full creation backtrace.
     backtraces: bool,
     /// Those backtraces, made with the items, for the notes.
     shown: Mutex<Vec<String>>,
+    /// The ids of the first reading (sorted): there before the check, never classified.
+    first: Vec<u32>,
+    /// Per later id: its creation once looked up.
+    seen: Mutex<HashMap<u32, Seen>>,
+    /// Set when threads made by one-time initializers grew over the measured cycles: they are
+    /// counted and listed as any other.
+    globals_grew: AtomicBool,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// `Some` once looked up; `Some(None)` where no creation was recorded.
+    creation: Option<Option<Creation>>,
 }
 
 impl Threads {
-    pub(crate) fn new(filter: Filter, backtraces: bool) -> Self {
+    pub(crate) fn new(filter: Filter, created_by: Filter, strict: bool, backtraces: bool) -> Self {
         Threads {
             ignored: Ignored::new(filter),
+            created_by,
+            strict,
             backtraces,
             shown: Mutex::new(Vec::new()),
+            first: Vec::new(),
+            seen: Mutex::new(HashMap::new()),
+            globals_grew: AtomicBool::new(false),
         }
+    }
+
+    /// Whether what a creation says can change a count in this check.
+    fn classifies(&self) -> bool {
+        cfg!(origins) && (!self.strict || !self.created_by.is_empty())
+    }
+
+    /// The recorded creation of `tid`, looked up once per check.
+    fn creation(&self, tid: u32) -> Option<Creation> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = seen.entry(tid).or_default();
+        entry
+            .creation
+            .get_or_insert_with(|| origin::creation(tid))
+            .clone()
+    }
+
+    /// Whether `tid` is made by a function `ignore_created_by` matches.
+    fn ignored_creator(&self, creation: &Creation) -> bool {
+        !self.created_by.is_empty()
+            && creation
+                .created_by
+                .as_deref()
+                .is_some_and(|by| self.created_by.matches(by))
+    }
+
+    /// Whether a thread new since the first reading is left out of the count: made by an
+    /// ignored function, or (unless `strict`, or such threads grew) a process global.
+    fn uncounted_one(&self, tid: u32, globals_count: bool) -> bool {
+        let Some(creation) = self.creation(tid) else {
+            return false;
+        };
+        self.ignored_creator(&creation)
+            || (!self.strict && !globals_count && creation.global.is_some())
+    }
+
+    /// Ids of `reading` new since the first reading, not ignored by name.
+    fn new_ids<'a>(&'a self, reading: &'a Reading) -> impl Iterator<Item = u32> + 'a {
+        added(&self.first, reading.ids())
+            .filter(|&tid| !sys::thread_name(tid).is_some_and(|name| self.ignored.matches(&name)))
+    }
+
+    /// The process globals among the new ids of `reading`, by the name of their line.
+    fn globals(&self, reading: &Reading) -> Vec<(u32, String)> {
+        self.new_ids(reading)
+            .filter_map(|tid| {
+                let creation = self.creation(tid)?;
+                if self.ignored_creator(&creation) {
+                    return None;
+                }
+                Some((tid, creation.global?))
+            })
+            .collect()
     }
 }
 
@@ -40,6 +133,7 @@ impl Source for Threads {
     }
 
     fn learn(&mut self, first: &Reading) -> bool {
+        self.first = first.ids().to_vec();
         self.ignored.learn(first, sys::thread_name)
     }
 
@@ -55,19 +149,102 @@ impl Source for Threads {
         Style::Quoted
     }
 
-    /// Grouped by name, spawn site (with `spawn-sites`) and state: `"audit-flusher" ×20
-    /// (blocked in futex)`, or with sites one group per line. Sites are resolved and states
-    /// read here only, on the failure path, for the new threads alone.
+    /// Back at the reference, leaving out the threads already known not to be counted
+    /// (process globals, ignored creators); nothing is resolved here.
+    fn settled(&self, now: &Reading, reference: &Reading) -> bool {
+        let (Some(level), Some(target)) = (now.level(), reference.level()) else {
+            return true;
+        };
+        if level <= target || !self.classifies() {
+            return level <= target;
+        }
+        let known: Vec<u32> = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            added(reference.ids(), now.ids())
+                .filter(|tid| seen.get(tid).is_some_and(|s| s.creation.is_some()))
+                .collect()
+        };
+        let left_out = known
+            .into_iter()
+            .filter(|&tid| self.first.binary_search(&tid).is_err())
+            .filter(|&tid| self.uncounted_one(tid, false))
+            .count() as i64;
+        level - left_out <= target
+    }
+
+    fn uncounted(&self, b0: &Reading, b1: Option<&Reading>, end: &Reading) -> Uncounted {
+        if !self.classifies() {
+            return Uncounted::default();
+        }
+        // A global cannot grow per cycle: if the second half of the cycles added such
+        // threads, they are not globals, and count.
+        let grew = b1.is_some_and(|b1| self.globals(end).len() > self.globals(b1).len());
+        self.globals_grew.store(grew, Ordering::Relaxed);
+        let count = |r: &Reading| {
+            self.new_ids(r)
+                .filter(|&tid| self.uncounted_one(tid, grew))
+                .count() as i64
+        };
+        let mut lines = Vec::new();
+        if !self.strict && !grew {
+            let mut groups: Vec<(String, usize)> = Vec::new();
+            for (_, name) in self.globals(end) {
+                match groups.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, k)) => *k += 1,
+                    None => groups.push((name, 1)),
+                }
+            }
+            groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            for (name, n) in groups {
+                let threads = if n == 1 { "thread" } else { "threads" };
+                lines.push(format!("global: {n} {threads} created once by {name}"));
+            }
+        }
+        Uncounted {
+            b0: count(b0),
+            b1: b1.map_or(0, count),
+            end: count(end),
+            lines,
+        }
+    }
+
+    /// Grouped by name, spawn site (with `origins`) and state: `"audit-flusher" ×20
+    /// (blocked in futex)`, or with sites one group per line. A thread that never named
+    /// itself reads `unnamed thread created by PATH`. Sites are resolved and states read here
+    /// only, on the failure path, for the new threads alone.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
         type Key = (String, Option<String>, Option<String>);
+        let grew = self.globals_grew.load(Ordering::Relaxed);
         let mut groups: HashMap<Key, (usize, Vec<String>)> = HashMap::new();
         for tid in added(b0.ids(), end.ids()) {
             let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
             if self.ignores(&name) {
                 continue;
             }
+            let creation = if cfg!(origins) {
+                self.creation(tid)
+            } else {
+                None
+            };
+            if let Some(creation) = &creation {
+                let global = creation.global.is_some() && !self.strict && !grew;
+                if self.ignored_creator(creation) || global {
+                    continue;
+                }
+            }
             let origin = origin::thread_origin(tid);
-            let group = groups.entry((name, origin.site, origin.state)).or_default();
+            let (label, site) = match &creation {
+                Some(c) if c.unnamed => {
+                    let what = match &c.created_by {
+                        Some(by) => format!("unnamed thread created by {by}"),
+                        None => "unnamed thread".to_owned(),
+                    };
+                    let site = origin.site.map_or(what.clone(), |s| format!("{what} {s}"));
+                    (String::new(), Some(site))
+                }
+                _ => (name, origin.site),
+            };
+            let group = groups.entry((label, site, origin.state)).or_default();
             group.0 += 1;
             if group.1.is_empty() {
                 group.1 = origin.backtrace;
@@ -98,9 +275,12 @@ impl Source for Threads {
                 .filter(|(_, bt)| !bt.is_empty())
                 .map(|(item, bt)| {
                     let at = item.origin.as_deref().unwrap_or_default();
+                    let name = match item.label.as_str() {
+                        "" => String::new(),
+                        label => format!("{label:?} "),
+                    };
                     format!(
-                        "threads {:?} {at}, created through:\n      {}",
-                        item.label,
+                        "threads {name}{at}, created through:\n      {}",
                         bt.join("\n      ")
                     )
                 })

@@ -40,4 +40,10 @@ fn heap_is_a_flag() {}
 #[leakcheck_macros::isolated(heap)]
 fn isolated_does_not_count() {}
 
+#[leakcheck_macros::test(strict = true)]
+fn strict_is_a_flag() {}
+
+#[leakcheck_macros::test(ignore_created_by = "threadpool::[")]
+fn created_by_invalid_glob() {}
+
 fn main() {}

@@ -13,4 +13,14 @@ async fn zero_workers() {}
 #[leakcheck_macros::test(flavor = current_thread)]
 async fn flavor_not_a_string() {}
 
+
+#[leakcheck_macros::test(start_paused = true)]
+fn paused_sync() {}
+
+#[leakcheck_macros::test(start_paused = 1)]
+async fn paused_not_a_bool() {}
+
+#[leakcheck_macros::test(crate = "not a path")]
+async fn crate_not_a_path() {}
+
 fn main() {}
