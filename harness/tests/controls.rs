@@ -138,10 +138,27 @@ fn leak_verdict_arrives_within_twice_the_budget() {
         settled <= 2 * BUDGET + Duration::from_millis(100),
         "settling took {settled:?} for a budget of {BUDGET:?}"
     );
+    // Parked threads wait with no end: no settle budget would help, and none is advised.
+    let text = leak.to_string();
+    assert!(!text.contains("settle budget"), "{text}");
+    assert!(!text.contains("settle_ms"), "{text}");
+}
+
+#[leakcheck::isolated]
+fn a_leak_whose_end_cannot_be_told_names_the_budget_that_ran_out() {
+    let planted = Planted::new();
+    let dir = std::env::temp_dir().join(format!("leakcheck-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kept.log");
+    std::fs::write(&path, b"").unwrap();
+    let path = path.to_str().unwrap();
+    let leak = check().run(|| planted.forgotten_fd(path)).unwrap_err();
     assert!(
         leak.to_string().contains("waited the whole settle budget"),
         "{leak}"
     );
+    drop(planted);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ---- clean cases ------------------------------------------------------------------------

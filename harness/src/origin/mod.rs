@@ -8,7 +8,8 @@
 //!   process records its return addresses, unresolved.
 //! - `frames`: from those, the user's own `file:line` and the library frame that made the
 //!   thread.
-//! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`.
+//! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`, and when a timed
+//!   wait ends.
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
 //!   runtime.
 
@@ -24,6 +25,34 @@ pub(crate) mod tasks;
 #[cfg(all(feature = "tokio", tokio_unstable))]
 pub use tasks::{instrument, instrument_with};
 
+#[cfg(target_os = "linux")]
+pub(crate) use state::Timed;
+#[cfg(not(target_os = "linux"))]
+pub(crate) use timed_elsewhere::Timed;
+
+/// No thread state is read off Linux: a timed wait is never seen.
+#[cfg(not(target_os = "linux"))]
+mod timed_elsewhere {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Timed {}
+    impl Timed {
+        pub(crate) fn bound(self) -> std::time::Duration {
+            match self {}
+        }
+        pub(crate) fn later(self, _: Timed) -> Option<Timed> {
+            match self {}
+        }
+        pub(crate) fn is_absolute(self) -> bool {
+            match self {}
+        }
+    }
+    impl std::fmt::Display for Timed {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match *self {}
+        }
+    }
+}
+
 /// Where a thread was created and what it is doing, as far as this build can tell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ThreadOrigin {
@@ -32,6 +61,8 @@ pub(crate) struct ThreadOrigin {
     pub(crate) site: Option<String>,
     /// `blocked in futex`; `None` where it cannot be read.
     pub(crate) state: Option<String>,
+    /// When a timed wait ends (Linux).
+    pub(crate) timed: Option<Timed>,
     /// Every resolved frame of the creation (`function at file:line`), innermost first.
     pub(crate) backtrace: Vec<String>,
 }
@@ -42,9 +73,14 @@ pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
         Some((site, backtrace)) => (Some(site), backtrace),
         None => (None, Vec::new()),
     };
+    let (state, timed) = match thread_state(tid) {
+        Some((text, timed)) => (Some(text), timed),
+        None => (None, None),
+    };
     ThreadOrigin {
         site,
-        state: thread_state(tid),
+        state,
+        timed,
         backtrace,
     }
 }
@@ -122,10 +158,10 @@ pub(crate) fn keep_linked() {
     spawn_hook::keep_linked();
 }
 
-fn thread_state(_tid: u32) -> Option<String> {
+fn thread_state(_tid: u32) -> Option<(String, Option<Timed>)> {
     #[cfg(target_os = "linux")]
     {
-        state::thread_state(_tid)
+        state::thread_state(_tid).map(|s| (s.text, s.timed))
     }
     #[cfg(not(target_os = "linux"))]
     {

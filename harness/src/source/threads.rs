@@ -6,9 +6,10 @@ use std::sync::Mutex;
 
 use crate::filter::Filter;
 use crate::origin;
+use crate::origin::Timed;
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
-use crate::source::{added, Item, Reading, Source, Style, GONE};
+use crate::source::{added, Item, Lingering, Reading, Source, Style, GONE};
 use crate::sys::{self, Listing};
 
 /// Threads by id; labelled with their name (at most 15 bytes), which thread filters match.
@@ -18,6 +19,8 @@ pub(crate) struct Threads {
     backtraces: bool,
     /// Those backtraces, made with the items, for the notes.
     shown: Mutex<Vec<String>>,
+    /// Whether the leaked threads' waits end, found with the items.
+    lingering: Mutex<Lingering>,
 }
 
 impl Threads {
@@ -26,6 +29,7 @@ impl Threads {
             ignored: Ignored::new(filter),
             backtraces,
             shown: Mutex::new(Vec::new()),
+            lingering: Mutex::new(Lingering::Unknown),
         }
     }
 }
@@ -57,29 +61,51 @@ impl Source for Threads {
 
     /// Grouped by name, spawn site (with `spawn-sites`) and state: `"audit-flusher" ×20
     /// (blocked in futex)`, or with sites one group per line. Sites are resolved and states
-    /// read here only, on the failure path, for the new threads alone.
+    /// read here only, on the failure path, for the new threads alone. Threads in timed waits
+    /// group by the kind of wait, showing the latest end of the group: `"r2d2-worker-0" ×3
+    /// (blocked in futex, timed: ends in 29.6 s)`.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        type Key = (String, Option<String>, Option<String>);
-        let mut groups: HashMap<Key, (usize, Vec<String>)> = HashMap::new();
+        /// Name, site, state, and whether the wait is timed with an absolute end.
+        type Key = (String, Option<String>, Option<String>, Option<bool>);
+        let mut groups: HashMap<Key, (usize, Vec<String>, Option<Timed>)> = HashMap::new();
+        let mut lingering = Lingering::Unknown;
         for tid in added(b0.ids(), end.ids()) {
             let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
             if self.ignores(&name) {
                 continue;
             }
             let origin = origin::thread_origin(tid);
-            let group = groups.entry((name, origin.site, origin.state)).or_default();
+            lingering = match (lingering, origin.timed, &origin.state) {
+                // A thread whose state could not be read (gone, or not Linux) says nothing.
+                (_, _, None) => lingering,
+                (Lingering::Never, _, _) | (_, None, Some(_)) => Lingering::Never,
+                (Lingering::Unknown, Some(t), _) => Lingering::Within(t.bound()),
+                (Lingering::Within(d), Some(t), _) => Lingering::Within(d.max(t.bound())),
+            };
+            let kind = origin.timed.map(Timed::is_absolute);
+            let key = (name, origin.site, origin.state, kind);
+            let group = groups.entry(key).or_default();
             group.0 += 1;
             if group.1.is_empty() {
                 group.1 = origin.backtrace;
             }
+            group.2 = match (group.2, origin.timed) {
+                (Some(a), Some(b)) => a.later(b),
+                (a, b) => a.or(b),
+            };
         }
+        *self.lingering.lock().unwrap_or_else(|e| e.into_inner()) = lingering;
         let mut items: Vec<(Item, Vec<String>)> = groups
             .into_iter()
-            .map(|((label, site, state), (count, backtrace))| {
+            .map(|((label, site, state, _), (count, backtrace, timed))| {
+                let remark = match (state, timed) {
+                    (Some(state), Some(timed)) => Some(format!("{state}, {timed}")),
+                    (state, _) => state,
+                };
                 let item = Item {
                     label,
                     count,
-                    remark: state,
+                    remark,
                     origin: site,
                 };
                 (item, backtrace)
@@ -111,5 +137,9 @@ impl Source for Threads {
 
     fn notes(&self) -> Vec<String> {
         self.shown.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lingering(&self) -> Lingering {
+        *self.lingering.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

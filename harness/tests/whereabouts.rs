@@ -1,0 +1,123 @@
+//! Where leaked threads are stuck: a thread in a timed wait says when the wait ends, and the
+//! report advises a settle budget only where waiting could let the threads go (Linux).
+//!
+//! `cargo test -p leakcheck --test whereabouts`
+#![cfg(all(target_os = "linux", feature = "macros"))]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use leakcheck::{LeakCheck, Resource};
+
+/// A thread named `name` running `wait` until `stop`; joined by the caller.
+fn plant(name: &str, stop: &Arc<AtomicBool>, wait: fn(&AtomicBool)) -> JoinHandle<()> {
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || wait(&stop))
+        .unwrap()
+}
+
+fn release(stop: &AtomicBool, t: JoinHandle<()>) {
+    stop.store(true, Ordering::Release);
+    t.thread().unpark();
+    t.join().unwrap();
+}
+
+/// `park_timeout` for 3 s (std: a futex wait with an absolute `CLOCK_MONOTONIC` deadline).
+fn three_seconds(stop: &AtomicBool) {
+    let end = Instant::now() + Duration::from_secs(3);
+    while !stop.load(Ordering::Acquire) && Instant::now() < end {
+        std::thread::park_timeout(end.saturating_duration_since(Instant::now()));
+    }
+}
+
+fn forever(stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::park();
+    }
+}
+
+/// The figure after `prefix` in `text`, up to the next space.
+fn figure_after<'a>(text: &'a str, prefix: &str) -> &'a str {
+    let at = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+        + prefix.len();
+    text[at..].split([' ', ')', ';']).next().unwrap()
+}
+
+#[leakcheck::isolated]
+fn a_thread_in_a_timed_wait_says_when_it_ends_and_what_budget_covers_it() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut planted = None;
+    let started = Instant::now();
+    let leak = LeakCheck::new()
+        .settle(Duration::from_millis(200))
+        .run(|| planted = Some(plant("timed", &stop, three_seconds)))
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    let text = leak.to_string();
+    let ends: f64 = figure_after(&text, "\"timed\" ×1 (blocked in futex, timed: ends in ")
+        .parse()
+        .unwrap();
+    // Read after the check: at most 3 s, and no earlier than the time the check took.
+    assert!(ends <= 3.0, "{text}");
+    assert!(
+        ends + 0.15 >= 3.0 - elapsed.as_secs_f64(),
+        "{elapsed:?}: {text}"
+    );
+    let ms: u64 = figure_after(&text, "settle_ms = ").parse().unwrap();
+    // The 200 ms that ran out, up to 3 s left, a quarter of a second to exit: 4 s.
+    assert_eq!(ms, 4000, "{text}");
+    assert!(
+        text.contains(&format!("LEAKCHECK_SETTLE_MS={ms}")),
+        "{text}"
+    );
+    assert!(!text.contains("waited the whole settle budget"), "{text}");
+    release(&stop, planted.unwrap());
+
+    // The figure covers it: with that budget, the same body passes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut planted = None;
+    LeakCheck::new()
+        .settle(Duration::from_millis(ms))
+        .run(|| planted = Some(plant("timed", &stop, three_seconds)))
+        .unwrap();
+    release(&stop, planted.unwrap());
+}
+
+#[leakcheck::isolated]
+fn a_thread_in_an_untimed_wait_gets_no_settle_advice() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut planted = None;
+    let leak = LeakCheck::new()
+        .settle(Duration::from_millis(100))
+        .run(|| planted = Some(plant("untimed", &stop, forever)))
+        .unwrap_err();
+    let text = leak.to_string();
+    assert_eq!(leak.report().leaked(Resource::Threads), 1, "{text}");
+    assert!(text.contains("\"untimed\" ×1 (blocked in futex)"), "{text}");
+    assert!(!text.contains("timed:"), "{text}");
+    assert!(!text.contains("settle budget"), "{text}");
+    assert!(!text.contains("settle_ms"), "{text}");
+    release(&stop, planted.unwrap());
+}
+
+#[leakcheck::isolated]
+fn a_timed_wait_that_ends_inside_the_budget_is_clean() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut planted = None;
+    LeakCheck::new()
+        .settle(Duration::from_secs(10))
+        .run(|| {
+            let t = plant("short", &stop, |_| {
+                std::thread::park_timeout(Duration::from_millis(50))
+            });
+            planted = Some(t);
+        })
+        .unwrap();
+    release(&stop, planted.unwrap());
+}
