@@ -121,3 +121,84 @@ fn a_timed_wait_that_ends_inside_the_budget_is_clean() {
         .unwrap();
     release(&stop, planted.unwrap());
 }
+
+/// A listener and four connections to it, kept past the check: the report names each by
+/// protocol, addresses and state, the four connections (each with its own ephemeral port) in
+/// one group, and their accepted ends in another.
+#[leakcheck::isolated]
+fn leaked_sockets_are_named_by_protocol_addresses_and_state() {
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    let mut kept: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut port = 0;
+    let mut udp_port = 0;
+    let leak = LeakCheck::new()
+        .settle(Duration::from_millis(50))
+        .run(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            port = listener.local_addr().unwrap().port();
+            for _ in 0..4 {
+                let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let (server, _) = listener.accept().unwrap();
+                kept.push(Box::new((client, server)));
+            }
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            udp_port = udp.local_addr().unwrap().port();
+            kept.push(Box::new((listener, udp)));
+        })
+        .unwrap_err();
+    let report = leak.report();
+    let mut items = report.items(Resource::Fds).to_vec();
+    items.sort();
+    let mut expected = vec![
+        (format!("tcp 127.0.0.1:* → 127.0.0.1:{port} ESTABLISHED"), 4),
+        (format!("tcp 127.0.0.1:{port} → 127.0.0.1:* ESTABLISHED"), 4),
+        (format!("tcp 127.0.0.1:{port} LISTEN"), 1),
+        (format!("udp 127.0.0.1:{udp_port}"), 1),
+    ];
+    expected.sort();
+    assert_eq!(items, expected, "{report}");
+    assert!(
+        report.to_string().contains(&format!(
+            "tcp 127.0.0.1:* → 127.0.0.1:{port} ESTABLISHED ×4"
+        )),
+        "{report}"
+    );
+    drop(kept);
+}
+
+/// A Unix listener at a path, by its path.
+#[leakcheck::isolated]
+fn a_leaked_unix_listener_is_named_by_its_path() {
+    let dir = std::env::temp_dir().join(format!("leakcheck-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.sock");
+    let mut kept = None;
+    let leak = LeakCheck::new()
+        .settle(Duration::from_millis(50))
+        .run(|| kept = Some(std::os::unix::net::UnixListener::bind(&path).unwrap()))
+        .unwrap_err();
+    assert_eq!(
+        leak.report().items(Resource::Fds),
+        &[(format!("unix {}", path.display()), 1)],
+        "{leak}"
+    );
+    drop(kept);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The clean twin: the same sockets, closed inside the body.
+#[leakcheck::isolated]
+fn closed_sockets_are_clean() {
+    use std::net::{TcpListener, TcpStream};
+    LeakCheck::new()
+        .settle(Duration::from_millis(500))
+        .cycles(4)
+        .run(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            drop((client, server, listener));
+        })
+        .unwrap();
+}

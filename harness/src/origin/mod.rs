@@ -10,11 +10,14 @@
 //!   thread.
 //! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`, and when a timed
 //!   wait ends.
+//! - `sockets`: a leaked socket fd by protocol, addresses and state (`/proc/net/*`).
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
 //!   runtime.
 
 #[cfg_attr(not(spawn_sites), allow(dead_code))]
 mod frames;
+#[cfg(target_os = "linux")]
+mod sockets;
 #[cfg(spawn_sites)]
 mod spawn_hook;
 #[cfg(target_os = "linux")]
@@ -150,6 +153,19 @@ fn resolve(ips: &[usize]) -> Vec<frames::Frame> {
         });
     }
     out
+}
+
+/// Leaked fd targets with each `socket:[N]` named by protocol, addresses and state where the
+/// kernel's tables list it (Linux; elsewhere the labels are returned as they are).
+pub(crate) fn name_sockets(labels: Vec<String>) -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    {
+        sockets::name_sockets(labels)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        labels
+    }
 }
 
 /// Keeps the `pthread_create` hook in the link (see `spawn_hook::keep_linked`).

@@ -1,4 +1,5 @@
-//! Open file descriptors (Linux: `/proc/self/fd`), named by target.
+//! Open file descriptors (Linux: `/proc/self/fd`), named by target; sockets by what they
+//! connect (`/proc/net/*`).
 
 use crate::filter::Filter;
 use crate::group;
@@ -47,8 +48,10 @@ impl Source for Fds {
     }
 
     /// Targets carry per-item ids (`socket:[81234]`) and per-cycle directories: they group by
-    /// kind and by file name (see `group::fd_targets`).
+    /// kind and by file name (see `group::fd_targets`). Sockets are shown by protocol,
+    /// addresses and state (`tcp 127.0.0.1:8080 LISTEN`); filters still match the target.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        group::fd_targets(new_labels(self, b0, end))
+        let labels = crate::origin::name_sockets(new_labels(self, b0, end).collect());
+        group::fd_targets(labels)
     }
 }
