@@ -26,6 +26,12 @@ fn release(stop: &AtomicBool, t: JoinHandle<()>) {
     t.join().unwrap();
 }
 
+/// The lines of the waits below.
+#[cfg(feature = "origins")]
+const PARK_TIMEOUT_LINE: u32 = 39;
+#[cfg(feature = "origins")]
+const PARK_LINE: u32 = 45;
+
 /// `park_timeout` for 3 s (std: a futex wait with an absolute `CLOCK_MONOTONIC` deadline).
 fn three_seconds(stop: &AtomicBool) {
     let end = Instant::now() + Duration::from_secs(3);
@@ -60,7 +66,7 @@ fn a_thread_in_a_timed_wait_says_when_it_ends_and_what_budget_covers_it() {
         .unwrap_err();
     let elapsed = started.elapsed();
     let text = leak.to_string();
-    let ends: f64 = figure_after(&text, "\"timed\" ×1 (blocked in futex, timed: ends in ")
+    let ends: f64 = figure_after(&text, "(blocked in futex, timed: ends in ")
         .parse()
         .unwrap();
     // Read after the check: at most 3 s, and no earlier than the time the check took.
@@ -77,6 +83,16 @@ fn a_thread_in_a_timed_wait_says_when_it_ends_and_what_budget_covers_it() {
         "{text}"
     );
     assert!(!text.contains("waited the whole settle budget"), "{text}");
+    #[cfg(feature = "origins")]
+    assert!(
+        text.contains(&format!(
+            "×1   \"timed\" waiting at {}:{} in std::thread::park_timeout (blocked in futex, \
+             timed: ends in {ends:.1} s)",
+            file!(),
+            PARK_TIMEOUT_LINE
+        )),
+        "{text}"
+    );
     release(&stop, planted.unwrap());
 
     // The figure covers it: with that budget, the same body passes.
@@ -99,7 +115,15 @@ fn a_thread_in_an_untimed_wait_gets_no_settle_advice() {
         .unwrap_err();
     let text = leak.to_string();
     assert_eq!(leak.report().leaked(Resource::Threads), 1, "{text}");
-    assert!(text.contains("\"untimed\" ×1 (blocked in futex)"), "{text}");
+    #[cfg(feature = "origins")]
+    let expected = format!(
+        "×1   \"untimed\" waiting at {}:{} in std::thread::park (blocked in futex)",
+        file!(),
+        PARK_LINE
+    );
+    #[cfg(not(feature = "origins"))]
+    let expected = "\"untimed\" ×1 (blocked in futex)";
+    assert!(text.contains(&*expected), "{text}");
     assert!(!text.contains("timed:"), "{text}");
     assert!(!text.contains("settle budget"), "{text}");
     assert!(!text.contains("settle_ms"), "{text}");
@@ -201,4 +225,71 @@ fn closed_sockets_are_clean() {
             drop((client, server, listener));
         })
         .unwrap();
+}
+
+/// Four workers waiting in `recv`, one on a `Mutex`, one in `sleep`, leaked: each group is
+/// named by the line it waits at and the call it waits in, from a sample of its stack.
+#[cfg(feature = "origins")]
+#[leakcheck::isolated]
+fn leaked_threads_are_named_by_where_they_wait() {
+    use std::sync::{mpsc, Mutex};
+    let lock = Arc::new(Mutex::new(()));
+    let held = lock.lock().unwrap();
+    let sleeping = Arc::new(AtomicBool::new(true));
+    let mut threads = Vec::new();
+    let mut senders = Vec::new();
+    let recv_line = line!() + 9;
+    let lock_line = line!() + 15;
+    let sleep_line = line!() + 23;
+    let leak = LeakCheck::new()
+        .settle(Duration::from_millis(100))
+        .run(|| {
+            for _ in 0..4 {
+                let (tx, rx) = mpsc::channel::<()>();
+                let t = std::thread::Builder::new().name("w-recv".into());
+                threads.push(t.spawn(move || assert!(rx.recv().is_err())).unwrap());
+                senders.push(tx);
+            }
+            let lock = lock.clone();
+            let t = std::thread::Builder::new().name("w-lock".into());
+            threads.push(
+                t.spawn(move || {
+                    let _guard = lock.lock();
+                })
+                .unwrap(),
+            );
+            let flag = sleeping.clone();
+            let t = std::thread::Builder::new().name("w-sleep".into());
+            threads.push(
+                t.spawn(move || {
+                    while flag.load(Ordering::Acquire) {
+                        std::thread::sleep(Duration::from_secs(5));
+                    }
+                })
+                .unwrap(),
+            );
+        })
+        .unwrap_err();
+    let text = leak.to_string();
+    let file = file!();
+    for expected in [
+        format!(
+            "\"w-recv\" waiting at {file}:{recv_line} in std::sync::mpsc::Receiver::recv \
+             (blocked in futex)"
+        ),
+        format!(
+            "\"w-lock\" waiting at {file}:{lock_line} in std::sync::Mutex::lock (blocked in futex)"
+        ),
+        format!(
+            "\"w-sleep\" waiting at {file}:{sleep_line} in std::thread::sleep (sleeping in \
+             clock_nanosleep, timed: ends within 5.0 s)"
+        ),
+    ] {
+        assert!(text.contains(&expected), "{expected}\n{text}");
+    }
+    assert!(text.contains("×4   \"w-recv\""), "{text}");
+    // Release them all.
+    drop((held, senders));
+    sleeping.store(false, Ordering::Release);
+    drop(threads);
 }

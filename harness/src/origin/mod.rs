@@ -10,12 +10,16 @@
 //!   thread.
 //! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`, and when a timed
 //!   wait ends.
+//! - `sample` (feature `origins`, Linux): a leaked thread's current stack, taken by a signal,
+//!   for where it waits: `waiting at src/pool.rs:52 in std::sync::mpsc::Receiver::recv`.
 //! - `sockets`: a leaked socket fd by protocol, addresses and state (`/proc/net/*`).
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
 //!   runtime.
 
 #[cfg_attr(not(spawn_sites), allow(dead_code))]
 mod frames;
+#[cfg(all(target_os = "linux", feature = "origins"))]
+mod sample;
 #[cfg(target_os = "linux")]
 mod sockets;
 #[cfg(spawn_sites)]
@@ -62,6 +66,9 @@ pub(crate) struct ThreadOrigin {
     /// `spawned at tests/a.rs:12`, `spawn site not recorded (…)`; `None` without the
     /// `spawn-sites` feature.
     pub(crate) site: Option<String>,
+    /// Where it waits now, from a sample of its stack: `waiting at src/pool.rs:52 in
+    /// std::sync::mpsc::Receiver::recv`; `None` without the `origins` feature (or off Linux).
+    pub(crate) waiting: Option<String>,
     /// `blocked in futex`; `None` where it cannot be read.
     pub(crate) state: Option<String>,
     /// When a timed wait ends (Linux).
@@ -70,18 +77,21 @@ pub(crate) struct ThreadOrigin {
     pub(crate) backtrace: Vec<String>,
 }
 
-/// What this build knows of thread `tid`: the spawn site (with `spawn-sites`) and the state.
+/// What this build knows of thread `tid`: the spawn site (with `spawn-sites`), where it waits
+/// (with `origins`) and the state.
 pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
     let (site, backtrace) = match spawn_site(tid) {
         Some((site, backtrace)) => (Some(site), backtrace),
         None => (None, Vec::new()),
     };
+    // The state first: a sample interrupts the thread's call for a moment.
     let (state, timed) = match thread_state(tid) {
         Some((text, timed)) => (Some(text), timed),
         None => (None, None),
     };
     ThreadOrigin {
         site,
+        waiting: waiting(tid),
         state,
         timed,
         backtrace,
@@ -138,9 +148,40 @@ fn spawn_site(_tid: u32) -> Option<(String, Vec<String>)> {
     None
 }
 
+/// Where thread `tid` waits now, from a sample of its stack (`waiting at src/pool.rs:52 in
+/// std::sync::mpsc::Receiver::recv`), or what kept it from being sampled; `None` for a
+/// thread that is gone, or where this build takes no samples.
+fn waiting(tid: u32) -> Option<String> {
+    #[cfg(all(target_os = "linux", feature = "origins"))]
+    {
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        // Threads stuck in the same place have the same addresses: resolve each list once.
+        static RESOLVED: Mutex<Option<HashMap<Vec<usize>, String>>> = Mutex::new(None);
+        let ips = match sample::sample(tid) {
+            Ok(ips) => ips,
+            Err(sample::Unsampled::Gone) => return None,
+            Err(why) => return Some(why.to_string()),
+        };
+        let mut cache = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if let Some(known) = cache.get(&ips) {
+            return Some(known.clone());
+        }
+        let waiting = frames::Waiting::pick(&resolve(&ips)).to_string();
+        cache.insert(ips, waiting.clone());
+        Some(waiting)
+    }
+    #[cfg(not(all(target_os = "linux", feature = "origins")))]
+    {
+        let _ = tid;
+        None
+    }
+}
+
 /// Resolves return addresses to frames (several per address where calls were inlined),
 /// with paths shortened for a report.
-#[cfg(spawn_sites)]
+#[cfg(all(target_os = "linux", feature = "origins"))]
 fn resolve(ips: &[usize]) -> Vec<frames::Frame> {
     let mut out = Vec::new();
     for &ip in ips {

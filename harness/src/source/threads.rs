@@ -83,7 +83,12 @@ impl Source for Threads {
                 (Lingering::Within(d), Some(t), _) => Lingering::Within(d.max(t.bound())),
             };
             let kind = origin.timed.map(Timed::is_absolute);
-            let key = (name, origin.site, origin.state, kind);
+            // `spawned at src/pool.rs:40, waiting at src/pool.rs:52 in …`.
+            let site = match (origin.site, origin.waiting) {
+                (Some(site), Some(waiting)) => Some(format!("{site}, {waiting}")),
+                (site, waiting) => site.or(waiting),
+            };
+            let key = (name, site, origin.state, kind);
             let group = groups.entry(key).or_default();
             group.0 += 1;
             if group.1.is_empty() {
