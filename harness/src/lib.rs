@@ -112,6 +112,8 @@ pub use alloc::{CountingAlloc, HeapStats};
 pub mod __private {
     //! What the attributes expand to call; not a public API.
     pub use crate::attribute::*;
+    #[cfg(all(target_os = "linux", feature = "origins"))]
+    pub use crate::origin::sample_frames;
 }
 
 /// Marks a test whose body is checked for leaked threads and fds (and, for an async test, the

@@ -79,15 +79,34 @@ pub(crate) struct ThreadOrigin {
 
 /// What this build knows of thread `tid`: the spawn site (with `spawn-sites`), where it waits
 /// (with `origins`) and the state.
+#[allow(dead_code)] // the one-call form, for tests
 pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
+    thread_origin_in(tid, thread_state(tid))
+}
+
+/// What thread `tid` is doing (and when a timed wait ends): read for every leaked thread
+/// before any origin is resolved, since the first resolution loads debug info (up to seconds)
+/// and a timed wait's end is counted from the reading.
+pub(crate) fn thread_state(_tid: u32) -> Option<(String, Option<Timed>)> {
+    #[cfg(target_os = "linux")]
+    {
+        state::thread_state(_tid).map(|s| (s.text, s.timed))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// `thread_origin`, with the state already read.
+pub(crate) fn thread_origin_in(tid: u32, state: Option<(String, Option<Timed>)>) -> ThreadOrigin {
+    let (state, timed) = match state {
+        Some((text, timed)) => (Some(text), timed),
+        None => (None, None),
+    };
     let (site, backtrace) = match spawn_site(tid) {
         Some((site, backtrace)) => (Some(site), backtrace),
         None => (None, Vec::new()),
-    };
-    // The state first: a sample interrupts the thread's call for a moment.
-    let (state, timed) = match thread_state(tid) {
-        Some((text, timed)) => (Some(text), timed),
-        None => (None, None),
     };
     ThreadOrigin {
         site,
@@ -179,6 +198,13 @@ fn waiting(tid: u32) -> Option<String> {
     }
 }
 
+/// How many frames a sample of thread `tid`'s stack holds, unresolved; `None` when it could
+/// not be sampled. For the benches: what a report pays per leaked thread before resolving.
+#[cfg(all(target_os = "linux", feature = "origins"))]
+pub fn sample_frames(tid: u32) -> Option<usize> {
+    sample::sample(tid).ok().map(|ips| ips.len())
+}
+
 /// Resolves return addresses to frames (several per address where calls were inlined),
 /// with paths shortened for a report.
 #[cfg(all(target_os = "linux", feature = "origins"))]
@@ -213,17 +239,6 @@ pub(crate) fn name_sockets(labels: Vec<String>) -> Vec<String> {
 pub(crate) fn keep_linked() {
     #[cfg(spawn_sites)]
     spawn_hook::keep_linked();
-}
-
-fn thread_state(_tid: u32) -> Option<(String, Option<Timed>)> {
-    #[cfg(target_os = "linux")]
-    {
-        state::thread_state(_tid).map(|s| (s.text, s.timed))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
-    }
 }
 
 #[cfg(all(test, spawn_sites))]

@@ -69,12 +69,16 @@ impl Source for Threads {
         type Key = (String, Option<String>, Option<String>, Option<bool>);
         let mut groups: HashMap<Key, (usize, Vec<String>, Option<Timed>)> = HashMap::new();
         let mut lingering = Lingering::Unknown;
-        for tid in added(b0.ids(), end.ids()) {
-            let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
-            if self.ignores(&name) {
-                continue;
-            }
-            let origin = origin::thread_origin(tid);
+        // Every state first: resolving an origin can take long, and a timed wait's end is
+        // counted from its reading.
+        let states: Vec<_> = added(b0.ids(), end.ids())
+            .filter_map(|tid| {
+                let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
+                (!self.ignores(&name)).then(|| (tid, name, origin::thread_state(tid)))
+            })
+            .collect();
+        for (tid, name, state) in states {
+            let origin = origin::thread_origin_in(tid, state);
             lingering = match (lingering, origin.timed, &origin.state) {
                 // A thread whose state could not be read (gone, or not Linux) says nothing.
                 (_, _, None) => lingering,
