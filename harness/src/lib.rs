@@ -122,6 +122,8 @@ pub use alloc::{CountingAlloc, HeapStats};
 pub mod __private {
     //! What the attributes expand to call; not a public API.
     pub use crate::attribute::*;
+    #[cfg(origins)]
+    pub use crate::origin::sample_frames;
 }
 
 /// Marks a test whose body is checked for leaked threads and fds (and, for an async test, the

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::report::{Line, Report, Verdict};
 use crate::resource::Resource;
 use crate::settle::{self, Settled, Settler, Target};
-use crate::source::{added, Reading, Series, Snapshot, Source, Sources};
+use crate::source::{added, Lingering, Reading, Series, Snapshot, Source, Sources};
 
 /// How many cycles to run and how long to let resources settle.
 #[derive(Clone, Copy, Debug)]
@@ -190,6 +190,18 @@ impl Protocol {
             .map(|(i, source)| self.judge(i, source, b0, b1, end))
             .collect();
         let notes: Vec<String> = self.sources.iter().flat_map(|s| s.notes()).collect();
+        // Read after the items (judging made them): a wait without end anywhere outweighs.
+        let lingering =
+            self.sources
+                .iter()
+                .map(|s| s.lingering())
+                .fold(Lingering::Unknown, |all, one| match (all, one) {
+                    (Lingering::Never, _) | (_, Lingering::Never) => Lingering::Never,
+                    (Lingering::Within(a), Lingering::Within(b)) => Lingering::Within(a.max(b)),
+                    (Lingering::Within(d), Lingering::Unknown)
+                    | (Lingering::Unknown, Lingering::Within(d)) => Lingering::Within(d),
+                    (Lingering::Unknown, Lingering::Unknown) => Lingering::Unknown,
+                });
         if let Some(why) = crate::context::shared_process() {
             // Other tests' threads, fds, children and allocations were counted too: no
             // verdict on them can stand. (Tasks are counted per runtime; a probe counts what
@@ -210,6 +222,7 @@ impl Protocol {
             settled: self.settled,
             budget: self.plan.budget,
             budget_ran_out: self.budget_ran_out,
+            lingering,
             snapshots: self.snapshots,
             lines,
             notes,

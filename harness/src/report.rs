@@ -6,6 +6,7 @@ use std::time::Duration;
 pub use crate::finding::Verdict;
 use crate::finding::{Item, Style, Unit};
 use crate::resource::Resource;
+use crate::source::Lingering;
 
 /// One resource's figures.
 #[derive(Clone, Debug)]
@@ -109,6 +110,8 @@ pub struct Report {
     pub(crate) settled: Duration,
     pub(crate) budget: Duration,
     pub(crate) budget_ran_out: bool,
+    /// Whether the leaked items' waits end of themselves (threads in timed waits).
+    pub(crate) lingering: Lingering,
     pub(crate) snapshots: usize,
     pub(crate) lines: Vec<Line>,
     pub(crate) notes: Vec<String>,
@@ -126,6 +129,7 @@ impl Clone for Report {
             settled: self.settled,
             budget: self.budget,
             budget_ran_out: self.budget_ran_out,
+            lingering: self.lingering,
             snapshots: self.snapshots,
             lines: self.lines.clone(),
             notes: self.notes.clone(),
@@ -335,16 +339,41 @@ impl fmt::Display for Report {
             }
         }
         self.write_own_lines(f)?;
-        if leaked && self.budget_ran_out {
-            write!(
+        match self.lingering {
+            // Every leaked thread's wait has an end: a budget that reaches past it may pass.
+            Lingering::Within(left) if leaked => {
+                let ms = settle_ms_to_cover(self.budget, left);
+                write!(
+                    f,
+                    "\n  note: every leaked thread is in a timed wait that ends within {:.1} s; \
+                     if they exit then, a settle budget of {ms} ms covers it: settle_ms = {ms} \
+                     (attribute), .settle(Duration::from_millis({ms})) or \
+                     LEAKCHECK_SETTLE_MS={ms}",
+                    left.as_secs_f64()
+                )?;
+            }
+            // A thread in a wait with no end: no budget helps.
+            Lingering::Never | Lingering::Within(_) => {}
+            Lingering::Unknown if leaked && self.budget_ran_out => write!(
                 f,
                 "\n  note: waited the whole settle budget ({}); if these only exit slowly, \
                  raise it with .settle(..) or LEAKCHECK_SETTLE_MS",
                 Secs(self.budget)
-            )?;
+            )?,
+            Lingering::Unknown => {}
         }
         self.write_notes(f)
     }
+}
+
+/// A settle budget that reaches past a wait ending `left` after a settle of `budget` ran out,
+/// in whole seconds: the settle that ran out began `budget` before the wait was read, and a
+/// thread needs a moment to exit once its wait ends (a quarter of a second is ample).
+fn settle_ms_to_cover(budget: Duration, left: Duration) -> u128 {
+    (budget + left + Duration::from_millis(250))
+        .as_millis()
+        .div_ceil(1000)
+        * 1000
 }
 
 /// Lists the grouped items after a line: `"cleanup" ×20, "file-state" ×20`; with origins,
@@ -511,6 +540,7 @@ mod tests {
             settled: Duration::from_millis(1000),
             budget: Duration::from_secs(1),
             budget_ran_out: false,
+            lingering: Lingering::Unknown,
             snapshots: 4,
             lines,
             notes: vec![],

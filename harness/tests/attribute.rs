@@ -21,7 +21,7 @@ mod controls {
     use super::*;
 
     #[leakcheck::test(settle_ms = 100)]
-    #[should_panic(expected = "threads  +1  \"parked-leak\" ×1")]
+    #[should_panic(expected = "threads  +1\n           ×1   \"parked-leak\" ")]
     fn parked_thread() {
         park_forever("parked-leak");
     }
@@ -45,7 +45,7 @@ mod controls {
     }
 
     #[leakcheck::test(cycles = 10, settle_ms = 100)]
-    #[should_panic(expected = "threads  +10 (+1.00/cycle)  \"cycle-leak\" ×10")]
+    #[should_panic(expected = "threads  +10 (+1.00/cycle)\n           ×10  \"cycle-leak\" ")]
     fn leak_per_cycle() {
         park_forever("cycle-leak");
     }
@@ -62,7 +62,7 @@ mod controls {
     }
 
     #[leakcheck::test(settle_ms = 100)]
-    #[should_panic(expected = "\"blocked-forever\" ×1")]
+    #[should_panic(expected = "×1   \"blocked-forever\" ")]
     async fn blocking_task_that_never_returns() {
         // The runtime's own pool thread is not a leak; one held forever is.
         tokio::task::spawn_blocking(|| {
@@ -84,7 +84,7 @@ mod controls {
         use super::*;
 
         #[leakcheck::test(cycles = 4, settle_ms = 100, ignore_thread = "known-*")]
-        #[should_panic(expected = "threads  +4 (+1.00/cycle)  \"unknown\" ×4")]
+        #[should_panic(expected = "threads  +4 (+1.00/cycle)\n           ×4   \"unknown\" ")]
         fn filters_only_what_they_name() {
             park_forever("known-pool");
             park_forever("unknown");

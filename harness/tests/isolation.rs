@@ -187,6 +187,16 @@ fn fixture(name: &str, extra: &[&str]) -> (bool, String) {
     run(&args)
 }
 
+/// How a report shows a group of `n` threads named `name`: inline (`  "name" ×n`), or with
+/// origins (Linux, feature `origins`: where each waits), on a line of its own, counts first.
+fn group(n: usize, name: &str) -> String {
+    if cfg!(all(target_os = "linux", feature = "origins")) {
+        format!("\n           ×{n:<3} \"{name}\" ")
+    } else {
+        format!("  \"{name}\" ×{n}")
+    }
+}
+
 #[test]
 fn output_is_captured_like_any_test_unless_nocapture() {
     let (ok, out) = fixture("prints", &[]);
@@ -260,7 +270,10 @@ fn a_leak_fails_with_the_report_and_the_test_output() {
     );
     assert!(out.contains("printed before the leak"), "{out}");
     assert!(out.contains("leakcheck: leak after 1 cycle"), "{out}");
-    assert!(out.contains("threads  +1  \"fixture-leak\" ×1"), "{out}");
+    assert!(
+        out.contains(&format!("threads  +1{}", group(1, "fixture-leak"))),
+        "{out}"
+    );
 }
 
 #[test]
@@ -394,7 +407,10 @@ fn a_guard_in_a_parallel_run_never_passes_on_counts_it_cannot_trust() {
         assert!(said >= 4, "{out}");
         assert!(out.contains("use #[leakcheck::test] on the test"), "{out}");
         // The attribute counts exactly, beside the same neighbours.
-        assert!(out.contains("threads  +1  \"attr-leak\" ×1"), "{out}");
+        assert!(
+            out.contains(&format!("threads  +1{}", group(1, "attr-leak"))),
+            "{out}"
+        );
     }
     // One test at a time: the guard is exact, and catches the leak.
     let (ok, out) = run(&[
@@ -403,7 +419,7 @@ fn a_guard_in_a_parallel_run_never_passes_on_counts_it_cannot_trust() {
         "--test-threads=1",
     ]);
     assert!(
-        !ok && out.contains("threads  +1  \"guard-leak\" ×1"),
+        !ok && out.contains(&format!("threads  +1{}", group(1, "guard-leak"))),
         "{out}"
     );
 }

@@ -56,6 +56,9 @@ impl Drop for Parked {
     }
 }
 
+/// The line of the `park` in `park_until`, where a planted thread waits.
+const PARK_LINE: u32 = line!() + 4;
+
 fn park_until(stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         std::thread::park();
@@ -77,7 +80,11 @@ fn a_planted_thread_is_named_by_the_line_that_spawned_it() {
         })
         .unwrap_err();
     let report = leak.report();
-    let site = format!("spawned at {}:{line}", file!());
+    let site = format!(
+        "spawned at {}:{line}, waiting at {}:{PARK_LINE} in std::thread::park",
+        file!(),
+        file!()
+    );
     assert_eq!(report.leaked(Resource::Threads), 4, "{report}");
     assert_eq!(
         report.items(Resource::Threads),

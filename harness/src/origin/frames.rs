@@ -208,6 +208,83 @@ impl fmt::Display for Call<'_> {
     }
 }
 
+/// Where a thread is stuck now, from a sample of its stack: the innermost frame of the user's
+/// code and the call it made there (the frame just inside it: `std::sync::mpsc::Receiver::recv`,
+/// `std::thread::sleep`, a library's function).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    pub(crate) user: Option<Frame>,
+    /// The call the user frame waits in; without a user frame, the innermost frame of a
+    /// library (or of tokio) with debug info.
+    pub(crate) call: Option<Frame>,
+}
+
+impl Waiting {
+    /// Picks the frames to show from a sampled stack's frames, innermost first.
+    pub(crate) fn pick(frames: &[Frame]) -> Waiting {
+        match frames.iter().position(|f| kind(f) == Kind::User) {
+            Some(at) => Waiting {
+                user: Some(frames[at].clone()),
+                call: at.checked_sub(1).map(|i| frames[i].clone()),
+            },
+            None => Waiting {
+                user: None,
+                call: frames
+                    .iter()
+                    .find(|f| matches!(kind(f), Kind::Library | Kind::Internal))
+                    .cloned(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Waiting {
+    /// `waiting at src/pool.rs:52 in std::sync::mpsc::Receiver::recv`; without user code,
+    /// `waiting in r2d2::…::run (lib.rs:88)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.user, &self.call) {
+            (Some(user), Some(call)) => {
+                let name = call.name.as_deref().unwrap_or("<unknown>");
+                write!(
+                    f,
+                    "waiting at {} in {}",
+                    Location(user),
+                    public_path(&shown_path(function(name)))
+                )
+            }
+            (Some(user), None) => write!(f, "waiting at {}", Location(user)),
+            (None, Some(call)) => write!(f, "waiting in {}", Call(call)),
+            (None, None) => write!(f, "where it waits is not in the debug info"),
+        }
+    }
+}
+
+/// std's own path for a function defined in a private module and re-exported by its parent,
+/// as the user wrote it: `std::sync::poison::mutex::Mutex::lock` → `std::sync::Mutex::lock`,
+/// `std::thread::functions::sleep` → `std::thread::sleep`.
+fn public_path(name: &str) -> String {
+    const PRIVATE: [(&str, &str); 5] = [
+        ("std::sync::poison::mutex::", "std::sync::"),
+        ("std::sync::poison::rwlock::", "std::sync::"),
+        ("std::sync::poison::condvar::", "std::sync::"),
+        ("std::sync::poison::", "std::sync::"),
+        ("std::thread::functions::", "std::thread::"),
+    ];
+    PRIVATE
+        .iter()
+        .find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+        .unwrap_or_else(|| name.to_owned())
+}
+
+/// A path as a report shows it, without generic arguments: `std::sync::mpsc::Receiver<T>::recv`
+/// → `std::sync::mpsc::Receiver::recv`. A qualified path (`<T as Trait>::f`) is kept whole.
+fn shown_path(name: &str) -> String {
+    if name.starts_with('<') {
+        return name.to_owned();
+    }
+    without_generics(name)
+}
+
 /// A function's path without closure suffixes: `a::b::{{closure}}` (or `{closure#0}`) → `a::b`.
 fn function(name: &str) -> &str {
     let mut name = name;

@@ -15,7 +15,12 @@
 //! - `frames`: from those, the user's own `file:line`, the library frame that made the
 //!   item, the function that created it and whether a one-time initializer did.
 //! - `resolve`: addresses to frames and a site, once per distinct backtrace, for every kind.
-//! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`.
+//! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`, and when a timed
+//!   wait ends.
+//! - `sample` (feature `origins`, Linux with glibc): a leaked thread's current stack, taken by
+//!   a signal, for where it waits: `waiting at src/pool.rs:52 in
+//!   std::sync::mpsc::Receiver::recv`.
+//! - `sockets`: a leaked socket fd by protocol, addresses and state (`/proc/net/*`).
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
 //!   runtime.
 
@@ -28,6 +33,10 @@ mod frames;
 #[cfg(origins)]
 mod resolve;
 #[cfg(origins)]
+mod sample;
+#[cfg(target_os = "linux")]
+mod sockets;
+#[cfg(origins)]
 mod spawn_hook;
 #[cfg(target_os = "linux")]
 mod state;
@@ -39,6 +48,34 @@ pub(crate) mod tasks;
 #[cfg(all(feature = "tokio", tokio_unstable))]
 pub use tasks::{instrument, instrument_with};
 
+#[cfg(target_os = "linux")]
+pub(crate) use state::Timed;
+#[cfg(not(target_os = "linux"))]
+pub(crate) use timed_elsewhere::Timed;
+
+/// No thread state is read off Linux: a timed wait is never seen.
+#[cfg(not(target_os = "linux"))]
+mod timed_elsewhere {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Timed {}
+    impl Timed {
+        pub(crate) fn bound(self) -> std::time::Duration {
+            match self {}
+        }
+        pub(crate) fn later(self, _: Timed) -> Option<Timed> {
+            match self {}
+        }
+        pub(crate) fn is_absolute(self) -> bool {
+            match self {}
+        }
+    }
+    impl std::fmt::Display for Timed {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match *self {}
+        }
+    }
+}
+
 /// Turns creation sites off at run time when set to `0`.
 #[cfg_attr(not(origins), allow(dead_code))]
 const ORIGINS_ENV: &str = "LEAKCHECK_ORIGINS";
@@ -49,8 +86,13 @@ pub(crate) struct ThreadOrigin {
     /// `spawned at tests/a.rs:12`, `spawn site not recorded (…)`; `None` without the
     /// `origins` feature.
     pub(crate) site: Option<String>,
+    /// Where it waits now, from a sample of its stack: `waiting at src/pool.rs:52 in
+    /// std::sync::mpsc::Receiver::recv`; `None` without the `origins` feature (or off Linux).
+    pub(crate) waiting: Option<String>,
     /// `blocked in futex`; `None` where it cannot be read.
     pub(crate) state: Option<String>,
+    /// When a timed wait ends (Linux).
+    pub(crate) timed: Option<Timed>,
     /// Every resolved frame of the creation (`function at file:line`), innermost first.
     pub(crate) backtrace: Vec<String>,
 }
@@ -70,8 +112,33 @@ pub(crate) struct Creation {
     pub(crate) unnamed: bool,
 }
 
-/// What this build knows of thread `tid`: the spawn site (with `origins`) and the state.
+/// What this build knows of thread `tid`: the spawn site (shown with `spawn-sites`), where it
+/// waits (with `origins`) and the state.
+#[allow(dead_code)] // the one-call form, for tests
 pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
+    thread_origin_in(tid, thread_state(tid))
+}
+
+/// What thread `tid` is doing (and when a timed wait ends): read for every leaked thread
+/// before any origin is resolved, since the first resolution loads debug info (up to seconds)
+/// and a timed wait's end is counted from the reading.
+pub(crate) fn thread_state(_tid: u32) -> Option<(String, Option<Timed>)> {
+    #[cfg(target_os = "linux")]
+    {
+        state::thread_state(_tid).map(|s| (s.text, s.timed))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// `thread_origin`, with the state already read.
+pub(crate) fn thread_origin_in(tid: u32, state: Option<(String, Option<Timed>)>) -> ThreadOrigin {
+    let (state, timed) = match state {
+        Some((text, timed)) => (Some(text), timed),
+        None => (None, None),
+    };
     // Without `spawn-sites` the site is recorded and classified but not shown.
     let shown = if cfg!(spawn_sites) {
         spawn_site(tid)
@@ -84,8 +151,51 @@ pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
     };
     ThreadOrigin {
         site,
-        state: thread_state(tid),
+        waiting: waiting(tid),
+        state,
+        timed,
         backtrace,
+    }
+}
+
+/// Where thread `tid` waits now, from a sample of its stack (`waiting at src/pool.rs:52 in
+/// std::sync::mpsc::Receiver::recv`), or what kept it from being sampled; `None` for a
+/// thread that is gone, or where this build takes no samples.
+fn waiting(tid: u32) -> Option<String> {
+    #[cfg(origins)]
+    {
+        let ips = match sample::sample(tid) {
+            Ok(ips) => ips,
+            Err(sample::Unsampled::Gone) => return None,
+            Err(why) => return Some(why.to_string()),
+        };
+        // `resolve` resolves each distinct list of addresses once per process.
+        Some(frames::Waiting::pick(&resolve::resolve(&ips).frames).to_string())
+    }
+    #[cfg(not(origins))]
+    {
+        let _ = tid;
+        None
+    }
+}
+
+/// How many frames a sample of thread `tid`'s stack holds, unresolved; `None` when it could
+/// not be sampled. For the benches: what a report pays per leaked thread before resolving.
+#[cfg(origins)]
+pub fn sample_frames(tid: u32) -> Option<usize> {
+    sample::sample(tid).ok().map(|ips| ips.len())
+}
+
+/// Leaked fd targets with each `socket:[N]` named by protocol, addresses and state where the
+/// kernel's tables list it (Linux; elsewhere the labels are returned as they are).
+pub(crate) fn name_sockets(labels: Vec<String>) -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    {
+        sockets::name_sockets(labels)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        labels
     }
 }
 
@@ -254,17 +364,6 @@ pub(crate) fn keep_linked() {
     {
         fd_hook::keep_linked();
         child_hook::keep_linked();
-    }
-}
-
-fn thread_state(_tid: u32) -> Option<String> {
-    #[cfg(target_os = "linux")]
-    {
-        state::thread_state(_tid)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
     }
 }
 

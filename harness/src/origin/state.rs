@@ -6,13 +6,79 @@
 //! be read. Each read costs about 8 µs per file per thread, so this runs only for threads a
 //! report names, never on a clean check. Fd targets lose their inode (`socket:[…]`) the way
 //! leaked fds are grouped, or identical threads would each form a group of one.
+//!
+//! A wait with a timeout says when it ends (see [`Timed`]): the timeout is an argument of the
+//! call (a timespec's address, or milliseconds), and the timespec lies in this process's own
+//! memory. It is read with `process_vm_readv` on our own pid, which fails with `EFAULT` on an
+//! address that is no longer mapped instead of faulting: the thread may have returned from the
+//! call and reused its stack between the two reads, which at worst gives a wrong figure, never
+//! a crash.
+
+use std::fmt;
+use std::time::Duration;
 
 use crate::group::without_inode;
 
-/// A short description: `blocked in futex`, `sleeping in clock_nanosleep`, `blocked in read
-/// on socket:[…] (recvfrom)`, `blocked in epoll_wait on anon_inode:[eventpoll]`, `running`;
-/// `None` when nothing could be read (the thread is gone, or `/proc` is not there).
-pub(crate) fn thread_state(tid: u32) -> Option<String> {
+/// When a timed wait ends, as far as the thread's own arguments tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timed {
+    /// An absolute deadline (std's `park_timeout` and `Condvar::wait_timeout`: a
+    /// `FUTEX_WAIT_BITSET` on `CLOCK_MONOTONIC`; an absolute `clock_nanosleep`): this much
+    /// time from the reading.
+    EndsIn(Duration),
+    /// A relative timeout (parking_lot's `FUTEX_WAIT`, `thread::sleep`, an `epoll_wait` with a
+    /// timeout): the kernel does not show when the wait began, so only a bound is known.
+    Within(Duration),
+}
+
+impl Timed {
+    /// The longest the wait can still last.
+    pub(crate) fn bound(self) -> Duration {
+        match self {
+            Timed::EndsIn(d) | Timed::Within(d) => d,
+        }
+    }
+
+    /// The later of two readings of the same kind (a group of threads shows the one that
+    /// covers them all); `None` when the kinds differ.
+    pub(crate) fn later(self, other: Timed) -> Option<Timed> {
+        match (self, other) {
+            (Timed::EndsIn(a), Timed::EndsIn(b)) => Some(Timed::EndsIn(a.max(b))),
+            (Timed::Within(a), Timed::Within(b)) => Some(Timed::Within(a.max(b))),
+            _ => None,
+        }
+    }
+
+    /// Whether the end is known (an absolute deadline), not only bounded.
+    pub(crate) fn is_absolute(self) -> bool {
+        matches!(self, Timed::EndsIn(_))
+    }
+}
+
+/// `timed: ends in 29.6 s`, `timed: ends within 30.0 s`.
+impl fmt::Display for Timed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (how, d) = match self {
+            Timed::EndsIn(d) => ("in", d),
+            Timed::Within(d) => ("within", d),
+        };
+        write!(f, "timed: ends {how} {:.1} s", d.as_secs_f64())
+    }
+}
+
+/// What a thread is doing, and when its wait ends if it has a timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadState {
+    /// `blocked in futex`, `sleeping in clock_nanosleep`, `running`.
+    pub(crate) text: String,
+    pub(crate) timed: Option<Timed>,
+}
+
+/// What thread `tid` is doing: `blocked in futex`, `sleeping in clock_nanosleep`, `blocked in
+/// read on socket:[…] (recvfrom)`, `blocked in epoll_wait on anon_inode:[eventpoll]`,
+/// `running`, with the end of a timed wait; `None` when nothing could be read (the thread is
+/// gone, or `/proc` is not there).
+pub(crate) fn thread_state(tid: u32) -> Option<ThreadState> {
     let read = |file: &str| std::fs::read_to_string(format!("/proc/self/task/{tid}/{file}")).ok();
     let stat = read("stat");
     let syscall = read("syscall");
@@ -21,7 +87,7 @@ pub(crate) fn thread_state(tid: u32) -> Option<String> {
         Some(s) if s != "running" && !s.starts_with("-1") => None,
         _ => read("wchan"),
     };
-    describe(
+    let text = describe(
         stat.as_deref(),
         syscall.as_deref(),
         wchan.as_deref(),
@@ -30,7 +96,125 @@ pub(crate) fn thread_state(tid: u32) -> Option<String> {
                 .ok()
                 .map(|p| p.to_string_lossy().into_owned())
         },
-    )
+    )?;
+    let timed = match text.as_str() {
+        "running" => None,
+        _ => syscall
+            .as_deref()
+            .and_then(|s| timed_wait(s, read_timespec, clock_now)),
+    };
+    Some(ThreadState { text, timed })
+}
+
+/// Reads a `timespec` at `addr` in this process, or `None` where nothing is mapped there.
+fn read_timespec(addr: u64) -> Option<(i64, i64)> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let local = libc::iovec {
+        iov_base: (&mut ts as *mut libc::timespec).cast(),
+        iov_len: std::mem::size_of::<libc::timespec>(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: std::mem::size_of::<libc::timespec>(),
+    };
+    // SAFETY: `local` points at our own timespec of the right size; the kernel checks the
+    // remote range and fails with EFAULT where it is not mapped, without touching it from
+    // this thread. Reading our own pid needs no ptrace permission.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    (n == remote.iov_len as isize).then_some((ts.tv_sec, ts.tv_nsec))
+}
+
+/// The time on clock `clock` now, as `(seconds, nanoseconds)`.
+fn clock_now(clock: i32) -> Option<(i64, i64)> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill; an unknown clock fails with EINVAL.
+    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (r == 0).then_some((ts.tv_sec, ts.tv_nsec))
+}
+
+/// A timespec as a duration; `None` for a negative or malformed one.
+fn span((sec, nsec): (i64, i64)) -> Option<Duration> {
+    (sec >= 0 && (0..1_000_000_000).contains(&nsec)).then(|| Duration::new(sec as u64, nsec as u32))
+}
+
+/// The end of a timed wait, from a `syscall` line (`nr a0 … a5 sp pc`): the call, where its
+/// timeout is and whether it is absolute. `read` reads a timespec of this process, `now` a
+/// clock. `None` for an untimed wait (a null timeout, `-1` milliseconds) or one this does not
+/// know.
+pub(crate) fn timed_wait(
+    line: &str,
+    read: impl Fn(u64) -> Option<(i64, i64)>,
+    now: impl Fn(i32) -> Option<(i64, i64)>,
+) -> Option<Timed> {
+    use libc as c;
+    let mut fields = line.split_whitespace();
+    let nr: i64 = fields.next()?.parse().ok()?;
+    let args: Vec<u64> = fields
+        .take(6)
+        .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .collect::<Option<_>>()?;
+    if args.len() < 6 {
+        return None;
+    }
+    let relative_at = |addr: u64| match addr {
+        0 => None,
+        _ => span(read(addr)?).map(Timed::Within),
+    };
+    let absolute_at = |addr: u64, clock: i32| match addr {
+        0 => None,
+        _ => {
+            let (end, now) = (read(addr)?, now(clock)?);
+            let left = (end.0 - now.0) as i128 * 1_000_000_000 + (end.1 - now.1) as i128;
+            Some(Timed::EndsIn(Duration::from_nanos(left.max(0) as u64)))
+        }
+    };
+    // A timeout in milliseconds, as an `int` (negative: none).
+    let millis = |arg: u64| match arg as u32 as i32 {
+        ms if ms < 0 => None,
+        ms => Some(Timed::Within(Duration::from_millis(ms as u64))),
+    };
+    const FUTEX_CMD_MASK: u64 = !(c::FUTEX_PRIVATE_FLAG as u64 | c::FUTEX_CLOCK_REALTIME as u64);
+    match nr {
+        c::SYS_futex => {
+            let op = args[1];
+            let clock = if op & c::FUTEX_CLOCK_REALTIME as u64 != 0 {
+                c::CLOCK_REALTIME
+            } else {
+                c::CLOCK_MONOTONIC
+            };
+            match (op & FUTEX_CMD_MASK) as i32 {
+                c::FUTEX_WAIT => relative_at(args[3]),
+                c::FUTEX_WAIT_BITSET | c::FUTEX_WAIT_REQUEUE_PI => absolute_at(args[3], clock),
+                c::FUTEX_LOCK_PI => absolute_at(args[3], c::CLOCK_REALTIME),
+                _ => None,
+            }
+        }
+        c::SYS_clock_nanosleep => {
+            if args[1] & c::TIMER_ABSTIME as u64 != 0 {
+                absolute_at(args[2], args[0] as i32)
+            } else {
+                relative_at(args[2])
+            }
+        }
+        c::SYS_nanosleep => relative_at(args[0]),
+        c::SYS_epoll_pwait => millis(args[3]),
+        c::SYS_epoll_pwait2 | c::SYS_ppoll => {
+            relative_at(args[if nr == c::SYS_ppoll { 2 } else { 3 }])
+        }
+        c::SYS_pselect6 => relative_at(args[4]),
+        c::SYS_rt_sigtimedwait => relative_at(args[2]),
+        #[cfg(target_arch = "x86_64")]
+        c::SYS_epoll_wait => millis(args[3]),
+        #[cfg(target_arch = "x86_64")]
+        c::SYS_poll => millis(args[2]),
+        _ => None,
+    }
 }
 
 /// The pure decision, from the text of the three files.
@@ -200,6 +384,84 @@ mod tests {
         );
     }
 
+    fn line(nr: i64, args: [u64; 6]) -> String {
+        let a: Vec<String> = args.iter().map(|a| format!("0x{a:x}")).collect();
+        format!("{nr} {} 0x7ffd1000 0x7f001234", a.join(" "))
+    }
+
+    #[test]
+    fn the_end_of_a_timed_wait_from_its_arguments() {
+        use libc as c;
+        let at = 0x7f00_1000u64;
+        // The memory holds 30.5 s at `at`; the clocks read 100 s.
+        let mem = |addr: u64| (addr == at).then_some((30, 500_000_000));
+        let abs = |addr: u64| (addr == at).then_some((129, 600_000_000));
+        let now = |_: i32| Some((100, 0));
+        let secs = Duration::from_secs_f64;
+        let bitset = (c::FUTEX_WAIT_BITSET | c::FUTEX_PRIVATE_FLAG) as u64;
+        let std_park = line(c::SYS_futex, [0x55, bitset, 0, at, 0, u32::MAX as u64]);
+        assert_eq!(
+            timed_wait(&std_park, abs, now),
+            Some(Timed::EndsIn(secs(29.6)))
+        );
+        assert_eq!(
+            Timed::EndsIn(secs(29.6)).to_string(),
+            "timed: ends in 29.6 s"
+        );
+        // A deadline already past ends now.
+        let past = |_: u64| Some((50, 0));
+        assert_eq!(
+            timed_wait(&std_park, past, now),
+            Some(Timed::EndsIn(Duration::ZERO))
+        );
+        let parking_lot = line(
+            c::SYS_futex,
+            [0x55, (c::FUTEX_WAIT | 128) as u64, 0, at, 0, 0],
+        );
+        assert_eq!(
+            timed_wait(&parking_lot, mem, now),
+            Some(Timed::Within(secs(30.5)))
+        );
+        // Untimed: a null timeout.
+        let untimed = line(c::SYS_futex, [0x55, bitset, 0, 0, 0, u32::MAX as u64]);
+        assert_eq!(timed_wait(&untimed, mem, now), None);
+        // A wake is no wait.
+        let wake = line(c::SYS_futex, [0x55, c::FUTEX_WAKE as u64, 1, at, 0, 0]);
+        assert_eq!(timed_wait(&wake, mem, now), None);
+        // A timeout that cannot be read says nothing rather than a made-up figure.
+        assert_eq!(timed_wait(&parking_lot, |_| None, now), None);
+        let sleep = line(c::SYS_clock_nanosleep, [0, 0, at, at + 16, 0, 0]);
+        assert_eq!(
+            timed_wait(&sleep, mem, now),
+            Some(Timed::Within(secs(30.5)))
+        );
+        let abs_sleep = line(
+            c::SYS_clock_nanosleep,
+            [1, c::TIMER_ABSTIME as u64, at, 0, 0, 0],
+        );
+        assert_eq!(
+            timed_wait(&abs_sleep, abs, now),
+            Some(Timed::EndsIn(secs(29.6)))
+        );
+        let epoll = line(c::SYS_epoll_pwait, [3, 0x1000, 64, 2500, 0, 8]);
+        assert_eq!(timed_wait(&epoll, mem, now), Some(Timed::Within(secs(2.5))));
+        let forever = line(c::SYS_epoll_pwait, [3, 0x1000, 64, 0xffff_ffff, 0, 8]);
+        assert_eq!(timed_wait(&forever, mem, now), None);
+        assert_eq!(timed_wait("running", mem, now), None);
+        assert_eq!(timed_wait("-1 0x7ffd 0x7f00", mem, now), None);
+    }
+
+    #[test]
+    fn a_group_shows_the_later_end() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            Timed::EndsIn(s(2)).later(Timed::EndsIn(s(5))),
+            Some(Timed::EndsIn(s(5)))
+        );
+        assert_eq!(Timed::EndsIn(s(2)).later(Timed::Within(s(5))), None);
+        assert_eq!(Timed::Within(s(7)).bound(), s(7));
+    }
+
     #[test]
     fn falls_back_when_files_say_less() {
         let s = Some("1 (x) S 1");
@@ -221,7 +483,7 @@ mod tests {
     /// outlives its test); the state is read until it shows (a thread needs a moment to reach
     /// its blocking call) within a deadline.
     mod live {
-        use super::super::thread_state;
+        use super::super::{thread_state, ThreadState, Timed};
         use std::io::Read;
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{mpsc, Arc};
@@ -239,6 +501,15 @@ mod tests {
             body: impl FnOnce() + Send + 'static,
             expect: impl Fn(&str) -> bool,
         ) -> (String, JoinHandle<()>) {
+            let (state, t) = full_state_of(body, |s| expect(&s.text));
+            (state.text, t)
+        }
+
+        /// Like `state_of`, with the end of a timed wait.
+        fn full_state_of(
+            body: impl FnOnce() + Send + 'static,
+            expect: impl Fn(&ThreadState) -> bool,
+        ) -> (ThreadState, JoinHandle<()>) {
             let (tx, rx) = mpsc::channel();
             let t = std::thread::spawn(move || {
                 tx.send(gettid()).unwrap();
@@ -247,7 +518,10 @@ mod tests {
             let tid = rx.recv().unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let state = thread_state(tid).unwrap_or_default();
+                let state = thread_state(tid).unwrap_or(ThreadState {
+                    text: String::new(),
+                    timed: None,
+                });
                 if expect(&state) || Instant::now() > deadline {
                     return (state, t);
                 }
@@ -347,6 +621,85 @@ mod tests {
             stop.store(true, Ordering::Relaxed);
             t.join().unwrap();
             assert_eq!(state, "running");
+        }
+
+        /// A thread in std's `park_timeout` (a `FUTEX_WAIT_BITSET` with an absolute
+        /// `CLOCK_MONOTONIC` deadline) says when it ends, to within the time the test took.
+        #[test]
+        fn a_thread_in_park_timeout_says_when_its_wait_ends() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let start = Instant::now();
+            let park = move || {
+                let end = start + Duration::from_secs(3);
+                while !flag.load(Ordering::Acquire) && Instant::now() < end {
+                    std::thread::park_timeout(end.saturating_duration_since(Instant::now()));
+                }
+            };
+            let (state, t) = full_state_of(park, |s| s.timed.is_some());
+            let read_at = start.elapsed();
+            stop.store(true, Ordering::Release);
+            t.thread().unpark();
+            t.join().unwrap();
+            assert_eq!(state.text, "blocked in futex");
+            let Some(Timed::EndsIn(left)) = state.timed else {
+                panic!("{state:?}");
+            };
+            let expected = Duration::from_secs(3).saturating_sub(read_at);
+            assert!(
+                left <= Duration::from_secs(3) && left + Duration::from_millis(100) >= expected,
+                "{left:?} left, {expected:?} expected"
+            );
+        }
+
+        /// `thread::sleep` is a relative `clock_nanosleep`: only its length is known.
+        #[test]
+        fn a_sleeping_thread_says_its_wait_ends_within_its_length() {
+            extern "C" fn wake(_: libc::c_int) {}
+            // SAFETY: a handler that does nothing, so that a signal only interrupts the sleep.
+            unsafe { libc::signal(libc::SIGUSR2, wake as *const () as libc::sighandler_t) };
+            let nap = || {
+                let long = libc::timespec {
+                    tv_sec: 30,
+                    tv_nsec: 0,
+                };
+                // SAFETY: valid timespec; returns early (EINTR) when signalled.
+                unsafe {
+                    libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &long, std::ptr::null_mut())
+                };
+            };
+            let (state, t) = full_state_of(nap, |s| s.timed.is_some());
+            use std::os::unix::thread::JoinHandleExt;
+            while !t.is_finished() {
+                // SAFETY: the thread is alive until joined below; SIGUSR2 has a handler.
+                unsafe { libc::pthread_kill(t.as_pthread_t(), libc::SIGUSR2) };
+                std::thread::yield_now();
+            }
+            t.join().unwrap();
+            assert_eq!(state.text, "sleeping in clock_nanosleep");
+            assert_eq!(state.timed, Some(Timed::Within(Duration::from_secs(30))));
+            assert_eq!(
+                state.timed.unwrap().to_string(),
+                "timed: ends within 30.0 s"
+            );
+        }
+
+        /// An untimed park has no end.
+        #[test]
+        fn an_untimed_park_has_no_end() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let park = move || {
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
+            };
+            let (state, t) = full_state_of(park, |s| s.text == "blocked in futex");
+            stop.store(true, Ordering::Release);
+            t.thread().unpark();
+            t.join().unwrap();
+            assert_eq!(state.text, "blocked in futex");
+            assert_eq!(state.timed, None);
         }
 
         #[test]

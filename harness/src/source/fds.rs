@@ -1,4 +1,5 @@
-//! Open file descriptors (Linux: `/proc/self/fd`), named by target.
+//! Open file descriptors (Linux: `/proc/self/fd`), named by target; sockets by what they
+//! connect (`/proc/net/*`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,9 +58,10 @@ impl Source for Fds {
     }
 
     /// Targets carry per-item ids (`socket:[81234]`) and per-cycle directories: they group by
-    /// kind and by file name (see `group::fd_targets`). With feature `origins`, by where they
-    /// were opened too: `/tmp/x.log ×4 opened at src/audit.rs:17`, resolved here only, on the
-    /// failure path, for the new fds alone.
+    /// kind and by file name (see `group::fd_targets`). Sockets are shown by protocol,
+    /// addresses and state (`tcp 127.0.0.1:8080 LISTEN`); filters still match the target. With
+    /// feature `origins`, by where they were opened too: `/tmp/x.log ×4 opened at
+    /// src/audit.rs:17`, resolved here only, on the failure path, for the new fds alone.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
         let mut backtraces: HashMap<String, Vec<String>> = HashMap::new();
         let mut fds = Vec::new();
@@ -76,6 +78,11 @@ impl Source for Fds {
             });
             fds.push((label, origin));
         }
+        let (labels, origins): (Vec<String>, Vec<Option<String>>) = fds.into_iter().unzip();
+        let fds: Vec<_> = origin::name_sockets(labels)
+            .into_iter()
+            .zip(origins)
+            .collect();
         if fds.iter().all(|(_, origin)| origin.is_none()) {
             return group::fd_targets(fds.into_iter().map(|(label, _)| label));
         }

@@ -103,6 +103,15 @@ pub(crate) trait Source: Send + Sync {
         Vec::new()
     }
 
+    /// After `items`: whether waiting could let the leaked items go of themselves, and for how
+    /// long. `Unknown` where this source cannot tell (the report then gives its generic note
+    /// when the settle budget ran out); `Never` when some item waits with no end (threads in
+    /// an untimed wait: no settle budget helps); `Within(d)` when every item is in a wait that
+    /// ends within `d` from the report.
+    fn lingering(&self) -> Lingering {
+        Lingering::Unknown
+    }
+
     /// Whether the protocol should also read this source after every measured cycle, for a
     /// trend (`Series::samples`). Only sources that ask for it are read between settles, so a
     /// check without them pays nothing for it.
@@ -204,6 +213,14 @@ impl Reading {
             | Reading::Failed(_) => &[],
         }
     }
+}
+
+/// Whether waiting longer could let leaked items go (see [`Source::lingering`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lingering {
+    Unknown,
+    Never,
+    Within(std::time::Duration),
 }
 
 /// The settled figures of one source over a check, for [`Source::judge`].

@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::filter::Filter;
-use crate::origin::{self, Creation};
+use crate::origin::{self, Creation, Timed};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
-use crate::source::{added, Item, Reading, Source, Style, Uncounted, GONE};
+use crate::source::{added, Item, Lingering, Reading, Source, Style, Uncounted, GONE};
 use crate::sys::{self, Listing};
 
 /// Threads by id; labelled with their name (at most 15 bytes), which thread filters match.
@@ -47,6 +47,8 @@ pub(crate) struct Threads {
     /// Set when threads made by one-time initializers grew over the measured cycles: they are
     /// counted and listed as any other.
     globals_grew: AtomicBool,
+    /// Whether the leaked threads' waits end, found with the items.
+    lingering: Mutex<Lingering>,
 }
 
 #[derive(Default)]
@@ -66,6 +68,7 @@ impl Threads {
             first: Vec::new(),
             seen: Mutex::new(HashMap::new()),
             globals_grew: AtomicBool::new(false),
+            lingering: Mutex::new(Lingering::Unknown),
         }
     }
 
@@ -208,19 +211,27 @@ impl Source for Threads {
         }
     }
 
-    /// Grouped by name, spawn site (with `origins`) and state: `"audit-flusher" ×20
-    /// (blocked in futex)`, or with sites one group per line. A thread that never named
-    /// itself reads `unnamed thread created by PATH`. Sites are resolved and states read here
-    /// only, on the failure path, for the new threads alone.
+    /// Grouped by name, spawn site (with `origins`), where each is waiting, and state:
+    /// `"audit-flusher" ×20 (blocked in futex)`, or with sites one group per line. A thread that
+    /// never named itself reads `unnamed thread created by PATH`. Threads in timed waits group
+    /// by the kind of wait, showing the latest end of the group: `"r2d2-worker-0" ×3 (blocked
+    /// in futex, timed: ends in 29.6 s)`. Sites are resolved and states read here only, on the
+    /// failure path, for the new threads alone.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        type Key = (String, Option<String>, Option<String>);
+        /// Name, site, state, and whether the wait is timed with an absolute end.
+        type Key = (String, Option<String>, Option<String>, Option<bool>);
         let grew = self.globals_grew.load(Ordering::Relaxed);
-        let mut groups: HashMap<Key, (usize, Vec<String>)> = HashMap::new();
-        for tid in added(b0.ids(), end.ids()) {
-            let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
-            if self.ignores(&name) {
-                continue;
-            }
+        let mut groups: HashMap<Key, (usize, Vec<String>, Option<Timed>)> = HashMap::new();
+        let mut lingering = Lingering::Unknown;
+        // Every state first: resolving an origin can take long, and a timed wait's end is
+        // counted from its reading.
+        let states: Vec<_> = added(b0.ids(), end.ids())
+            .filter_map(|tid| {
+                let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
+                (!self.ignores(&name)).then(|| (tid, name, origin::thread_state(tid)))
+            })
+            .collect();
+        for (tid, name, state) in states {
             let creation = if cfg!(origins) {
                 self.creation(tid)
             } else {
@@ -232,31 +243,53 @@ impl Source for Threads {
                     continue;
                 }
             }
-            let origin = origin::thread_origin(tid);
+            let origin = origin::thread_origin_in(tid, state);
+            lingering = match (lingering, origin.timed, &origin.state) {
+                // A thread whose state could not be read (gone, or not Linux) says nothing.
+                (_, _, None) => lingering,
+                (Lingering::Never, _, _) | (_, None, Some(_)) => Lingering::Never,
+                (Lingering::Unknown, Some(t), _) => Lingering::Within(t.bound()),
+                (Lingering::Within(d), Some(t), _) => Lingering::Within(d.max(t.bound())),
+            };
+            let kind = origin.timed.map(Timed::is_absolute);
+            // `spawned at src/pool.rs:40, waiting at src/pool.rs:52 in …`.
+            let site = match (origin.site, origin.waiting) {
+                (Some(site), Some(waiting)) => Some(format!("{site}, {waiting}")),
+                (site, waiting) => site.or(waiting),
+            };
             let (label, site) = match &creation {
                 Some(c) if c.unnamed => {
                     let what = match &c.created_by {
                         Some(by) => format!("unnamed thread created by {by}"),
                         None => "unnamed thread".to_owned(),
                     };
-                    let site = origin.site.map_or(what.clone(), |s| format!("{what} {s}"));
+                    let site = site.map_or(what.clone(), |s| format!("{what} {s}"));
                     (String::new(), Some(site))
                 }
-                _ => (name, origin.site),
+                _ => (name, site),
             };
-            let group = groups.entry((label, site, origin.state)).or_default();
+            let group = groups.entry((label, site, origin.state, kind)).or_default();
             group.0 += 1;
             if group.1.is_empty() {
                 group.1 = origin.backtrace;
             }
+            group.2 = match (group.2, origin.timed) {
+                (Some(a), Some(b)) => a.later(b),
+                (a, b) => a.or(b),
+            };
         }
+        *self.lingering.lock().unwrap_or_else(|e| e.into_inner()) = lingering;
         let mut items: Vec<(Item, Vec<String>)> = groups
             .into_iter()
-            .map(|((label, site, state), (count, backtrace))| {
+            .map(|((label, site, state, _), (count, backtrace, timed))| {
+                let remark = match (state, timed) {
+                    (Some(state), Some(timed)) => Some(format!("{state}, {timed}")),
+                    (state, _) => state,
+                };
                 let item = Item {
                     label,
                     count,
-                    remark: state,
+                    remark,
                     origin: site,
                 };
                 (item, backtrace)
@@ -291,5 +324,9 @@ impl Source for Threads {
 
     fn notes(&self) -> Vec<String> {
         self.shown.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lingering(&self) -> Lingering {
+        *self.lingering.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
