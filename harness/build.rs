@@ -4,14 +4,11 @@
 //! intercepts `pthread_create` itself, and a second definition in the executable would take
 //! its place. Elsewhere the feature compiles and records nothing.
 //!
-//! The cfg is `origins`: creations are recorded and classified (process globals, unnamed
-//! threads, `ignore_created_by`). `spawn_sites` (feature `spawn-sites`) also shows each leaked
-//! thread's `spawned at FILE:LINE` in its label, which changes the labels `Report::items`
-//! gives.
+//! The cfg is `origins`: creations are recorded, classified (process globals, unnamed threads,
+//! `ignore_created_by`) and shown in a report (`spawned at FILE:LINE`, `opened at …`).
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(origins)");
-    println!("cargo::rustc-check-cfg=cfg(spawn_sites)");
     println!("cargo::rustc-check-cfg=cfg(tokio_unstable)");
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let feature = std::env::var_os("CARGO_FEATURE_ORIGINS").is_some();
@@ -23,8 +20,5 @@ fn main() {
     let sanitized = !env("CARGO_CFG_SANITIZE").is_empty();
     if feature && linux_gnu && !static_crt && !sanitized {
         println!("cargo::rustc-cfg=origins");
-        if std::env::var_os("CARGO_FEATURE_SPAWN_SITES").is_some() {
-            println!("cargo::rustc-cfg=spawn_sites");
-        }
     }
 }

@@ -15,6 +15,14 @@ fn check(cycles: usize) -> LeakCheck {
     LeakCheck::new().cycles(cycles).settle(BUDGET)
 }
 
+/// Where `spawn` spawns, as a report says it.
+fn site() -> String {
+    format!("spawned at {}:{SPAWN_LINE}", file!())
+}
+
+/// The line of the spawn in `spawn`.
+const SPAWN_LINE: u32 = line!() + 8;
+
 fn spawn(cmd: &str, args: &[&str]) -> Child {
     Command::new(cmd)
         .args(args)
@@ -63,13 +71,14 @@ fn running_child_per_cycle_is_counted_exactly() {
     assert_eq!(report.leaked(Resource::Children), 6, "{report}");
     assert_eq!(
         report.items(Resource::Children),
-        &[("sleep".to_string(), 6)]
+        &[(format!("sleep {}", site()), 6)]
     );
     assert_eq!(report.leaked(Resource::Threads), 0, "{report}");
     assert!(
-        report
-            .to_string()
-            .contains("children +6 (+1.00/cycle)  \"sleep\" ×6"),
+        report.to_string().contains(&format!(
+            "children +6 (+1.00/cycle)\n           ×6   \"sleep\" {}",
+            site()
+        )),
         "{report}"
     );
 }
@@ -86,8 +95,10 @@ fn zombie_per_cycle_is_counted_exactly_and_named_as_such() {
         .unwrap_err();
     assert_eq!(leak.report().leaked(Resource::Children), 4, "{leak}");
     assert!(
-        leak.to_string()
-            .contains("children +4 (+1.00/cycle)  \"true\" ×4 (zombie ×4)"),
+        leak.to_string().contains(&format!(
+            "children +4 (+1.00/cycle)\n           ×4   \"true\" {} (zombie ×4)",
+            site()
+        )),
         "{leak}"
     );
 }
@@ -110,8 +121,10 @@ fn running_and_zombie_children_group_by_command() {
         .unwrap_err();
     // Warm-up was cycle 1; measured cycles 2..=9 killed cycles 3, 6 and 9.
     assert!(
-        leak.to_string()
-            .contains("children +8 (+1.00/cycle)  \"sleep\" ×8 (zombie ×3)"),
+        leak.to_string().contains(&format!(
+            "children +8 (+1.00/cycle)\n           ×8   \"sleep\" {} (zombie ×3)",
+            site()
+        )),
         "{leak}"
     );
 }

@@ -149,12 +149,11 @@ fn strict_counts_a_global_as_a_leak() {
         pool_in_once_lock();
     });
     let file = file!();
-    let site = match cfg!(spawn_sites) {
-        true => format!(
-            "unnamed thread created by globals::lib_like::spawn_worker spawned at {file}:{line}"
-        ),
-        false => "unnamed thread created by globals::lib_like::spawn_worker".to_owned(),
-    };
+    let park = line + 3;
+    let site = format!(
+        "unnamed thread created by globals::lib_like::spawn_worker spawned at {file}:{line}, \
+         waiting at {file}:{park} in std::thread::park"
+    );
     // (A note on the settle budget may follow: not this test's subject.)
     assert_eq!(
         lines(&text)[..4],
@@ -185,12 +184,11 @@ fn the_same_pool_outside_an_initializer_leaks() {
     let line = lib_like::SPAWN_LINE;
     let text = fails(check(), || kept.push(Pool::new(2)));
     let file = file!();
-    let site = match cfg!(spawn_sites) {
-        true => format!(
-            "unnamed thread created by globals::lib_like::spawn_worker spawned at {file}:{line}"
-        ),
-        false => "unnamed thread created by globals::lib_like::spawn_worker".to_owned(),
-    };
+    let park = line + 3;
+    let site = format!(
+        "unnamed thread created by globals::lib_like::spawn_worker spawned at {file}:{line}, \
+         waiting at {file}:{park} in std::thread::park"
+    );
     // (A note on the settle budget may follow: not this test's subject.)
     assert_eq!(
         lines(&text)[..4],

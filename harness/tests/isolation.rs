@@ -9,7 +9,7 @@
 // Their expected labels are names alone: under `spawn-sites` each label also carries its
 // `spawned at` site, so these run in the default build (where sites are recorded and classify
 // threads, but labels stay names) and the site labels are tested in `globals` and the lib.
-#![cfg(all(target_os = "linux", not(spawn_sites)))]
+#![cfg(target_os = "linux")]
 
 use std::process::Command;
 use std::time::{Duration, Instant};

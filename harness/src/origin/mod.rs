@@ -112,8 +112,8 @@ pub(crate) struct Creation {
     pub(crate) unnamed: bool,
 }
 
-/// What this build knows of thread `tid`: the spawn site (shown with `spawn-sites`), where it
-/// waits (with `origins`) and the state.
+/// What this build knows of thread `tid`: the spawn site and where it waits (with `origins`),
+/// and the state.
 #[allow(dead_code)] // the one-call form, for tests
 pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
     thread_origin_in(tid, thread_state(tid))
@@ -139,13 +139,7 @@ pub(crate) fn thread_origin_in(tid: u32, state: Option<(String, Option<Timed>)>)
         Some((text, timed)) => (Some(text), timed),
         None => (None, None),
     };
-    // Without `spawn-sites` the site is recorded and classified but not shown.
-    let shown = if cfg!(spawn_sites) {
-        spawn_site(tid)
-    } else {
-        None
-    };
-    let (site, backtrace) = match shown {
+    let (site, backtrace) = match spawn_site(tid) {
         Some((site, backtrace)) => (Some(site), backtrace),
         None => (None, Vec::new()),
     };
@@ -286,8 +280,8 @@ pub(crate) fn fd_origin(_fd: u32) -> Option<Made> {
             let why = if origins_off() {
                 "open site not recorded: LEAKCHECK_ORIGINS=0"
             } else if fd_hook::hook_seen() {
-                "open site not recorded: opened before the first check, by a call the hooks \
-                 do not see (inside glibc, a raw syscall, a shared library) or numbered beyond \
+                "open site not recorded: made by a call the hooks do not see (inside glibc, a \
+                 raw syscall, a shared library), before the first check, or numbered beyond \
                  the table"
             } else {
                 "open site not recorded: the fd hooks are not linked in"
@@ -367,7 +361,7 @@ pub(crate) fn keep_linked() {
     }
 }
 
-#[cfg(all(test, spawn_sites))]
+#[cfg(all(test, origins))]
 mod tests {
     use super::*;
     use std::sync::mpsc;

@@ -107,7 +107,7 @@ pub(crate) trait Source: Send + Sync {
     /// long. `Unknown` where this source cannot tell (the report then gives its generic note
     /// when the settle budget ran out); `Never` when some item waits with no end (threads in
     /// an untimed wait: no settle budget helps); `Within(d)` when every item is in a wait that
-    /// ends within `d` from the report.
+    /// ends within `d` of the end of the settle.
     fn lingering(&self) -> Lingering {
         Lingering::Unknown
     }

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::filter::Filter;
 use crate::origin::{self, Creation, Timed};
@@ -49,6 +50,10 @@ pub(crate) struct Threads {
     globals_grew: AtomicBool,
     /// Whether the leaked threads' waits end, found with the items.
     lingering: Mutex<Lingering>,
+    /// When judging began, just after the last reading: classifying creations can take long
+    /// (the first resolution loads debug info), and a timed wait read after it ends that much
+    /// later after the settle than it says.
+    judging_from: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -69,6 +74,7 @@ impl Threads {
             seen: Mutex::new(HashMap::new()),
             globals_grew: AtomicBool::new(false),
             lingering: Mutex::new(Lingering::Unknown),
+            judging_from: Mutex::new(None),
         }
     }
 
@@ -176,6 +182,7 @@ impl Source for Threads {
     }
 
     fn uncounted(&self, b0: &Reading, b1: Option<&Reading>, end: &Reading) -> Uncounted {
+        *self.judging_from.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         if !self.classifies() {
             return Uncounted::default();
         }
@@ -231,6 +238,12 @@ impl Source for Threads {
                 (!self.ignores(&name)).then(|| (tid, name, origin::thread_state(tid)))
             })
             .collect();
+        // How long after the settle ended the states were read.
+        let late = self
+            .judging_from
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed());
         for (tid, name, state) in states {
             let creation = if cfg!(origins) {
                 self.creation(tid)
@@ -248,8 +261,8 @@ impl Source for Threads {
                 // A thread whose state could not be read (gone, or not Linux) says nothing.
                 (_, _, None) => lingering,
                 (Lingering::Never, _, _) | (_, None, Some(_)) => Lingering::Never,
-                (Lingering::Unknown, Some(t), _) => Lingering::Within(t.bound()),
-                (Lingering::Within(d), Some(t), _) => Lingering::Within(d.max(t.bound())),
+                (Lingering::Unknown, Some(t), _) => Lingering::Within(late + t.bound()),
+                (Lingering::Within(d), Some(t), _) => Lingering::Within(d.max(late + t.bound())),
             };
             let kind = origin.timed.map(Timed::is_absolute);
             // `spawned at src/pool.rs:40, waiting at src/pool.rs:52 in …`.
