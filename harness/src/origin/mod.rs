@@ -13,7 +13,7 @@
 //!   runtime.
 
 #[cfg_attr(not(spawn_sites), allow(dead_code))]
-mod frames;
+pub(crate) mod frames;
 #[cfg(spawn_sites)]
 mod spawn_hook;
 #[cfg(target_os = "linux")]
@@ -53,13 +53,6 @@ pub(crate) fn thread_origin(tid: u32) -> ThreadOrigin {
 /// records no spawn sites.
 #[cfg(spawn_sites)]
 fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    /// A spawn site and its full backtrace, by the return addresses they were resolved from.
-    type Resolved = HashMap<Vec<usize>, (String, Vec<String>)>;
-    // Threads made by the same code have the same addresses: resolve each list once.
-    static RESOLVED: Mutex<Option<Resolved>> = Mutex::new(None);
-
     let Some(ips) = spawn_hook::spawn_ips(tid) else {
         let why = if spawn_hook::hook_seen() {
             "spawn site not recorded: started before the hook, not through pthread_create, \
@@ -69,14 +62,41 @@ fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
         };
         return Some((why.to_owned(), Vec::new()));
     };
+    let resolved = resolve(&ips);
+    let site = frames::Site::pick(&resolved.frames).to_string();
+    Some((site, resolved.backtrace))
+}
+
+#[cfg(not(spawn_sites))]
+fn spawn_site(_tid: u32) -> Option<(String, Vec<String>)> {
+    None
+}
+
+/// Return addresses resolved: every frame (several per address where calls were inlined),
+/// innermost first, and the same as a report prints a full backtrace.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Debug)]
+pub(crate) struct Resolved {
+    pub(crate) frames: Vec<frames::Frame>,
+    /// `function at file:line` per frame, paths shortened.
+    pub(crate) backtrace: Vec<String>,
+}
+
+/// Resolves return addresses, once per distinct list: threads made by the same code, and
+/// blocks allocated by the same line, have the same addresses.
+#[cfg(target_os = "linux")]
+pub(crate) fn resolve(ips: &[usize]) -> Resolved {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static RESOLVED: Mutex<Option<HashMap<Vec<usize>, Resolved>>> = Mutex::new(None);
+
     let mut cache = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(known) = cache.get(&ips) {
-        return Some(known.clone());
+    if let Some(known) = cache.get(ips) {
+        return known.clone();
     }
-    let frames = resolve(&ips);
-    let site = frames::Site::pick(&frames).to_string();
-    let full = frames
+    let frames = resolve_frames(ips);
+    let backtrace = frames
         .iter()
         .map(|f| {
             let name = f.name.as_deref().unwrap_or("<unknown>");
@@ -89,20 +109,14 @@ fn spawn_site(tid: u32) -> Option<(String, Vec<String>)> {
             }
         })
         .collect();
-    let resolved = (site, full);
-    cache.insert(ips, resolved.clone());
-    Some(resolved)
+    let resolved = Resolved { frames, backtrace };
+    cache.insert(ips.to_vec(), resolved.clone());
+    resolved
 }
 
-#[cfg(not(spawn_sites))]
-fn spawn_site(_tid: u32) -> Option<(String, Vec<String>)> {
-    None
-}
-
-/// Resolves return addresses to frames (several per address where calls were inlined),
-/// with paths shortened for a report.
-#[cfg(spawn_sites)]
-fn resolve(ips: &[usize]) -> Vec<frames::Frame> {
+/// Resolves return addresses to frames (several per address where calls were inlined).
+#[cfg(target_os = "linux")]
+fn resolve_frames(ips: &[usize]) -> Vec<frames::Frame> {
     let mut out = Vec::new();
     for &ip in ips {
         backtrace::resolve(ip as *mut std::ffi::c_void, |sym| {

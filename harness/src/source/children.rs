@@ -4,14 +4,33 @@
 //! zombie behind, cycle after cycle. Children are counted by pid and named by command and
 //! state. The harness only looks: it never reaps, waits for or kills anything, so a child that
 //! its parent reaps within the settle budget is not a leak, and one that nobody reaps is.
+//!
+//! Processes a child left behind count too: while a check runs, the process adopts them as a
+//! child subreaper (Linux; see `orphans`), and the report names them `(orphaned)`. Those, and
+//! only those, the harness reaps once they have exited.
 
 use std::collections::BTreeMap;
 
 use crate::resource::Resource;
+use crate::source::orphans::{self, Subreaper};
 use crate::source::{added, Item, Reading, Source, Style, GONE};
 use crate::sys::{self, ListError};
 
-pub(crate) struct Children;
+/// What an adopted descendant's line says where a child's says where it was spawned.
+const ORPHANED: &str = "(orphaned)";
+
+pub(crate) struct Children {
+    /// Keeps the process a child subreaper while the check runs.
+    _subreaper: Subreaper,
+}
+
+impl Children {
+    pub(crate) fn new() -> Self {
+        Children {
+            _subreaper: Subreaper::start(),
+        }
+    }
+}
 
 impl Source for Children {
     fn resource(&self) -> Resource {
@@ -19,6 +38,7 @@ impl Source for Children {
     }
 
     fn read(&self) -> Reading {
+        orphans::tend();
         let mut ids = Vec::new();
         match sys::children(&mut ids) {
             Ok(()) => Reading::Ids {
@@ -38,14 +58,15 @@ impl Source for Children {
         Style::Quoted
     }
 
-    /// Grouped by command, with how many of each are zombies or stopped:
-    /// `"sleep" ×8 (zombie ×3)`.
+    /// Grouped by command and whether they were adopted, with how many of each are zombies
+    /// or stopped: `"sleep" ×8 (zombie ×3)`, `"sleep" ×4 (orphaned)`.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        // command → (count, state → count)
-        let mut groups: BTreeMap<String, (usize, BTreeMap<&'static str, usize>)> = BTreeMap::new();
+        // (command, adopted) → (count, state → count)
+        type Groups = BTreeMap<(String, bool), (usize, BTreeMap<&'static str, usize>)>;
+        let mut groups: Groups = BTreeMap::new();
         for pid in added(b0.ids(), end.ids()) {
             let (command, state) = sys::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
-            let group = groups.entry(command).or_default();
+            let group = groups.entry((command, orphans::adopted(pid))).or_default();
             group.0 += 1;
             if let Some(name) = unusual_state(state) {
                 *group.1.entry(name).or_default() += 1;
@@ -53,7 +74,7 @@ impl Source for Children {
         }
         let mut items: Vec<Item> = groups
             .into_iter()
-            .map(|(command, (count, states))| {
+            .map(|((command, adopted), (count, states))| {
                 let remark = (!states.is_empty()).then(|| {
                     states
                         .iter()
@@ -65,11 +86,16 @@ impl Source for Children {
                     label: command,
                     count,
                     remark,
-                    origin: None,
+                    origin: adopted.then(|| ORPHANED.to_owned()),
                 }
             })
             .collect();
-        items.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
+        items.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.label.cmp(&b.label))
+                .then_with(|| a.origin.cmp(&b.origin))
+        });
         items
     }
 }
