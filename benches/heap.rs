@@ -1,6 +1,8 @@
 //! What counting the heap costs: allocation + free through `CountingAlloc` (this binary's
 //! global allocator) against `System` called directly, on 1 and on 2 threads, in the same run;
-//! and a clean check with `.heap()` against the same check without it.
+//! a clean check with `.heap()` against the same check without it; and a cycle of the
+//! recording pass a heap leak triggers (allocation sites recorded) against the same cycle
+//! counted only.
 //!
 //! `cargo bench --bench heap`; results and ratios in BENCHMARKS.md.
 
@@ -123,11 +125,62 @@ fn clean_check(c: &mut Criterion) {
     g.finish();
 }
 
+/// A cycle of a small component: a map of strings and buffers made and dropped, and one block
+/// that stays (each kept `Box` is a block of its own, which is the point).
+#[allow(clippy::vec_box)]
+fn cycle(kept: &mut Vec<Box<[u8; 32]>>) {
+    use std::collections::HashMap;
+    let mut m: HashMap<String, Vec<u8>> = HashMap::new();
+    for i in 0..3 {
+        m.insert(format!("key-{i}"), vec![1; 100]);
+    }
+    black_box(&m);
+    kept.push(Box::new([0; 32]));
+}
+
+fn sites_pass(c: &mut Criterion) {
+    let mut g = c.benchmark_group("heap sites pass, per cycle");
+    g.bench_function("recording cycle (sites on)", |b| {
+        b.iter_custom(|iters| {
+            // Passes of at most 4096 cycles, so that the blocks that stay fit in the site
+            // table (8192) as in a check's pass; only the cycles are timed.
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(4096);
+                left -= n;
+                let mut kept = Vec::with_capacity(n as usize);
+                let (t, stayed) = leakcheck::__private::record_while(|| {
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        cycle(&mut kept);
+                    }
+                    t.elapsed()
+                });
+                assert!(stayed as u64 >= n, "{stayed} of {n} recorded");
+                elapsed += t;
+            }
+            elapsed
+        })
+    });
+    g.bench_function("baseline: counted cycle (sites off)", |b| {
+        b.iter_custom(|iters| {
+            let mut kept = Vec::with_capacity(iters as usize);
+            let t = Instant::now();
+            for _ in 0..iters {
+                cycle(&mut kept);
+            }
+            t.elapsed()
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = alloc_free, clean_check
+    targets = alloc_free, clean_check, sites_pass
 }
 criterion_main!(benches);

@@ -120,7 +120,8 @@ pub use alloc::{CountingAlloc, HeapStats};
 
 #[doc(hidden)]
 pub mod __private {
-    //! What the attributes expand to call; not a public API.
+    //! What the attributes expand to call, and what the benches measure; not a public API.
+    pub use crate::alloc::sites::record_while;
     pub use crate::attribute::*;
     #[cfg(origins)]
     pub use crate::origin::sample_frames;

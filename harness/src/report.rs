@@ -231,6 +231,21 @@ impl Report {
         &self.notes
     }
 
+    /// Whether the heap was judged leaking over at least 2 cycles: the case a check runs
+    /// further cycles for, to record where the blocks that stay are allocated.
+    pub(crate) fn wants_heap_sites(&self) -> bool {
+        self.cycles >= 2 && self.verdict(Resource::Heap) == Some(&Verdict::Leaking)
+    }
+
+    /// Adds where the leaked heap blocks were allocated: the heap line's items, and notes.
+    pub(crate) fn add_heap_sites(&mut self, sites: crate::source::heap_sites::Sites) {
+        let _paused = crate::alloc::pause();
+        if let Some(line) = self.lines.iter_mut().find(|l| l.resource == Resource::Heap) {
+            line.set_items(sites.items);
+        }
+        self.notes.extend(sites.notes);
+    }
+
     fn line(&self, r: Resource) -> Option<&Line> {
         self.lines.iter().find(|l| l.resource == r)
     }

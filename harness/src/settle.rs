@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-#[cfg(feature = "tokio")]
 use crate::alloc;
 use crate::source::{Snapshot, Sources};
 
@@ -162,6 +161,44 @@ pub(crate) async fn awaiting<'a>(
                 }
             }
         }
+    }
+}
+
+/// Decides when the heap has stopped changing after a recording pass (a block freed a little later,
+/// on another thread, is not a block that stayed): done when the count has not changed for
+/// 10 ms, or when `budget` has passed.
+pub(crate) struct Quiet {
+    started: Instant,
+    budget: Duration,
+    last: i64,
+    since: Instant,
+}
+
+impl Quiet {
+    const STILL: Duration = Duration::from_millis(10);
+    const POLL: Duration = Duration::from_millis(1);
+
+    pub(crate) fn new(budget: Duration) -> Self {
+        let now = Instant::now();
+        Quiet {
+            started: now,
+            budget,
+            last: alloc::read().blocks,
+            since: now,
+        }
+    }
+
+    /// How long to wait before the next look, or `None` when quiet.
+    pub(crate) fn step(&mut self) -> Option<Duration> {
+        let now = alloc::read().blocks;
+        if now != self.last {
+            self.last = now;
+            self.since = Instant::now();
+        }
+        if self.since.elapsed() >= Self::STILL || self.started.elapsed() >= self.budget {
+            return None;
+        }
+        Some(Self::POLL)
     }
 }
 

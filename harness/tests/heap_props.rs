@@ -89,7 +89,15 @@ fn run_plan(plan: &Plan) -> leakcheck::Report {
         .warmup(plan.warmup)
         .settle(Duration::from_millis(30));
     let result = check.run(|| {
-        let step = &plan.cycles[cycle];
+        // After a leak the check runs the measured cycles again, recording allocation sites:
+        // those runs replay the measured steps.
+        let len = plan.cycles.len();
+        let i = if cycle < len {
+            cycle
+        } else {
+            plan.warmup + (cycle - len) % (len - plan.warmup)
+        };
+        let step = &plan.cycles[i];
         cycle += 1;
         let churn: Vec<Vec<u8>> = step.churn.iter().map(|&n| vec![1u8; n]).collect();
         for _ in 0..step.leaked {

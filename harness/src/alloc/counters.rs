@@ -75,6 +75,8 @@ struct Local {
     paused: Cell<u32>,
     /// Allocations seen while [`installed`] probes.
     probe_hits: Cell<u32>,
+    /// Inside [`if_counting`]: an allocation made from there is not recorded again.
+    in_site: Cell<bool>,
 }
 
 thread_local! {
@@ -83,6 +85,7 @@ thread_local! {
             counts: Cell::new(std::ptr::null()),
             paused: Cell::new(0),
             probe_hits: Cell::new(0),
+            in_site: Cell::new(false),
         }
     };
 }
@@ -291,6 +294,26 @@ pub(crate) fn read_without(tid: Option<u32>) -> Counts {
                 allocs,
             };
         }
+    }
+}
+
+/// Runs `f` if the calling thread counts (no [`pause`] in force) and is not inside `f`
+/// already: the allocation-site recorder's guard against the harness's own work and against
+/// re-entry. A thread past its thread-local storage runs nothing.
+#[inline]
+pub(crate) fn if_counting(f: impl FnOnce()) {
+    let entered = LOCAL
+        .try_with(|l| {
+            if l.paused.get() > 0 || l.in_site.get() {
+                return false;
+            }
+            l.in_site.set(true);
+            true
+        })
+        .unwrap_or(false);
+    if entered {
+        f();
+        let _ = LOCAL.try_with(|l| l.in_site.set(false));
     }
 }
 

@@ -9,6 +9,7 @@
 //! feature is needed.
 
 mod counters;
+pub(crate) mod sites;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -78,8 +79,9 @@ pub struct HeapStats {
     pub allocations: u64,
 }
 
-// SAFETY: every call forwards to `inner` with the caller's arguments; counting touches only
-// atomics and a thread-local without a destructor, and never allocates.
+// SAFETY: every call forwards to `inner` with the caller's arguments; counting and site
+// recording touch only atomics, static tables and a thread-local without a destructor, and
+// never allocate.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -87,6 +89,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         let p = unsafe { self.inner.alloc(layout) };
         if !p.is_null() {
             counters::count(counters::Event::Alloc(layout.size()));
+            if sites::on() {
+                sites::record(p);
+            }
         }
         p
     }
@@ -97,12 +102,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
         let p = unsafe { self.inner.alloc_zeroed(layout) };
         if !p.is_null() {
             counters::count(counters::Event::Alloc(layout.size()));
+            if sites::on() {
+                sites::record(p);
+            }
         }
         p
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Before the free: once freed, the address can be handed out (and recorded) again.
+        if sites::on() {
+            sites::forget(ptr);
+        }
         // SAFETY: forwarded as received.
         unsafe { self.inner.dealloc(ptr, layout) };
         counters::count(counters::Event::Free(layout.size()));
@@ -110,8 +122,17 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // A block keeps its site when it moves (taken out first, as for a free).
+        let site = if sites::on() {
+            sites::forget(ptr)
+        } else {
+            None
+        };
         // SAFETY: forwarded as received.
         let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
+        if let Some(site) = &site {
+            sites::insert_at(if p.is_null() { ptr } else { p }, site);
+        }
         if !p.is_null() {
             counters::count(counters::Event::Resize {
                 from: layout.size(),

@@ -286,7 +286,7 @@ fn shown_path(name: &str) -> String {
 }
 
 /// A function's path without closure suffixes: `a::b::{{closure}}` (or `{closure#0}`) → `a::b`.
-fn function(name: &str) -> &str {
+pub(crate) fn function(name: &str) -> &str {
     let mut name = name;
     loop {
         if let Some(stripped) = name.strip_suffix("::{{closure}}") {

@@ -29,9 +29,9 @@ mod child_hook;
 #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod fd_hook;
 #[cfg_attr(not(origins), allow(dead_code))]
-mod frames;
+pub(crate) mod frames;
 #[cfg(origins)]
-mod resolve;
+pub(crate) mod resolve;
 #[cfg(origins)]
 mod sample;
 #[cfg(target_os = "linux")]

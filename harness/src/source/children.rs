@@ -4,20 +4,30 @@
 //! zombie behind, cycle after cycle. Children are counted by pid and named by command and
 //! state. The harness only looks: it never reaps, waits for or kills anything, so a child that
 //! its parent reaps within the settle budget is not a leak, and one that nobody reaps is.
+//!
+//! Processes a child left behind count too: while a check runs, the process adopts them as a
+//! child subreaper (Linux; see `orphans`), and the report names them `(orphaned)`. Those, and
+//! only those, the harness reaps once they have exited.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::origin;
 use crate::resource::Resource;
+use crate::source::orphans::{self, Subreaper};
 use crate::source::{added, shown_backtraces, Item, Reading, Source, Style, GONE};
 use crate::sys::{self, ListError};
+
+/// What an adopted descendant's line says where a child's says where it was spawned.
+const ORPHANED: &str = "(orphaned)";
 
 pub(crate) struct Children {
     /// Whether a report shows each group's full creation backtrace.
     backtraces: bool,
     /// Those backtraces, made with the items, for the notes.
     shown: Mutex<Vec<String>>,
+    /// Keeps the process a child subreaper while the check runs.
+    _subreaper: Subreaper,
 }
 
 impl Children {
@@ -25,6 +35,7 @@ impl Children {
         Children {
             backtraces,
             shown: Mutex::new(Vec::new()),
+            _subreaper: Subreaper::start(),
         }
     }
 }
@@ -35,6 +46,7 @@ impl Source for Children {
     }
 
     fn read(&self) -> Reading {
+        orphans::tend();
         let mut ids = Vec::new();
         match sys::children(&mut ids) {
             Ok(()) => Reading::Ids {
@@ -54,9 +66,9 @@ impl Source for Children {
         Style::Quoted
     }
 
-    /// Grouped by command (and, with feature `origins`, by where they were spawned), with how
-    /// many of each are zombies or stopped: `"sleep" ×8 (zombie ×3)`, `"sleep" ×4 spawned at
-    /// src/helper.rs:9`.
+    /// Grouped by command and by where they were spawned (feature `origins`) or that they were
+    /// adopted, with how many of each are zombies or stopped: `"sleep" ×8 (zombie ×3)`,
+    /// `"sleep" ×4 spawned at src/helper.rs:9`, `"sleep" ×4 (orphaned)`.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
         // (command, site) → (count, state → count)
         type Groups = BTreeMap<(String, Option<String>), (usize, BTreeMap<&'static str, usize>)>;
@@ -64,12 +76,16 @@ impl Source for Children {
         let mut backtraces: HashMap<String, Vec<String>> = HashMap::new();
         for pid in added(b0.ids(), end.ids()) {
             let (command, state) = sys::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
-            let site = origin::child_origin(pid).map(|made| {
-                backtraces
-                    .entry(made.site.clone())
-                    .or_insert(made.backtrace);
-                made.site
-            });
+            let site = if orphans::adopted(pid) {
+                Some(ORPHANED.to_owned())
+            } else {
+                origin::child_origin(pid).map(|made| {
+                    backtraces
+                        .entry(made.site.clone())
+                        .or_insert(made.backtrace);
+                    made.site
+                })
+            };
             let group = groups.entry((command, site)).or_default();
             group.0 += 1;
             if let Some(name) = unusual_state(state) {

@@ -33,11 +33,9 @@ pub(crate) struct Heap {
 
 impl Heap {
     pub(crate) fn new() -> Self {
-        let excluded = crate::context::on_a_libtest_thread()
-            .then(crate::sys::main_and_current_tid)
-            .flatten()
-            .map(|(main, _)| main);
-        Heap { excluded }
+        Heap {
+            excluded: super::heap_sites::excluded_thread(),
+        }
     }
 }
 

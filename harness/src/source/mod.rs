@@ -22,7 +22,9 @@
 mod children;
 mod fds;
 mod heap;
+pub(crate) mod heap_sites;
 mod ignored;
+mod orphans;
 mod probe;
 mod task_count;
 #[cfg(feature = "tokio")]

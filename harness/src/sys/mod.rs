@@ -8,7 +8,7 @@
 //! One platform switch: `linux.rs` reads `/proc`; elsewhere `unsupported.rs` says so.
 
 #[cfg(target_os = "linux")]
-mod linux;
+pub(crate) mod linux;
 #[cfg(target_os = "linux")]
 use linux as platform;
 #[cfg(not(target_os = "linux"))]
