@@ -527,7 +527,7 @@ impl Default for Guard {
 /// Waits `d` of real time on the runtime.
 #[cfg(feature = "tokio")]
 async fn sleep_async(d: Duration) {
-    let before = Instant::now();
+    let before = std::time::Instant::now();
     tokio::time::sleep(d).await;
     // A paused clock returns at once, but threads need real time to exit: let the runtime's
     // tasks run, then let the rest of the wait pass in real time.
