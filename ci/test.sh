@@ -36,13 +36,11 @@ if cargo tree -p leakcheck -e normal,build --prefix none | grep '^tokio '; then
   exit 1
 fi
 
-# Spawn sites (feature spawn-sites, off by default): leakcheck's own tests with the hook (its
-# report-level origin tests among them) and the hook's bench, each once.
-step "spawn sites (feature spawn-sites)"
-cargo clippy -p leakcheck -p leakcheck-suite --features spawn-sites --all-targets -- -D warnings
-# Only the tests written for sites: the others assert labels without them (run above).
-cargo test -p leakcheck --features spawn-sites --lib --test origins --test fd_child_sites
-cargo bench --features spawn-sites --bench origins -- --test
+# Creation sites (feature origins, on by default) run in every suite above; the hooks' bench
+# runs once, and the earlier feature name still builds.
+step "creation sites (feature origins)"
+cargo clippy -p leakcheck --features spawn-sites --all-targets -- -D warnings
+cargo bench --features origins --bench origins -- --test
 
 # Task spawn sites need tokio's unstable hooks. RUSTFLAGS changes every crate's build, so it
 # gets its own target directory (the main one is not rebuilt) and only leakcheck is built.
@@ -50,8 +48,8 @@ step "--cfg tokio_unstable: leakcheck::instrument"
 (
   export RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable"
   export CARGO_TARGET_DIR=target/tokio-unstable
-  cargo clippy -p leakcheck --features spawn-sites,tokio --all-targets -- -D warnings
-  cargo test -p leakcheck --features spawn-sites,tokio
+  cargo clippy -p leakcheck --features tokio --all-targets -- -D warnings
+  cargo test -p leakcheck --features tokio
 )
 
 step "benches run once each (criterion --test)"
