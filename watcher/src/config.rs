@@ -303,7 +303,9 @@ impl Builder {
         self.pattern = glob.into();
         self
     }
-    /// Ledger entries older than this are pruned, 1 h ..= 30 d (default 7 d).
+    /// Kept so that existing callers compile; no effect since the ledger forgets a file once
+    /// its commit is finished (its status file is the record; memory no longer grows with the
+    /// files processed). Still checked: 1 h ..= 30 d (default 7 d).
     pub fn cleanup_after(mut self, d: Duration) -> Self {
         self.cleanup_after = d;
         self

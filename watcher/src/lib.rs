@@ -18,15 +18,17 @@
 //! | path | what |
 //! |---|---|
 //! | `DIR/*` | the inbox: files matching the pattern are processed |
-//! | `DIR/processed/NAME`, `DIR/processed/NAME.status.json` | processed files and their status |
+//! | `DIR/processed/NAME`, `DIR/processed/NAME.status.json` | processed files (under their own name, byte for byte; `NAME.<run>` when taken) and their status |
 //! | `DIR/failed/NAME`, `DIR/failed/NAME.status.json` | failed files and their status |
 //! | `DIR/.watcher-ledger.json`, `DIR/.watcher-ledger.journal` | the [`ledger`] |
 //! | `DIR/.watcher.lock` | [`LOCK_FILE`]: locked (`flock`) while a watcher runs on `DIR` |
 //!
 //! Ignored in the inbox: directories, the ledger, the lock file, `.watcher-*` and `*.tmp` temp
 //! files, and `*.status.json` files. FIFOs, sockets and devices (and symlinks to them, or out of
-//! the inbox) fail with a reason, without being opened; a name that is not UTF-8 is processed
-//! and keyed by an escape of its bytes (`bad\xff.txt`).
+//! the inbox) fail with a reason, without being opened; any name is processed, whatever its
+//! bytes. Where a name must be a string (the ledger, status records, [`FileOutcome`], logs) it is
+//! its [`escape_name`], one-to-one: a backslash is `\\`, a byte that is not UTF-8 `\xHH`
+//! (`bad\xff.txt`); [`unescape_name`] gives the bytes back.
 //!
 //! One watcher per directory: [`Watcher::start`] takes an exclusive advisory lock on
 //! [`LOCK_FILE`] and holds it until [`Watcher::close`] returns (or, after a drop without
@@ -65,7 +67,7 @@ pub use config::{Builder, Config, ConfigError, Mode};
 pub use engine::Watcher;
 pub use error::StartError;
 pub use lifecycle::shutdown_report::ShutdownReport;
-pub use names::LOCK_FILE;
+pub use names::{escape_name, unescape_name, LOCK_FILE};
 pub use processor::{ErrorKind, ProcessError, Processor};
 pub use report::metrics::{Histogram, Metrics};
 pub use report::on_file::FileOutcome;

@@ -343,10 +343,7 @@ fn json_shutdown_names_a_killed_command_and_a_name_that_is_not_utf8() {
     let handed_back = shutdown["handed_back"].as_array().unwrap();
     assert_eq!(handed_back.len(), 1, "{shutdown}");
     assert!(
-        handed_back[0]
-            .as_str()
-            .unwrap()
-            .ends_with("bad\u{fffd}.txt"),
+        handed_back[0].as_str().unwrap().ends_with(r"/bad\xff.txt"),
         "{shutdown}"
     );
     assert!(

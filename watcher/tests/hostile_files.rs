@@ -96,15 +96,26 @@ fn assert_special_files_refused(d: &Path) {
     );
 }
 
-/// The name that is not UTF-8 is in `processed/` under its escaped form, with a status.
+/// The name that is not UTF-8 is in `processed/` under its own name, byte for byte, with its
+/// status beside it; the record names it by its escape.
 fn assert_not_utf8_processed(d: &Path) {
+    let raw = OsStr::from_bytes(NOT_UTF8);
     assert!(
-        !d.join(OsStr::from_bytes(NOT_UTF8)).exists(),
+        !d.join(raw).exists(),
         "the file whose name is not UTF-8 is still in the inbox"
     );
-    let s = status(d, r"bad\xff.txt");
+    let moved = d.join("processed").join(raw);
+    assert!(moved.exists(), "not in processed/ under its own name");
+    let s = watcher::Status::read(&watcher::status::status_path(&moved)).unwrap();
     assert_eq!(s.outcome, Outcome::Processed, "{s:?}");
-    assert_eq!(s.file, r"bad\xff.txt");
+    assert_eq!(
+        (s.file.as_str(), s.moved_to.as_str()),
+        (r"bad\xff.txt", r"bad\xff.txt")
+    );
+    assert!(
+        !d.join(r"processed/bad\xff.txt").exists(),
+        "moved under its escape"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,9 +43,10 @@ impl FileState {
     }
 }
 
-/// Whether a directory entry name is a candidate for processing.
-fn is_candidate(cfg: &Config, name: &str) -> bool {
-    !crate::names::is_own(name) && cfg.pattern.matches(name)
+/// Whether a directory entry name, keyed `key`, is a candidate for processing. The pattern
+/// matches the name itself when it is UTF-8 (a backslash in it is not doubled), else its key.
+fn is_candidate(cfg: &Config, name: &std::ffi::OsStr, key: &str) -> bool {
+    !crate::names::is_own(key) && cfg.pattern.matches(name.to_str().unwrap_or(key))
 }
 
 /// The intake task: what it reads from, and what it feeds.
@@ -93,8 +94,9 @@ impl Intake {
         if path.parent() != Some(self.cfg.dir.as_path()) {
             return None;
         }
-        let name = crate::names::name_of(path.file_name()?);
-        is_candidate(&self.cfg, &name).then_some(name)
+        let name = path.file_name()?;
+        let key = crate::names::name_of(name);
+        is_candidate(&self.cfg, name, &key).then_some(key)
     }
 
     /// Queues `path` (unless it is no candidate, or already queued or in progress). Returns

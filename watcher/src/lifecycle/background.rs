@@ -1,4 +1,5 @@
-//! The two background routines: "cleanup" (prunes old ledger entries) and "file-state"
+//! The two background routines: "cleanup" (compacts the ledger's journal into its snapshot, so
+//! that a restart replays little; the ledger holds no `done` entries to prune) and "file-state"
 //! (prunes intake's debounce state). Each is one tokio task in the Background stage, and holds
 //! a [`Running`] guard from its spawn until it ends: the `watcher_background_tasks_active`
 //! gauge reads 1 exactly while the task is alive.
@@ -20,7 +21,7 @@ use crate::warnings::Warnings;
 /// What the two routines use, and how often they run.
 pub(crate) struct Routines {
     pub ledger: Arc<Ledger>,
-    /// Ledger entries older than this are pruned.
+    /// Handed to [`Ledger::prune`], which since version 3 of the ledger removes nothing.
     pub cleanup_after: Duration,
     pub cleanup_every: Duration,
     pub file_state: FileState,

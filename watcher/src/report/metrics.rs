@@ -113,7 +113,7 @@ pub(crate) struct Counters {
 /// The two background routines, as the running gauges name them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Routine {
-    /// "cleanup": prunes old ledger entries.
+    /// "cleanup": compacts the ledger's journal into its snapshot.
     Cleanup,
     /// "file-state": prunes intake's debounce state.
     FileState,

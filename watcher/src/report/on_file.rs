@@ -12,7 +12,8 @@ use crate::store::status::Outcome;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FileOutcome {
-    /// The file's name in the inbox (a name that is not UTF-8 is escaped: `bad\xff.txt`).
+    /// The file's name in the inbox, escaped ([`escape_name`](crate::escape_name): one-to-one;
+    /// a name that is not UTF-8 reads `bad\xff.txt`, a backslash is doubled).
     pub name: String,
     /// Processed or failed.
     pub outcome: Outcome,
@@ -25,7 +26,8 @@ pub struct FileOutcome {
     pub duration: Duration,
     /// Why it failed (as in its status).
     pub error: Option<String>,
-    /// Where it is now: `DIR/processed/NAME` or `DIR/failed/NAME` (or `NAME.<run>`).
+    /// Where it is now: `DIR/processed/NAME` or `DIR/failed/NAME` (or `NAME.<run>`), the name
+    /// byte for byte as it was in the inbox.
     pub moved_to: PathBuf,
     /// True when an earlier run of this file was interrupted (crash, abort at close).
     pub interrupted: bool,

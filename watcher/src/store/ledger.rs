@@ -26,6 +26,27 @@
 //! inbox (see [`crate::store::status`] for the order). A worker's `done` is not synced on its own: no
 //! step follows it, and until it is durable (with the journal's next sync or compaction) a
 //! restart reaches the same state from the `decided` entry, without running the file again.
+//!
+//! # Bounded by what is in flight
+//!
+//! A `done` ends its run's entry: the ledger forgets the file (the `done` line stays in the
+//! journal until the next compaction, and replaying it forgets the file again). Exactly-once
+//! needs nothing more once a file is durably moved: its status file beside it is the record of
+//! what became of it, and a file dropped again under that name is a new one. So the entries in
+//! memory, and in the snapshot, are the files whose commit is not finished: at most two per
+//! worker, plus what a crash left for recovery; memory does not grow with the number of files
+//! that went through. (Up to version 2 the ledger kept `done` entries for `cleanup_after`, 7 days
+//! by default: about 500 bytes per file processed. Those are dropped when such a ledger is
+//! opened.)
+//!
+//! # Keys
+//!
+//! Entries are keyed by the file's escaped name ([`crate::names`]), one-to-one since version 3.
+//! A ledger written before (a snapshot of version 1 or 2, or a journal beside such a snapshot or
+//! with none) keyed a UTF-8 name by itself, backslashes and all: its keys, and the names in its
+//! status records, are migrated as it is read (`names::key_from_v2`), and opening it writes a
+//! version-3 snapshot at once, before anything is appended, so that a journal is always read
+//! with the keys of the snapshot beside it.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -56,7 +77,8 @@ pub enum EntryState {
     /// of the inbox may not have happened yet. A restart finishes them without running the
     /// file again.
     Decided,
-    /// Processed and moved to `processed/` or `failed/`.
+    /// Processed and moved to `processed/` or `failed/`. Only in ledgers written before version
+    /// 3: a `done` record now removes the entry (see the [module docs](self)).
     Done,
 }
 
@@ -88,10 +110,11 @@ struct Record {
     entry: Option<Entry>,
 }
 
-/// The snapshot format written. Version 2 added `decided` entries; version 1 snapshots are read
-/// too. An older watcher refuses a version-2 snapshot rather than misread it (downgrading is not
-/// supported).
-const VERSION: u32 = 2;
+/// The snapshot format written. Version 2 added `decided` entries; version 3 made keys one-to-one
+/// and holds no `done` entries. Versions 1 and 2 are read (and migrated, see the
+/// [module docs](self)). An older watcher refuses a newer snapshot rather than misread it
+/// (downgrading is not supported).
+const VERSION: u32 = 3;
 /// The oldest snapshot format read.
 const OLDEST_READ: u32 = 1;
 
@@ -147,8 +170,12 @@ impl Ledger {
     }
 
     pub(crate) fn open_with(dir: &Path, fsync: bool) -> io::Result<Ledger> {
-        let mut entries = read_snapshot(&dir.join(SNAPSHOT))?;
-        let (journal, dirty) = replay_journal(dir, &mut entries, fsync)?;
+        let (mut entries, read) = read_snapshot(&dir.join(SNAPSHOT))?;
+        let old_keys = read < VERSION;
+        let (journal, replayed) = replay_journal(dir, &mut entries, fsync, old_keys)?;
+        // An older (or no) snapshot is rewritten now, as version 3: from here on the journal
+        // holds records with version 3's keys only.
+        let dirty = replayed || old_keys;
         let ledger = Ledger {
             dir: dir.to_path_buf(),
             fsync,
@@ -245,21 +272,14 @@ impl Ledger {
         self.lock().entries.get(name).cloned()
     }
 
-    /// Removes `done` entries written more than `older_than` ago, then compacts. Returns how
-    /// many were removed. In-flight and decided entries are never pruned.
+    /// Compacts (the cleanup routine's tick). Returns how many entries were removed: always 0
+    /// since version 3, which forgets a file at its `done` (see the [module docs](self));
+    /// `older_than` is kept for callers of earlier versions. In-flight and decided entries are
+    /// never pruned.
     pub fn prune(&self, older_than: Duration) -> io::Result<usize> {
-        let cutoff = unix_now().saturating_sub(older_than.as_secs());
-        let removed = {
-            let mut book = self.lock();
-            let before = book.entries.len();
-            book.entries
-                .retain(|_, e| e.state != EntryState::Done || e.at >= cutoff);
-            let removed = before - book.entries.len();
-            book.dirty |= removed > 0;
-            removed
-        };
+        let _ = older_than;
         self.compact()?;
-        Ok(removed)
+        Ok(0)
     }
 
     /// Compacts, then closes the journal (its fd goes now, not when the ledger is dropped).
@@ -394,12 +414,13 @@ fn done(name: &str, run: u64, outcome: Outcome) -> Record {
 
 /// Creates the journal of `dir` for appending; with `fsync`, its name is made durable before
 /// any record relies on it.
-/// The entries of the snapshot at `snapshot` (none when there is no snapshot), refusing a
-/// corrupt one or one of a version this watcher does not read.
-fn read_snapshot(snapshot: &Path) -> io::Result<BTreeMap<String, Entry>> {
+/// The entries of the snapshot at `snapshot` and the version it was written in (none and 0 when
+/// there is no snapshot), refusing a corrupt one or one of a version this watcher does not
+/// read. Entries of an older version are migrated (see the [module docs](self)).
+fn read_snapshot(snapshot: &Path) -> io::Result<(BTreeMap<String, Entry>, u32)> {
     let bytes = match std::fs::read(snapshot) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((BTreeMap::new(), 0)),
         Err(e) => return Err(at("read", snapshot)(e)),
     };
     let snap: Snapshot = serde_json::from_slice(&bytes).map_err(|e| {
@@ -418,11 +439,31 @@ fn read_snapshot(snapshot: &Path) -> io::Result<BTreeMap<String, Entry>> {
             ),
         ));
     }
-    Ok(snap.entries)
+    if snap.version == VERSION {
+        return Ok((snap.entries, VERSION));
+    }
+    let mut entries = BTreeMap::new();
+    for (name, entry) in snap.entries {
+        if entry.state != EntryState::Done {
+            entries.insert(crate::names::key_from_v2(&name), from_v2(entry));
+        }
+    }
+    Ok((entries, snap.version))
+}
+
+/// An entry of a ledger before version 3, with the names in its status record migrated.
+fn from_v2(mut entry: Entry) -> Entry {
+    if let Some(s) = &mut entry.status {
+        s.file = crate::names::key_from_v2(&s.file);
+        s.moved_to = crate::names::key_from_v2(&s.moved_to);
+    }
+    entry
 }
 
 /// Replays the journal of `dir` over `entries` (creating the journal if there is none): the
-/// open journal, and whether it held records (then the ledger must be compacted).
+/// open journal, and whether it held records (then the ledger must be compacted). With
+/// `old_keys`, the journal was written beside a snapshot before version 3 (or none): its keys
+/// are migrated.
 ///
 /// Opened for writing too, so that a journal this watcher cannot write fails the start rather
 /// than every file; replayed when the last run left records in it, then emptied by the
@@ -431,6 +472,7 @@ fn replay_journal(
     dir: &Path,
     entries: &mut BTreeMap<String, Entry>,
     fsync: bool,
+    old_keys: bool,
 ) -> io::Result<(File, bool)> {
     let journal_path = dir.join(JOURNAL);
     let mut dirty = false;
@@ -445,9 +487,13 @@ fn replay_journal(
                 dirty = true;
                 let line = line.map_err(at("read", &journal_path))?;
                 // A torn last line (crash mid-append) does not parse: ignore it.
-                let Ok(rec) = serde_json::from_str::<Record>(&line) else {
+                let Ok(mut rec) = serde_json::from_str::<Record>(&line) else {
                     continue;
                 };
+                if old_keys {
+                    rec.name = crate::names::key_from_v2(&rec.name);
+                    rec.entry = rec.entry.map(from_v2);
+                }
                 apply(entries, rec);
             }
             f
@@ -478,11 +524,12 @@ fn closed(journal: &Path) -> io::Error {
 
 fn apply(entries: &mut BTreeMap<String, Entry>, rec: Record) {
     match rec.entry {
-        // A `done` ends the run it names only: appended late by a checkpoint, it must not end
-        // a later run of the same name.
+        // A `done` ends the run it names only, and the ledger forgets the file (see the
+        // module docs): appended late by a checkpoint, it must not end a later run of the
+        // same name.
         Some(e) if e.state == EntryState::Done => {
-            if entries.get(&rec.name).is_none_or(|old| old.run == e.run) {
-                entries.insert(rec.name, e);
+            if entries.get(&rec.name).is_some_and(|old| old.run == e.run) {
+                entries.remove(&rec.name);
             }
         }
         Some(e) => {
@@ -503,7 +550,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let snapshot = dir.path().join(SNAPSHOT);
         let ledger = Ledger::open_with(dir.path(), false).unwrap();
-        assert!(!snapshot.exists(), "an empty ledger writes no snapshot");
+        // The first open writes a (version 3) snapshot, so that its journal's keys are known.
+        let written = std::fs::read_to_string(&snapshot).unwrap();
+        assert_eq!(written, r#"{"version":3,"entries":{}}"#);
         ledger.mark_in_flight("a", 1).unwrap();
         ledger.compact().unwrap();
         // Mark the snapshot as written long ago: a rewrite would give it a fresh mtime.
@@ -527,7 +576,7 @@ mod tests {
         ledger.mark_done("a", 1, Outcome::Processed).unwrap();
         ledger.compact().unwrap();
         assert_ne!(mtime(), long_ago);
-        assert_eq!(ledger.get("a").unwrap().state, EntryState::Done);
+        assert_eq!(ledger.get("a"), None, "done: forgotten");
     }
 
     #[test]
@@ -559,7 +608,7 @@ mod tests {
 
     /// A checkpoint appends `done` late: by then a later run of the same name may have started.
     /// That `done` must not end the later run, in memory or on replay. The control: a `done`
-    /// of the current run does end it.
+    /// of the current run does end it (the file is forgotten).
     #[test]
     fn a_late_done_does_not_end_a_later_run_of_the_same_name() {
         let dir = tempfile::tempdir().unwrap();
@@ -570,29 +619,99 @@ mod tests {
         ledger.mark_in_flight("b", 3).unwrap();
         ledger.mark_done("b", 3, Outcome::Failed).unwrap();
         for l in [&ledger, &Ledger::open_with(dir.path(), false).unwrap()] {
-            let (a, b) = (l.get("a").unwrap(), l.get("b").unwrap());
+            let a = l.get("a").unwrap();
             assert_eq!((a.state, a.run), (EntryState::InFlight, 2));
-            assert_eq!(
-                (b.state, b.outcome),
-                (EntryState::Done, Some(Outcome::Failed))
-            );
+            assert_eq!(l.get("b"), None);
         }
     }
 
     #[test]
     fn refuses_a_snapshot_of_another_version() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SNAPSHOT), br#"{"version":3,"entries":{}}"#).unwrap();
+        std::fs::write(dir.path().join(SNAPSHOT), br#"{"version":4,"entries":{}}"#).unwrap();
         let err = Ledger::open(dir.path()).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(err.to_string().contains("has version 3"), "{err}");
-        // The version before `decided` entries is read.
+        assert!(err.to_string().contains("has version 4"), "{err}");
+        // The version before `decided` entries is read; its `done` entries are dropped.
         std::fs::write(
             dir.path().join(SNAPSHOT),
-            br#"{"version":1,"entries":{"a":{"state":"done","run":7,"outcome":"processed","at":1}}}"#,
+            br#"{"version":1,"entries":{"a":{"state":"in_flight","run":7,"at":1},"b":{"state":"done","run":8,"outcome":"processed","at":1}}}"#,
         )
         .unwrap();
-        assert_eq!(Ledger::open(dir.path()).unwrap().get("a").unwrap().run, 7);
+        let l = Ledger::open(dir.path()).unwrap();
+        assert_eq!(l.get("a").unwrap().run, 7);
+        assert_eq!(l.get("b"), None);
+    }
+
+    /// A ledger of version 2 keyed a UTF-8 name by itself, backslashes and all, and the name
+    /// that is not UTF-8 `bad<0xff>.txt` as `bad\xff.txt`; its keys, in the snapshot, in the
+    /// journal beside it and in a decided entry's status, are migrated to version 3's
+    /// one-to-one escape, and the snapshot is rewritten as version 3 at once (a journal
+    /// appended after it has version 3's keys, which must not be migrated twice).
+    #[test]
+    fn a_version_2_ledger_is_migrated_to_one_to_one_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = |name: &str| Status {
+            file: name.to_string(),
+            moved_to: name.to_string(),
+            outcome: Outcome::Processed,
+            attempts: 1,
+            error: None,
+            interrupted: false,
+            run: 9,
+            started_at: String::new(),
+            finished_at: String::new(),
+        };
+        let decided = Entry {
+            state: EntryState::Decided,
+            run: 9,
+            outcome: Some(Outcome::Processed),
+            at: 1,
+            status: Some(status(r"dec\ided")),
+            file_id: None,
+        };
+        let in_flight = |run| Entry {
+            state: EntryState::InFlight,
+            run,
+            outcome: None,
+            at: 1,
+            status: None,
+            file_id: None,
+        };
+        let snapshot = serde_json::json!({
+            "version": 2,
+            "entries": {
+                r"back\slash": in_flight(1),
+                r"bad\xff.txt": in_flight(2),
+                r"dec\ided": decided,
+            },
+        });
+        std::fs::write(dir.path().join(SNAPSHOT), snapshot.to_string()).unwrap();
+        let line = serde_json::to_string(&Record {
+            name: r"jour\nal".to_string(),
+            entry: Some(in_flight(3)),
+        })
+        .unwrap();
+        std::fs::write(dir.path().join(JOURNAL), format!("{line}\n")).unwrap();
+        let l = Ledger::open_with(dir.path(), false).unwrap();
+        let keys: Vec<String> = l.entries().into_keys().collect();
+        assert_eq!(
+            keys,
+            [r"back\\slash", r"bad\xff.txt", r"dec\\ided", r"jour\\nal"]
+        );
+        let s = l.get(r"dec\\ided").unwrap().status.unwrap();
+        assert_eq!(
+            (s.file.as_str(), s.moved_to.as_str()),
+            (r"dec\\ided", r"dec\\ided")
+        );
+        let written = std::fs::read_to_string(dir.path().join(SNAPSHOT)).unwrap();
+        assert!(written.starts_with(r#"{"version":3,"#), "{written}");
+        // Appended now, replayed later: taken as it is.
+        l.mark_in_flight(r"new\\one", 4).unwrap();
+        drop(l);
+        let l = Ledger::open_with(dir.path(), false).unwrap();
+        assert_eq!(l.get(r"new\\one").unwrap().run, 4);
+        assert_eq!(l.entries().len(), 5);
     }
 
     #[test]
@@ -613,9 +732,8 @@ mod tests {
         drop(j);
         let l = Ledger::open(dir.path()).unwrap();
         let e = l.entries();
-        assert_eq!(e.len(), 2);
-        assert_eq!(e["a"].state, EntryState::Done);
-        assert_eq!(e["a"].outcome, Some(Outcome::Processed));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(!e.contains_key("a"), "done: forgotten");
         assert_eq!(e["b"].state, EntryState::InFlight);
         // Opening compacted: the journal is empty, the snapshot holds everything.
         assert_eq!(
@@ -626,22 +744,35 @@ mod tests {
         assert_eq!(l2.entries(), e);
     }
 
+    /// Memory bounded by what is in flight: a thousand files through the ledger leave only
+    /// the one still in flight, however old; the control, a run that is not done, stays.
     #[test]
-    fn prune_keeps_in_flight_and_recent() {
+    fn done_files_are_forgotten_and_prune_keeps_in_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open(dir.path()).unwrap();
-        l.mark_done("old", 1, Outcome::Failed).unwrap();
-        l.mark_in_flight("busy", 2).unwrap();
-        {
-            let mut book = l.lock();
-            book.entries.get_mut("old").unwrap().at -= 7200;
-            book.entries.get_mut("busy").unwrap().at -= 7200;
+        let l = Ledger::open_with(dir.path(), false).unwrap();
+        l.mark_in_flight("busy", 1).unwrap();
+        l.lock().entries.get_mut("busy").unwrap().at -= 7200;
+        for run in 2..1002 {
+            let name = format!("f{run}");
+            l.mark_in_flight(&name, run).unwrap();
+            let status = Status {
+                file: name.clone(),
+                moved_to: name.clone(),
+                outcome: Outcome::Processed,
+                attempts: 1,
+                error: None,
+                interrupted: false,
+                run,
+                started_at: String::new(),
+                finished_at: String::new(),
+            };
+            l.mark_decided(&status, None).unwrap();
+            l.mark_done(&name, run, Outcome::Processed).unwrap();
         }
-        l.mark_done("new", 3, Outcome::Processed).unwrap();
-        assert_eq!(l.prune(Duration::from_secs(3600)).unwrap(), 1);
-        let e = l.entries();
-        assert!(e.contains_key("busy") && e.contains_key("new") && !e.contains_key("old"));
-        l.forget("new").unwrap();
-        assert!(l.get("new").is_none());
+        assert_eq!(l.entries().into_keys().collect::<Vec<_>>(), ["busy"]);
+        assert_eq!(l.prune(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(l.get("busy").unwrap().run, 1);
+        l.forget("busy").unwrap();
+        assert!(l.get("busy").is_none());
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::mutex::lock;
-use crate::names::{FAILED_DIR, PROCESSED_DIR};
-use crate::store::disk::{sync_dir, write_atomic};
+use crate::names::{raw_name, status_name, FAILED_DIR, PROCESSED_DIR};
+use crate::store::disk::{rename_into_place, sync_dir, write_temp};
 use crate::store::identity::move_if_same;
 use crate::store::ledger::{EntryState, FileId, Ledger};
 use crate::store::status::{status_path, Outcome, Status};
@@ -42,12 +42,16 @@ pub(crate) fn recover(dir: &Path, fsync: bool, ledger: &Ledger) -> io::Result<In
             (EntryState::Done, _) => {}
             (EntryState::Decided, Some(status)) => {
                 let dest_dir = dir.join(status.outcome.dir_name());
-                let dest = dest_dir.join(&status.moved_to);
+                let dest = dest_dir.join(raw_name(&status.moved_to));
                 let written = status_path(&dest);
                 if !Status::read(&written).is_ok_and(|s| s == status) {
                     let json = serde_json::to_vec_pretty(&status).map_err(io::Error::other)?;
-                    let status_name = written.file_name().expect("a file name");
-                    write_atomic(&dest_dir, &status_name.to_string_lossy(), &json, fsync)?;
+                    let tmp_name = status_name(&status.moved_to);
+                    let tmp = write_temp(&dest_dir, &tmp_name, None, &json, fsync)?;
+                    rename_into_place(&tmp, &written)?;
+                    if fsync {
+                        sync_dir(&dest_dir)?;
+                    }
                 }
                 finish_move(dir, fsync, &inbox, entry.file_id, &dest_dir, &dest)?;
                 ledger.mark_done(&name, entry.run, status.outcome)?;
@@ -56,7 +60,7 @@ pub(crate) fn recover(dir: &Path, fsync: bool, ledger: &Ledger) -> io::Result<In
                 match (find_status(dir, &name, entry.run), in_inbox) {
                     (Some((outcome, dest)), _) => {
                         let dest_dir = dir.join(outcome.dir_name());
-                        let dest = dest_dir.join(&dest);
+                        let dest = dest_dir.join(raw_name(&dest));
                         finish_move(dir, fsync, &inbox, None, &dest_dir, &dest)?;
                         ledger.mark_done(&name, entry.run, outcome)?;
                     }
@@ -112,7 +116,7 @@ impl Interrupted {
 fn find_status(dir: &Path, name: &str, run: u64) -> Option<(Outcome, String)> {
     for outcome in [Outcome::Processed, Outcome::Failed] {
         for dest in [name.to_string(), format!("{name}.{run}")] {
-            let p = status_path(&dir.join(outcome.dir_name()).join(&dest));
+            let p = status_path(&dir.join(outcome.dir_name()).join(raw_name(&dest)));
             if let Ok(s) = Status::read(&p) {
                 if s.run == run && s.file == name {
                     return Some((outcome, dest));

@@ -1,7 +1,9 @@
 //! Status records: one JSON file next to each file in `processed/` or `failed/`.
 //!
 //! For a file `NAME` moved to `processed/DEST`, the status is `processed/DEST.status.json`.
-//! `DEST` is `NAME`, or `NAME.<run>` when `NAME` is already taken by an earlier file.
+//! `DEST` is `NAME`, or `NAME.<run>` when `NAME` is already taken by an earlier file; both are
+//! the file's own bytes (the record's `file` and `moved_to` hold their escapes, see
+//! [`crate::names`]).
 //!
 //! Commit order for one file (each step crash-safe; see [`crate::store::ledger`]):
 //! 1. ledger: `in_flight(name, run)` (fsynced);
@@ -65,9 +67,11 @@ impl Outcome {
 /// The status record of one processed file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    /// The file's name in the inbox.
+    /// The file's name in the inbox, escaped ([`escape_name`](crate::escape_name): one-to-one,
+    /// the name itself for UTF-8 without a backslash).
     pub file: String,
-    /// The file's name in `processed/` or `failed/`.
+    /// The file's name in `processed/` or `failed/`, escaped the same way: the file there has
+    /// the name [`unescape_name`](crate::unescape_name) gives back, byte for byte.
     pub moved_to: String,
     /// Processed or failed.
     pub outcome: Outcome,

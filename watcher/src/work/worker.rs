@@ -260,7 +260,8 @@ impl Crew {
                         max_attempts: self.cfg.retries.saturating_add(1),
                         duration: took,
                         error: status.error,
-                        moved_to: self.cfg.dir.join(outcome.dir_name()).join(status.moved_to),
+                        moved_to: (self.cfg.dir.join(outcome.dir_name()))
+                            .join(crate::names::raw_name(&status.moved_to)),
                         interrupted: file.interrupted,
                     });
                 }
@@ -496,13 +497,14 @@ async fn write_status_and_move(
 ) -> std::io::Result<Status> {
     let cfg = &crew.cfg;
     let dest_dir = cfg.dir.join(status.outcome.dir_name());
-    let dest = dest_dir.join(&status.moved_to);
+    // The file keeps its own name, byte for byte; its status sits beside it.
+    let dest = dest_dir.join(crate::names::raw_name(&status.moved_to));
     let json = serde_json::to_vec_pretty(&status).map_err(std::io::Error::other)?;
-    let status_name = crate::names::status_name(&status.moved_to);
-    let (dir, run) = (dest_dir.clone(), file.run);
+    let tmp_name = crate::names::status_name(&status.moved_to);
+    let (dir, run, status_file) = (dest_dir.clone(), file.run, status_path(&dest));
     let write = move || {
-        let tmp = write_temp(&dir, &status_name, Some(run), &json, false)?;
-        Ok((tmp, dir.join(status_name)))
+        let tmp = write_temp(&dir, &tmp_name, Some(run), &json, false)?;
+        Ok((tmp, status_file))
     };
     let (tmp, status_path) = if cfg.fsync {
         off_thread(write).await?
@@ -540,8 +542,9 @@ async fn write_status_and_move(
     Ok(status)
 }
 
-/// The name `name` gets in `dest_dir`: its own, or `NAME.<run>` when an earlier file (or its
-/// status) has it already.
+/// The key of the name the file keyed `name` gets in `dest_dir`: its own, or `NAME.<run>` when
+/// an earlier file (or its status) has it already. (The key of `NAME.<run>` is `name.<run>`:
+/// the escape of ASCII appended to a name is that ASCII appended to its escape.)
 fn free_name(dest_dir: &Path, name: &str, run: u64) -> String {
     // PLANTED BUG, for tests only: built with `--cfg watcher_bug="duplicate_overwrites"`, a name
     // dropped again overwrites the earlier file, for tests/watcher_props.rs to find and shrink.
@@ -550,7 +553,7 @@ fn free_name(dest_dir: &Path, name: &str, run: u64) -> String {
         return name.to_string();
     }
     let taken = |p: &Path| std::fs::symlink_metadata(p).is_ok();
-    let dest = dest_dir.join(name);
+    let dest = dest_dir.join(crate::names::raw_name(name));
     if taken(&dest) || taken(&status_path(&dest)) {
         format!("{name}.{run}")
     } else {

@@ -201,10 +201,11 @@ impl Log {
     }
 }
 
-/// A path as a JSON string: serde refuses a path that is not UTF-8 (a file name that is not, in
-/// `handed_back`); such bytes show as U+FFFD here.
+/// A path as a JSON string: serde refuses a path that is not UTF-8, so it is escaped as file
+/// names are everywhere else (`watcher::escape_name`: a backslash doubled, a byte that is not
+/// UTF-8 as `\xHH`), one-to-one.
 fn text(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
+    watcher::escape_name(p.as_os_str())
 }
 
 fn ms(d: Duration) -> f64 {
