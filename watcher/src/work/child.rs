@@ -32,13 +32,19 @@
 //! [`GroupChild::spawn`] returns, so before any await point and before the watcher does
 //! anything else with the command. That is not before the command can do anything: the
 //! command runs from its `exec` on (`posix_spawn` returns after it), and the record is in the
-//! file some 20–40 µs later (a read of `/proc/<pid>/stat` and one `pwrite`; longer if the
-//! thread is preempted in between). A watcher killed inside that window leaves that one group
-//! unrecorded, and it runs on. Closing the window takes a command that waits until released:
-//! a `pre_exec` hook that blocks on a pipe until the record is written, which makes std
-//! `fork` + `exec` instead of `posix_spawn` (300–490 µs against 75–80 µs per spawn here, see
-//! `BENCHMARKS.md`), for every command, against a crash that must land in a window of tens
-//! of µs per command. The window is kept, and said here; the spawn stays `posix_spawn`.
+//! file about 5 µs later (a read of `/proc/<pid>/stat` and one `pwrite`: 4.7 µs median, 62 µs
+//! at most in 500 records, `BENCHMARKS.md`; longer if the thread is preempted in between). A
+//! watcher killed inside that window leaves that one group unrecorded, and it runs on.
+//!
+//! Closing the window takes a command that waits until it is released, and std's spawn cannot
+//! give one: it returns only once the child has called `exec` (`posix_spawn` suspends the
+//! caller until then; the `fork` + `exec` path waits on a pipe for the child's `exec`), so a
+//! `pre_exec` hook that blocked until the record is written would wait for a parent that
+//! waits for it. It would take a hand-written `fork` (only async-signal-safe calls in the
+//! child of a multi-threaded process) or a wrapper process per command (`sh -c 'read _;
+//! exec "$@"'`: one more `exec` per file, about what the command `true` itself costs), for a
+//! crash that must land in a window of a few µs per command. So the window is kept, and said
+//! here; the spawn stays `posix_spawn`.
 
 use std::future::Future;
 use std::io;
