@@ -107,8 +107,12 @@ impl Watcher {
     /// Starts the watcher on the current tokio runtime (call it from async code).
     ///
     /// Files already in the directory are processed in every mode. Before anything runs, the
-    /// ledger is recovered: files found in flight after a crash run again (with
-    /// `interrupted: true` in their status) unless their status shows they had finished.
+    /// commands that a crashed (or `SIGKILL`ed) watcher of the directory left running are ended
+    /// with their process groups, each named through [`Builder::on_warning`] (see
+    /// [`child`](crate::child); this blocks the start for as long as they take to end: at most
+    /// the shutdown budget after `SIGTERM`, then `SIGKILL`), and the ledger is recovered: files
+    /// found in flight after a crash run again (with `interrupted: true` in their status)
+    /// unless their status shows they had finished.
     ///
     /// Takes the directory's lock first (see the [crate docs](crate)): while another watcher
     /// holds it, fails with [`StartError::DirectoryLocked`]. The one wait: right after a drop
