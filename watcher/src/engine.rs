@@ -32,9 +32,11 @@ use crate::report::exposition::{ProcessCollector, WatcherCollector};
 use crate::report::http::MetricsServer;
 use crate::report::metrics::{Counters, Metrics};
 use crate::report::progress::Progress;
+use crate::store::groups::{self, GroupRecords, GROUPS_FILE};
 use crate::store::ledger::Ledger;
 use crate::store::recovery;
 use crate::work::child::Reaper;
+use crate::work::group_end;
 use crate::work::queue::{self, WorkQueue};
 use crate::work::worker::Crew;
 use prometheus_client::registry::Registry;
@@ -105,8 +107,12 @@ impl Watcher {
     /// Starts the watcher on the current tokio runtime (call it from async code).
     ///
     /// Files already in the directory are processed in every mode. Before anything runs, the
-    /// ledger is recovered: files found in flight after a crash run again (with
-    /// `interrupted: true` in their status) unless their status shows they had finished.
+    /// commands that a crashed (or `SIGKILL`ed) watcher of the directory left running are ended
+    /// with their process groups, each named through [`Builder::on_warning`] (see
+    /// [`child`](crate::child); this blocks the start for as long as they take to end: at most
+    /// the shutdown budget after `SIGTERM`, then `SIGKILL`), and the ledger is recovered: files
+    /// found in flight after a crash run again (with `interrupted: true` in their status)
+    /// unless their status shows they had finished.
     ///
     /// Takes the directory's lock first (see the [crate docs](crate)): while another watcher
     /// holds it, fails with [`StartError::DirectoryLocked`]. The one wait: right after a drop
@@ -147,6 +153,10 @@ impl Watcher {
         }
         let ledger = Ledger::open_with(&dir, config.fsync)
             .map_err(StartError::io("open the ledger of", &dir))?;
+        // Before recovery, and before any file runs again: the commands a crashed watcher left
+        // running are ended (their files are then in flight in the ledger, and run again
+        // marked `interrupted`).
+        end_left_running(&dir, &ledger, &config)?;
         let interrupted = recovery::recover(&dir, config.fsync, &ledger)
             .map_err(StartError::io("recover the ledger of", &dir))?;
         let (events, unwatcher) = events::open(&config, &dir)?;
@@ -158,7 +168,7 @@ impl Watcher {
         let (inlet, queue) = queue::bounded(cfg.queue_capacity);
         let file_state = FileState::new(cfg.debounce);
         let tasks = Tasks::new(rt.clone(), Fence::new(dir_lock, &cfg.dir));
-        let reaper = Arc::new(Reaper::default());
+        let reaper = Arc::new(Reaper::recording(GroupRecords::new(&cfg.dir).map(Arc::new)));
         let collector = Arc::new(WatcherCollector::new(
             {
                 let (counters, queue) = (counters.clone(), queue.clone());
@@ -337,6 +347,7 @@ impl Watcher {
         // aborted tasks were dropped: reap them. SIGKILL takes microseconds unless a process
         // is stuck in uninterruptible I/O; the grace only bounds that case.
         let killed = self.reaper.reap(REAP_GRACE).await;
+        self.reaper.close_records();
         let handed_back = self.queue.close().await;
         if let Err(e) = self.ledger.close() {
             // Left in the journal: the next start replays it.
@@ -357,6 +368,36 @@ impl Watcher {
             total: t0.elapsed(),
         }
     }
+}
+
+/// Ends the commands that a watcher of `dir`, killed or crashed, left running (see
+/// `work/group_end.rs`), each named in a warning, then empties the records. Blocks for as long
+/// as that takes: at most the shutdown budget after `SIGTERM`, and [`group_end::KILL_WAIT`]
+/// after `SIGKILL`; nothing when no recorded group runs.
+fn end_left_running(dir: &Path, ledger: &Ledger, cfg: &Config) -> Result<(), StartError> {
+    let left = groups::left_in(dir).map_err(StartError::io("read the records of", dir))?;
+    if left.records.is_empty() && left.unreadable.is_empty() {
+        return Ok(());
+    }
+    for line in &left.unreadable {
+        cfg.warnings.warn(format_args!(
+            "{GROUPS_FILE}: ignoring a line that is not a record: {line:?}"
+        ));
+    }
+    let runs: std::collections::HashMap<u64, String> = ledger
+        .entries()
+        .into_iter()
+        .map(|(name, entry)| (entry.run, name))
+        .collect();
+    let ended = group_end::end_left_running(
+        &left.records,
+        |run| runs.get(&run).cloned(),
+        cfg.shutdown_timeout,
+    );
+    for e in &ended {
+        cfg.warnings.warn(e);
+    }
+    groups::clear(dir).map_err(StartError::io("clear the records of", dir))
 }
 
 impl Drop for Watcher {

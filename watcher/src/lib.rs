@@ -22,6 +22,7 @@
 //! | `DIR/failed/NAME`, `DIR/failed/NAME.status.json` | failed files and their status |
 //! | `DIR/.watcher-ledger.json`, `DIR/.watcher-ledger.journal` | the [`ledger`] |
 //! | `DIR/.watcher.lock` | [`LOCK_FILE`]: locked (`flock`) while a watcher runs on `DIR` |
+//! | `DIR/.watcher-groups` | the process groups of the commands running (Linux): a start after a crash ends those still running, see [`child`] |
 //!
 //! Ignored in the inbox: directories, the ledger, the lock file, `.watcher-*` and `*.tmp` temp
 //! files, and `*.status.json` files. FIFOs, sockets and devices (and symlinks to them, or out of

@@ -18,6 +18,33 @@
 //! (`Reaper::scope`); a `GroupChild` dropped inside it (tokio drops an aborted task's future
 //! with its task-locals set) hands itself over. Outside a watcher, the kill happens all the
 //! same and tokio reaps the child in the background.
+//!
+//! # Recorded, for the next start after a crash
+//!
+//! Inside a watcher, each group is also recorded on disk (`store/groups.rs`: the leader's pid,
+//! its start time, the boot id, the run of the file), and the record is blanked once the group
+//! has been killed after the command's exit, or on a drop. A `SIGKILL` of the watcher kills
+//! none of its commands (see `ARCHITECTURE.md` for why `PR_SET_PDEATHSIG` is not used); the
+//! next start on the directory ends every recorded group that still runs (`work/group_end.rs`)
+//! before any file runs again.
+//!
+//! When the record is written: right after the spawn, on the thread that spawned, before
+//! [`GroupChild::spawn`] returns, so before any await point and before the watcher does
+//! anything else with the command. That is not before the command can do anything: the
+//! command runs from its `exec` on (`posix_spawn` returns after it), and the record is in the
+//! file about 5 µs later (a read of `/proc/<pid>/stat` and one `pwrite`: 4.7 µs median, 62 µs
+//! at most in 500 records, `BENCHMARKS.md`; longer if the thread is preempted in between). A
+//! watcher killed inside that window leaves that one group unrecorded, and it runs on.
+//!
+//! Closing the window takes a command that waits until it is released, and std's spawn cannot
+//! give one: it returns only once the child has called `exec` (`posix_spawn` suspends the
+//! caller until then; the `fork` + `exec` path waits on a pipe for the child's `exec`), so a
+//! `pre_exec` hook that blocked until the record is written would wait for a parent that
+//! waits for it. It would take a hand-written `fork` (only async-signal-safe calls in the
+//! child of a multi-threaded process) or a wrapper process per command (`sh -c 'read _;
+//! exec "$@"'`: one more `exec` per file, about what the command `true` itself costs), for a
+//! crash that must land in a window of a few µs per command. So the window is kept, and said
+//! here; the spawn stays `posix_spawn`.
 
 use std::future::Future;
 use std::io;
@@ -30,6 +57,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::mutex::lock;
+use crate::store::groups::{GroupRecords, Recorded};
 
 /// A command that was killed because its worker was aborted, as the
 /// [`ShutdownReport`](crate::ShutdownReport) names it.
@@ -66,21 +94,47 @@ pub struct GroupChild {
     child: Option<Child>,
     command: String,
     exited: bool,
+    /// Its record, inside a watcher (blanked when dropped: after the group's kill).
+    recorded: Option<Recorded>,
 }
 
 impl GroupChild {
     /// Spawns `cmd` as the leader of a new process group (`setpgid(0, 0)` in the child; with
-    /// `posix_spawn` where the platform has it). `command` describes it in reports.
+    /// `posix_spawn` where the platform has it). `command` describes it in reports. Inside a
+    /// watcher's processor, the group is recorded before this returns (see the
+    /// [module docs](self)); a group that cannot be recorded is killed, and the error says why.
     pub fn spawn(cmd: &mut Command, command: impl Into<String>) -> io::Result<GroupChild> {
+        let records = SCOPE.try_with(Scope::records).ok().flatten();
+        GroupChild::spawn_recorded(cmd, command.into(), records)
+    }
+
+    fn spawn_recorded(
+        cmd: &mut Command,
+        command: String,
+        records: Option<(Arc<GroupRecords>, u64)>,
+    ) -> io::Result<GroupChild> {
         #[cfg(unix)]
         cmd.process_group(0);
         // Also covers a drop outside the runtime, where no `GroupChild::drop` scope applies.
         cmd.kill_on_drop(true);
-        Ok(GroupChild {
+        let mut child = GroupChild {
             child: Some(cmd.spawn()?),
-            command: command.into(),
+            command,
             exited: false,
-        })
+            recorded: None,
+        };
+        if let (Some((records, run)), Some(pid)) = (records, child.id()) {
+            // No await point since the spawn: see the module docs. On an error the child is
+            // dropped, which kills its group.
+            let recorded = records.record(pid, run).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot record the command's process group: {e}"),
+                )
+            })?;
+            child.recorded = Some(recorded);
+        }
+        Ok(child)
     }
 
     /// [`GroupChild::spawn`] run on tokio's blocking pool. Why: starting a process suspends
@@ -98,10 +152,12 @@ impl GroupChild {
             .try_with(|s| Scope {
                 reaper: s.reaper.clone(),
                 file: s.file.clone(),
+                run: s.run,
             })
             .ok();
+        let records = scope.as_ref().and_then(Scope::records);
         let spawned = tokio::task::spawn_blocking(move || {
-            GroupChild::spawn(&mut cmd, command).map(|child| Handoff {
+            GroupChild::spawn_recorded(&mut cmd, command, records).map(|child| Handoff {
                 child: Some(child),
                 scope,
             })
@@ -134,6 +190,8 @@ impl GroupChild {
         if let Some(pid) = pid {
             kill_group(pid);
         }
+        // The group is gone, or killed: its record goes.
+        self.recorded = None;
         Ok(status)
     }
 
@@ -213,7 +271,8 @@ impl Drop for GroupChild {
         let Some(pid) = child.id() else {
             return; // already reaped
         };
-        // The group is the unreaped child's own pid: no other group can have that id.
+        // The group is the unreaped child's own pid: no other group can have that id. (Its
+        // record is blanked after this, as the field is dropped.)
         kill_group(pid);
         let command = std::mem::take(&mut self.command);
         // Outside a watcher the closure, and `child` with it, is dropped unrun: tokio kills
@@ -235,6 +294,15 @@ impl Drop for GroupChild {
 struct Scope {
     reaper: Arc<Reaper>,
     file: PathBuf,
+    /// The run of `file` (the ledger entry its commands' records name).
+    run: u64,
+}
+
+impl Scope {
+    /// Where a command spawned in this scope is recorded, and under which run.
+    fn records(&self) -> Option<(Arc<GroupRecords>, u64)> {
+        Some((self.reaper.records.clone()?, self.run))
+    }
 }
 
 /// A child spawned on the blocking pool on its way to its caller. If the caller is gone when it
@@ -260,28 +328,47 @@ tokio::task_local! {
     static SCOPE: Scope;
 }
 
-/// One watcher's killed commands, until close reaps them (owned by the engine, used by the
-/// workers).
+/// One watcher's killed commands, until close reaps them, and where its commands' groups are
+/// recorded (owned by the engine, used by the workers).
 #[derive(Default)]
 pub(crate) struct Reaper {
     killed: Mutex<Vec<(KilledCommand, Child)>>,
+    records: Option<Arc<GroupRecords>>,
 }
 
 impl Reaper {
-    /// Runs a processor's future for `file`: a [`GroupChild`] dropped inside it (an abort)
-    /// hands its killed command here.
+    /// A reaper whose scopes record their commands' groups in `records`.
+    pub fn recording(records: Option<Arc<GroupRecords>>) -> Self {
+        Reaper {
+            killed: Mutex::default(),
+            records,
+        }
+    }
+
+    /// Runs a processor's future for `file`, in its run `run`: a [`GroupChild`] spawned inside
+    /// it is recorded under that run, and one dropped inside it (an abort) hands its killed
+    /// command here.
     pub fn scope<F: Future>(
         self: &Arc<Self>,
         file: &Path,
+        run: u64,
         fut: F,
     ) -> impl Future<Output = F::Output> {
         SCOPE.scope(
             Scope {
                 reaper: self.clone(),
                 file: file.to_path_buf(),
+                run,
             },
             fut,
         )
+    }
+
+    /// Closes the records file (at close).
+    pub fn close_records(&self) {
+        if let Some(records) = &self.records {
+            records.close();
+        }
     }
 
     fn push(&self, k: KilledCommand, child: Child) {
@@ -322,14 +409,14 @@ mod tests {
         };
 
         let mut awaited = reaper
-            .scope(file, GroupChild::spawn_off_thread(sleep(), "sleep 300"))
+            .scope(file, 1, GroupChild::spawn_off_thread(sleep(), "sleep 300"))
             .await
             .unwrap();
         assert!(lock(&reaper.killed).is_empty());
 
         // One poll submits the spawn; then the future is dropped, as an abort would.
         let mut spawn =
-            Box::pin(reaper.scope(file, GroupChild::spawn_off_thread(sleep(), "sleep 300")));
+            Box::pin(reaper.scope(file, 2, GroupChild::spawn_off_thread(sleep(), "sleep 300")));
         let first = std::future::poll_fn(|cx| std::task::Poll::Ready(spawn.as_mut().poll(cx)));
         assert!(
             first.await.is_pending(),

@@ -234,7 +234,7 @@ impl Crew {
         file: &InHand,
         cancel: &CancellationToken,
     ) -> Result<Decision, Abandoned> {
-        let decision = process_with_retries(self, &file.path, cancel).await;
+        let decision = process_with_retries(self, &file.path, file.run, cancel).await;
         if decision.is_err() {
             let _ = self.ledger.forget(&file.name);
             if file.interrupted {
@@ -402,10 +402,11 @@ async fn in_flight(crew: &Crew, name: &str, run: u64) -> std::io::Result<()> {
     crew.ledger.synced().await
 }
 
-/// Checks, reads and processes the file, with retries.
+/// Checks, reads and processes the file, with retries (its commands recorded under `run`).
 async fn process_with_retries(
     crew: &Crew,
     path: &Path,
+    run: u64,
     cancel: &CancellationToken,
 ) -> Result<Decision, Abandoned> {
     let cfg = &crew.cfg;
@@ -424,7 +425,7 @@ async fn process_with_retries(
         };
         attempts += 1;
         let processing = catch_unwind(cfg.processor.process_dyn(path, contents));
-        let result = crew.reaper.scope(path, processing).await;
+        let result = crew.reaper.scope(path, run, processing).await;
         let err = match result {
             Ok(Ok(())) => {
                 return Ok(Decision {
