@@ -277,86 +277,95 @@ impl fmt::Display for Report {
             n => format!("warm-up {n}, "),
         };
         let settled = Secs(self.settled);
-        let failed = self
-            .lines
-            .iter()
-            .any(|l| matches!(l.verdict, Verdict::Failed(_)));
-        let leaked = self.lines.iter().any(|l| l.verdict == Verdict::Leaking);
         if self.is_clean() {
             write!(
                 f,
                 "leakcheck: clean after {cycles} ({warmup}settled in {settled}):"
             )?;
-            for (i, l) in self.lines.iter().enumerate() {
-                let sep = if i == 0 { " " } else { ", " };
-                match &l.verdict {
-                    Verdict::NotMeasured(why) => {
-                        write!(f, "{sep}{} not measured ({why})", l.resource)?
-                    }
-                    Verdict::Bounded => write!(
-                        f,
-                        "{sep}{} {}→{}{} (bounded growth {:+})",
-                        l.resource,
-                        l.start,
-                        l.end,
-                        l.unit_suffix(l.end),
-                        l.growth
-                    )?,
-                    _ => write!(
-                        f,
-                        "{sep}{} {}→{}{}",
-                        l.resource,
-                        l.start,
-                        l.end,
-                        l.unit_suffix(l.end)
-                    )?,
-                }
-            }
+            self.write_clean_figures(f)?;
             self.write_own_lines(f)?;
             return self.write_notes(f);
         }
-        let what = match (leaked, failed) {
-            (true, _) => "leak",
-            (false, _) => "check failed",
-        };
+        let leaked = self.lines.iter().any(|l| l.verdict == Verdict::Leaking);
+        let what = if leaked { "leak" } else { "check failed" };
         write!(
             f,
             "leakcheck: {what} after {cycles} ({warmup}settled in {settled})"
         )?;
         for l in &self.lines {
-            write!(f, "\n  {:<8} ", l.resource.name())?;
-            match &l.verdict {
-                Verdict::NotMeasured(why) => write!(f, "not measured ({why})")?,
-                Verdict::Failed(why) => write!(f, "could not be read: {why}")?,
-                verdict => {
-                    let per_cycle = *verdict == Verdict::Leaking && self.cycles > 1;
-                    write!(f, "{:+}{}", l.growth, l.unit_suffix(l.growth))?;
-                    match l.unit {
-                        Unit::Items if per_cycle => {
-                            write!(f, " ({:+.2}/cycle)", self.per_cycle(l.resource))?
-                        }
-                        Unit::Blocks if per_cycle => {
-                            write!(f, " ({:+.1}/cycle)", self.per_cycle(l.resource))?
-                        }
-                        Unit::Items | Unit::Blocks => {}
-                    }
-                    if let Some(bytes) = l.byte_growth() {
-                        write!(f, ", {}", Bytes(bytes))?;
-                        if per_cycle {
-                            write!(f, " ({}/cycle)", Bytes(bytes / self.cycles as i64))?;
-                        }
-                    }
-                    if *verdict == Verdict::Bounded {
-                        write!(f, " bounded (grew, then stopped: not a leak)")?;
-                    }
-                    write_items(f, l)?;
-                }
-            }
+            self.write_line(f, l)?;
         }
         self.write_own_lines(f)?;
+        if leaked {
+            self.write_settle_advice(f)?;
+        }
+        self.write_notes(f)
+    }
+}
+
+impl Report {
+    /// A clean report's figures on its first line: `, threads 3→3, heap 10→12 blocks`.
+    fn write_clean_figures(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, l) in self.lines.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            match &l.verdict {
+                Verdict::NotMeasured(why) => write!(f, "{sep}{} not measured ({why})", l.resource)?,
+                Verdict::Bounded => write!(
+                    f,
+                    "{sep}{} {}→{}{} (bounded growth {:+})",
+                    l.resource,
+                    l.start,
+                    l.end,
+                    l.unit_suffix(l.end),
+                    l.growth
+                )?,
+                _ => write!(
+                    f,
+                    "{sep}{} {}→{}{}",
+                    l.resource,
+                    l.start,
+                    l.end,
+                    l.unit_suffix(l.end)
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One resource's line of a report that is not clean: its growth, per cycle when it
+    /// leaks, bytes for the heap, then its grouped items.
+    fn write_line(&self, f: &mut fmt::Formatter<'_>, l: &Line) -> fmt::Result {
+        write!(f, "\n  {:<8} ", l.resource.name())?;
+        let verdict = match &l.verdict {
+            Verdict::NotMeasured(why) => return write!(f, "not measured ({why})"),
+            Verdict::Failed(why) => return write!(f, "could not be read: {why}"),
+            verdict => verdict,
+        };
+        let per_cycle = *verdict == Verdict::Leaking && self.cycles > 1;
+        write!(f, "{:+}{}", l.growth, l.unit_suffix(l.growth))?;
+        match l.unit {
+            Unit::Items if per_cycle => write!(f, " ({:+.2}/cycle)", self.per_cycle(l.resource))?,
+            Unit::Blocks if per_cycle => write!(f, " ({:+.1}/cycle)", self.per_cycle(l.resource))?,
+            Unit::Items | Unit::Blocks => {}
+        }
+        if let Some(bytes) = l.byte_growth() {
+            write!(f, ", {}", Bytes(bytes))?;
+            if per_cycle {
+                write!(f, " ({}/cycle)", Bytes(bytes / self.cycles as i64))?;
+            }
+        }
+        if *verdict == Verdict::Bounded {
+            write!(f, " bounded (grew, then stopped: not a leak)")?;
+        }
+        write_items(f, l)
+    }
+
+    /// After a leak, whether a longer settle could help: the budget that covers every leaked
+    /// thread's timed wait, or a budget that ran out while something may only be slow.
+    fn write_settle_advice(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.lingering {
             // Every leaked thread's wait has an end: a budget that reaches past it may pass.
-            Lingering::Within(left) if leaked => {
+            Lingering::Within(left) => {
                 let ms = settle_ms_to_cover(self.budget, left);
                 write!(
                     f,
@@ -365,19 +374,18 @@ impl fmt::Display for Report {
                      (attribute), .settle(Duration::from_millis({ms})) or \
                      LEAKCHECK_SETTLE_MS={ms}",
                     left.as_secs_f64()
-                )?;
+                )
             }
             // A thread in a wait with no end: no budget helps.
-            Lingering::Never | Lingering::Within(_) => {}
-            Lingering::Unknown if leaked && self.budget_ran_out => write!(
+            Lingering::Never => Ok(()),
+            Lingering::Unknown if self.budget_ran_out => write!(
                 f,
                 "\n  note: waited the whole settle budget ({}); if these only exit slowly, \
                  raise it with .settle(..) or LEAKCHECK_SETTLE_MS",
                 Secs(self.budget)
-            )?,
-            Lingering::Unknown => {}
+            ),
+            Lingering::Unknown => Ok(()),
         }
-        self.write_notes(f)
     }
 }
 
