@@ -213,23 +213,9 @@ pub(crate) fn judge(path: &str, nonce: &str, raw: &str, exit: Exit, timeout: Dur
     let mark = marker(nonce);
     let begin = format!("\n{mark} begin\n");
     let Some(start) = raw.find(&begin) else {
-        let why = match exit {
-            Exit::TimedOut => timed_out(path, timeout),
-            Exit::Signal(sig) => format!(
-                "leakcheck: the isolated process for `{path}` was killed by {} before the test \
-                 started",
-                signal_name(sig)
-            ),
-            Exit::Code(code) => format!(
-                "leakcheck: no test ran in the isolated process for `{path}` (it exited with \
-                 status {code}): libtest found no test of that exact name. The output of \
-                 `{} --exact {path}` is above.",
-                exe_name()
-            ),
-        };
         return Finished {
             output: raw.to_owned(),
-            outcome: Outcome::Broken(why),
+            outcome: Outcome::Broken(not_started(path, exit, timeout)),
         };
     };
     let body = &raw[start + begin.len()..];
@@ -271,6 +257,24 @@ pub(crate) fn judge(path: &str, nonce: &str, raw: &str, exit: Exit, timeout: Dur
     Finished {
         output: output.to_owned(),
         outcome,
+    }
+}
+
+/// Why no test ran in the child that ended so (no `begin` marker in its output).
+fn not_started(path: &str, exit: Exit, timeout: Duration) -> String {
+    match exit {
+        Exit::TimedOut => timed_out(path, timeout),
+        Exit::Signal(sig) => format!(
+            "leakcheck: the isolated process for `{path}` was killed by {} before the test \
+             started",
+            signal_name(sig)
+        ),
+        Exit::Code(code) => format!(
+            "leakcheck: no test ran in the isolated process for `{path}` (it exited with \
+             status {code}): libtest found no test of that exact name. The output of \
+             `{} --exact {path}` is above.",
+            exe_name()
+        ),
     }
 }
 
@@ -419,16 +423,30 @@ struct Relayed {
 /// signalled on Ctrl-C: a test's own processes, which its test is to end anyway.
 #[cfg(target_os = "linux")]
 pub(crate) fn supervise(
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     timeout: Duration,
     complete: &dyn Fn(&[u8]) -> bool,
 ) -> std::io::Result<(String, Exit)> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
-    use std::sync::{Arc, Condvar, Mutex};
-    use std::time::Instant;
+    let deadline = std::time::Instant::now() + timeout;
+    let (mut child, read) = spawn_on_one_pipe(cmd)?;
+    let relayed = relay(read)?;
+    let exit = wait_or_kill(&mut child, deadline)?;
+    Ok((drained(&relayed, complete), exit))
+}
 
-    let deadline = Instant::now() + timeout;
+/// The relay thread's output so far, and the condition it signals when that changes.
+#[cfg(target_os = "linux")]
+type Relay = std::sync::Arc<(std::sync::Mutex<Relayed>, std::sync::Condvar)>;
+
+/// Starts `cmd` in a process group of its own, killed if this thread dies, with its stdout and
+/// stderr on one new pipe; returns the child and the pipe's read end.
+#[cfg(target_os = "linux")]
+fn spawn_on_one_pipe(
+    mut cmd: std::process::Command,
+) -> std::io::Result<(std::process::Child, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two fds; close-on-exec keeps them out of other children
     // that other tests start meanwhile (the child gets its copies through dup2).
@@ -457,54 +475,74 @@ pub(crate) fn supervise(
     let spawned = cmd.spawn();
     // The command holds our copies of the write end: drop it, or the reader never sees EOF.
     drop(cmd);
-    let mut child = spawned?;
+    Ok((spawned?, read))
+}
 
-    let relayed = Arc::new((Mutex::new(Relayed::default()), Condvar::new()));
-    {
-        let relayed = relayed.clone();
-        let mut read = std::fs::File::from(read);
-        std::thread::Builder::new()
-            .name("leakcheck-relay".into())
-            .spawn(move || {
-                let (state, changed) = &*relayed;
-                let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
-                let mut buf = [0u8; 8192];
-                loop {
-                    match read.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => lock().out.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(_) => break,
-                    }
-                    changed.notify_all();
+/// Starts the thread that reads the pipe's `read` end until EOF into the returned relay.
+#[cfg(target_os = "linux")]
+fn relay(read: std::os::fd::OwnedFd) -> std::io::Result<Relay> {
+    use std::sync::{Condvar, Mutex};
+
+    let relayed: Relay = std::sync::Arc::new((Mutex::new(Relayed::default()), Condvar::new()));
+    let shared = relayed.clone();
+    let mut read = std::fs::File::from(read);
+    std::thread::Builder::new()
+        .name("leakcheck-relay".into())
+        .spawn(move || {
+            let (state, changed) = &*shared;
+            let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut buf = [0u8; 8192];
+            loop {
+                match read.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => lock().out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
                 }
-                lock().eof = true;
                 changed.notify_all();
-            })?;
-    }
-    let exit = match wait_until(&mut child, deadline)? {
+            }
+            lock().eof = true;
+            changed.notify_all();
+        })?;
+    Ok(relayed)
+}
+
+/// Waits for `child` to exit until `deadline`; past it, kills the child's process group (the
+/// child is not yet reaped, so the group's id, its pid, is still ours), then reaps the child.
+#[cfg(target_os = "linux")]
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    deadline: std::time::Instant,
+) -> std::io::Result<Exit> {
+    use std::os::unix::process::ExitStatusExt;
+
+    Ok(match wait_until(child, deadline)? {
         Some(status) => match (status.code(), status.signal()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(sig)) => Exit::Signal(sig),
             (None, None) => Exit::Code(-1),
         },
         None => {
-            // At the deadline: kill the child's group (the child is not yet reaped, so the
-            // group's id, its pid, is still ours), then reap the child.
             // SAFETY: plain syscall; the group id is the unreaped child's pid.
             unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
             let _ = child.kill();
             child.wait()?;
             Exit::TimedOut
         }
-    };
-    // What it printed before it ended, unless something it started holds the pipe open.
-    let (state, changed) = &*relayed;
+    })
+}
+
+/// What the child printed before it ended: waits up to [`DRAIN`] for the output's EOF, or
+/// until `complete` says that what was read is all that matters (something the child started
+/// may hold the pipe open).
+#[cfg(target_os = "linux")]
+fn drained(relayed: &Relay, complete: &dyn Fn(&[u8]) -> bool) -> String {
+    let (state, changed) = &**relayed;
     let state = state.lock().unwrap_or_else(|e| e.into_inner());
     let state = changed
         .wait_timeout_while(state, DRAIN, |s| !s.eof && !complete(&s.out))
         .map_or_else(|e| e.into_inner().0, |(s, _)| s);
-    Ok((String::from_utf8_lossy(&state.out).into_owned(), exit))
+    String::from_utf8_lossy(&state.out).into_owned()
 }
 
 /// Waits for `child` to exit until `deadline`, polling with backoff; `None` at the deadline.
