@@ -34,7 +34,7 @@ use crate::report::metrics::{Counters, Metrics};
 use crate::report::progress::Progress;
 use crate::store::groups::{self, GroupRecords, GROUPS_FILE};
 use crate::store::ledger::Ledger;
-use crate::store::recovery;
+use crate::store::recovery::{self, Interrupted};
 use crate::work::child::Reaper;
 use crate::work::group_end;
 use crate::work::queue::{self, WorkQueue};
@@ -131,35 +131,10 @@ impl Watcher {
     /// default); a leak check of a single run counts it unless it ignores the runtime's own
     /// threads.
     pub fn start_on(config: Config, rt: &Handle) -> Result<Watcher, StartError> {
-        let dir = config.dir.clone();
         // The metrics endpoint's address first: a bad or taken one fails before anything else.
-        let metrics_server = match config.metrics_addr {
-            Some(addr) => Some(
-                MetricsServer::bind(addr, rt)
-                    .and_then(|s| Ok((s.local_addr()?, s)))
-                    .map_err(|source| StartError::MetricsAddr { addr, source })?,
-            ),
-            None => None,
-        };
-        // Then the lock: nothing below may run twice at once on one directory.
-        let dir_lock =
-            DirLock::acquire_waiting(&dir, config.shutdown_timeout).map_err(|e| match e {
-                LockError::Held => StartError::DirectoryLocked { dir: dir.clone() },
-                LockError::Io(e) => StartError::io("lock", &dir)(e),
-            })?;
-        for sub in [PROCESSED_DIR, FAILED_DIR] {
-            let sub = dir.join(sub);
-            std::fs::create_dir_all(&sub).map_err(StartError::io("create directory", &sub))?;
-        }
-        let ledger = Ledger::open_with(&dir, config.fsync)
-            .map_err(StartError::io("open the ledger of", &dir))?;
-        // Before recovery, and before any file runs again: the commands a crashed watcher left
-        // running are ended (their files are then in flight in the ledger, and run again
-        // marked `interrupted`).
-        end_left_running(&dir, &ledger, &config)?;
-        let interrupted = recovery::recover(&dir, config.fsync, &ledger)
-            .map_err(StartError::io("recover the ledger of", &dir))?;
-        let (events, unwatcher) = events::open(&config, &dir)?;
+        let metrics_server = bind_metrics(&config, rt)?;
+        let (dir_lock, ledger, interrupted) = open_dir(&config)?;
+        let (events, unwatcher) = events::open(&config, &config.dir)?;
 
         let cfg = Arc::new(config);
         let ledger = Arc::new(ledger);
@@ -169,19 +144,9 @@ impl Watcher {
         let file_state = FileState::new(cfg.debounce);
         let tasks = Tasks::new(rt.clone(), Fence::new(dir_lock, &cfg.dir));
         let reaper = Arc::new(Reaper::recording(GroupRecords::new(&cfg.dir).map(Arc::new)));
-        let collector = Arc::new(WatcherCollector::new(
-            {
-                let (counters, queue) = (counters.clone(), queue.clone());
-                move || {
-                    let mut m = counters.snapshot();
-                    queue.fill_metrics(&mut m);
-                    m
-                }
-            },
-            rt.clone(),
-        ));
+        let collector = Arc::new(collector_of(&counters, &queue, rt));
 
-        let crew = Arc::new(Crew::new(
+        let crew = Crew::new(
             cfg.clone(),
             queue.clone(),
             ledger.clone(),
@@ -189,18 +154,8 @@ impl Watcher {
             progress.clone(),
             interrupted,
             reaper.clone(),
-        ));
-        for i in 0..cfg.workers {
-            let crew = crew.clone();
-            let spawned = tasks.spawn(Stage::Workers, &format!("worker-{i}"), move |_, token| {
-                crew.run(token)
-            });
-            if !spawned {
-                // Not reachable before close, but keep `finished` exact.
-                progress.worker_exited();
-            }
-        }
-        drop(crew);
+        );
+        spawn_workers(&tasks, crew, cfg.workers, &progress);
         let intake = Intake::new(cfg.clone(), inlet, file_state.clone(), events);
         tasks.spawn(Stage::Intake, "intake", move |_, token| intake.run(token));
         let routines = Routines {
@@ -213,18 +168,9 @@ impl Watcher {
             progress: progress.clone(),
             warnings: cfg.warnings.clone(),
         };
-        if cfg.leaky_background {
-            routines.start_leaky(&tasks); // test fixture: see `start_leaky`
-        } else {
-            routines.start(&tasks);
-        }
+        start_routines(&tasks, routines, cfg.leaky_background);
         let metrics_addr = metrics_server.map(|(addr, server)| {
-            let mut registry = Registry::default();
-            registry.register_collector(Box::new(collector.clone()));
-            registry.register_collector(Box::new(ProcessCollector));
-            tasks.spawn(Stage::Background, "metrics-http", move |_, token| {
-                server.run(registry, token)
-            });
+            serve_metrics(&tasks, server, &collector);
             addr
         });
         Ok(Watcher {
@@ -398,6 +344,92 @@ fn end_left_running(dir: &Path, ledger: &Ledger, cfg: &Config) -> Result<(), Sta
         cfg.warnings.warn(e);
     }
     groups::clear(dir).map_err(StartError::io("clear the records of", dir))
+}
+
+/// Binds the metrics endpoint's address, if the configuration has one: the server and the
+/// address it listens on (the port chosen for port 0).
+fn bind_metrics(
+    config: &Config,
+    rt: &Handle,
+) -> Result<Option<(SocketAddr, MetricsServer)>, StartError> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(None);
+    };
+    MetricsServer::bind(addr, rt)
+        .and_then(|s| Ok((s.local_addr()?, s)))
+        .map(Some)
+        .map_err(|source| StartError::MetricsAddr { addr, source })
+}
+
+/// Takes the directory's lock (nothing after it may run twice at once on one directory), makes
+/// the outcome folders, opens the ledger and recovers what a crash left in flight.
+fn open_dir(config: &Config) -> Result<(DirLock, Ledger, Interrupted), StartError> {
+    let dir = &config.dir;
+    let dir_lock = DirLock::acquire_waiting(dir, config.shutdown_timeout).map_err(|e| match e {
+        LockError::Held => StartError::DirectoryLocked { dir: dir.clone() },
+        LockError::Io(e) => StartError::io("lock", dir)(e),
+    })?;
+    for sub in [PROCESSED_DIR, FAILED_DIR] {
+        let sub = dir.join(sub);
+        std::fs::create_dir_all(&sub).map_err(StartError::io("create directory", &sub))?;
+    }
+    let ledger =
+        Ledger::open_with(dir, config.fsync).map_err(StartError::io("open the ledger of", dir))?;
+    // Before recovery, and before any file runs again: the commands a crashed watcher left
+    // running are ended (their files are then in flight in the ledger, and run again marked
+    // `interrupted`).
+    end_left_running(dir, &ledger, config)?;
+    let interrupted = recovery::recover(dir, config.fsync, &ledger)
+        .map_err(StartError::io("recover the ledger of", dir))?;
+    Ok((dir_lock, ledger, interrupted))
+}
+
+/// What the metrics read: the counters, with the queue's figures filled in.
+fn collector_of(counters: &Arc<Counters>, queue: &Arc<WorkQueue>, rt: &Handle) -> WatcherCollector {
+    let (counters, queue) = (counters.clone(), queue.clone());
+    WatcherCollector::new(
+        move || {
+            let mut m = counters.snapshot();
+            queue.fill_metrics(&mut m);
+            m
+        },
+        rt.clone(),
+    )
+}
+
+/// Spawns the `workers` tasks of the crew in the Workers stage.
+fn spawn_workers(tasks: &Tasks, crew: Crew, workers: usize, progress: &Progress) {
+    let crew = Arc::new(crew);
+    for i in 0..workers {
+        let crew = crew.clone();
+        let spawned = tasks.spawn(Stage::Workers, &format!("worker-{i}"), move |_, token| {
+            crew.run(token)
+        });
+        if !spawned {
+            // Not reachable before close, but keep `finished` exact.
+            progress.worker_exited();
+        }
+    }
+}
+
+/// Starts the two background routines ("cleanup", "file-state") in the Background stage;
+/// `leaky` is the test fixture that leaks them instead (see `Routines::start_leaky`).
+fn start_routines(tasks: &Tasks, routines: Routines, leaky: bool) {
+    if leaky {
+        routines.start_leaky(tasks);
+    } else {
+        routines.start(tasks);
+    }
+}
+
+/// Serves the watcher's and the process's metrics at `server` until close (Background stage).
+fn serve_metrics(tasks: &Tasks, server: MetricsServer, collector: &Arc<WatcherCollector>) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector.clone()));
+    registry.register_collector(Box::new(ProcessCollector));
+    tasks.spawn(Stage::Background, "metrics-http", move |_, token| {
+        server.run(registry, token)
+    });
 }
 
 impl Drop for Watcher {
