@@ -2,7 +2,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::state::{Joining, StateLock, ORDER};
@@ -154,61 +154,24 @@ impl Coordinator {
             self.state.lock().closed = [true; 3];
             Stage::ALL.iter().for_each(|&stage| hooks.stop(stage));
         }
-        loop {
-            // Where the close stands: a stopper may have moved it on since the last look.
-            let (done, stage, exhausted, stop) = {
-                let mut state = self.state.lock();
-                let done = state.progress.stages.len();
-                let Some(&stage) = ORDER.get(done) else {
-                    break;
-                };
-                // A stage that a stopper has stopped (or is stopping) is not stopped again.
-                let stop = !matches!(state.joining, Some(j) if j.stage == stage);
-                if stop {
-                    state.closed[stage.index()] = true;
-                    state.joining = Some(Joining {
-                        stage,
-                        since: Instant::now(),
-                        stopped: false,
-                        chained: false,
-                    });
-                }
-                (done, stage, state.progress.budget_exhausted, stop)
-            };
+        while let Some(Standing {
+            done,
+            stage,
+            exhausted,
+            stop,
+        }) = self.standing()
+        {
             if stop {
-                hooks.stop(stage);
-                let mut state = self.state.lock();
-                if let Some(j) = state.joining.as_mut().filter(|j| j.stage == stage) {
-                    j.stopped = true;
-                }
+                self.stop(hooks, stage);
             }
             // Once the budget has run out its future is done: never poll it again.
             let joined = !exhausted
                 && poll_fn(|cx| self.poll_joined(done, stage, budget.as_mut(), cx)).await;
             if !joined {
-                // No more chaining. The caller no longer waits for tasks, but a chained stop
-                // of this stage that is still running returns first: only then are the
-                // stage's tasks aborted and the next stage stopped.
-                self.state.lock().progress.budget_exhausted = true;
-                if !cfg!(coordinator_bug = "abort_during_chained_stop") {
-                    poll_fn(|cx| self.poll_stop_returned(stage, cx)).await;
-                }
+                self.expire(stage).await;
             }
-            let (aborted, since) = {
-                let mut state = self.state.lock();
-                if state.progress.stages.len() > done {
-                    continue; // joined and recorded by the task that emptied it
-                }
-                let aborted: Vec<TaskInfo> =
-                    if joined || cfg!(coordinator_bug = "no_abort_on_expiry") {
-                        Vec::new() // (the bug: late tasks are left running)
-                    } else {
-                        std::mem::take(&mut state.live[stage.index()])
-                            .into_values()
-                            .collect()
-                    };
-                let since = state.joining.take().map_or_else(Instant::now, |j| j.since);
-                (aborted, since)
+            let Some((aborted, since)) = self.take_late(done, stage, joined) else {
+                continue; // joined and recorded by the task that emptied it
             };
             for task in &aborted {
                 hooks.abort(task);
@@ -219,17 +182,89 @@ impl Coordinator {
             state.progress.stages.push((stage, since.elapsed()));
             state.progress.aborted.extend(aborted);
         }
-        let (report, followers) = {
-            let mut state = self.state.lock();
-            let report = state.progress.clone();
-            state.report = Some(report.clone());
-            state.leader = false;
-            state.chain = None;
-            (report, state.take_followers())
-        };
+        let (report, followers) = self.publish();
         handover.done = true;
         followers.into_iter().for_each(|waker| waker.wake());
         report
+    }
+
+    /// Where the close stands (a stopper may have moved it on since the last look): the next
+    /// stage to close, marked closed and joining unless a stopper has stopped it already;
+    /// `None` once every stage is done.
+    fn standing(&self) -> Option<Standing> {
+        let mut state = self.state.lock();
+        let done = state.progress.stages.len();
+        let &stage = ORDER.get(done)?;
+        // A stage that a stopper has stopped (or is stopping) is not stopped again.
+        let stop = !matches!(state.joining, Some(j) if j.stage == stage);
+        if stop {
+            state.closed[stage.index()] = true;
+            state.joining = Some(Joining {
+                stage,
+                since: Instant::now(),
+                stopped: false,
+                chained: false,
+            });
+        }
+        Some(Standing {
+            done,
+            stage,
+            exhausted: state.progress.budget_exhausted,
+            stop,
+        })
+    }
+
+    /// Tells `stage` to stop, then marks it stopped (if it is still the stage joining).
+    fn stop<H: CloseHooks>(&self, hooks: &H, stage: Stage) {
+        hooks.stop(stage);
+        let mut state = self.state.lock();
+        if let Some(j) = state.joining.as_mut().filter(|j| j.stage == stage) {
+            j.stopped = true;
+        }
+    }
+
+    /// The budget ran out while `stage` was joining: no more chaining. The caller no longer
+    /// waits for tasks, but a chained stop of this stage that is still running returns first:
+    /// only then are the stage's tasks aborted and the next stage stopped.
+    async fn expire(&self, stage: Stage) {
+        self.state.lock().progress.budget_exhausted = true;
+        if !cfg!(coordinator_bug = "abort_during_chained_stop") {
+            poll_fn(|cx| self.poll_stop_returned(stage, cx)).await;
+        }
+    }
+
+    /// Ends the joining of stage number `done` (`stage`): its tasks still registered when it
+    /// did not join (deregistered here, to abort), and when it began. `None` if the task that
+    /// emptied it has recorded it already.
+    fn take_late(
+        &self,
+        done: usize,
+        stage: Stage,
+        joined: bool,
+    ) -> Option<(Vec<TaskInfo>, Instant)> {
+        let mut state = self.state.lock();
+        if state.progress.stages.len() > done {
+            return None;
+        }
+        let aborted: Vec<TaskInfo> = if joined || cfg!(coordinator_bug = "no_abort_on_expiry") {
+            Vec::new() // (the bug: late tasks are left running)
+        } else {
+            std::mem::take(&mut state.live[stage.index()])
+                .into_values()
+                .collect()
+        };
+        let since = state.joining.take().map_or_else(Instant::now, |j| j.since);
+        Some((aborted, since))
+    }
+
+    /// Publishes the report and steps down as leader: the report, and the followers to wake.
+    fn publish(&self) -> (CloseReport, Vec<Waker>) {
+        let mut state = self.state.lock();
+        let report = state.progress.clone();
+        state.report = Some(report.clone());
+        state.leader = false;
+        state.chain = None;
+        (report, state.take_followers())
     }
 
     /// Ready once no chained stop of `stage` is running.
@@ -292,6 +327,17 @@ impl std::fmt::Debug for Coordinator {
             .field("done", &state.report.is_some())
             .finish()
     }
+}
+
+/// Where a close stands, as the leader reads it before each stage.
+struct Standing {
+    /// How many stages are done: the next one's place in [`ORDER`].
+    done: usize,
+    stage: Stage,
+    /// The budget has run out: later stages are not waited for.
+    exhausted: bool,
+    /// The leader stops the stage itself (no stopper has).
+    stop: bool,
 }
 
 /// What a close caller does: return the published report, or lead.
