@@ -63,3 +63,19 @@ pub(crate) enum Unit {
     /// Heap blocks, with their bytes: `heap +200 blocks (+10.0/cycle), +9.4 KiB`.
     Blocks,
 }
+
+/// Whether waiting longer could let leaked items go: a source says so (`Source::lingering`), a
+/// report turns it into settle advice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lingering {
+    Unknown,
+    Never,
+    Within(std::time::Duration),
+}
+
+/// What a report adds for a heap leak: one item per site, most blocks first, and notes (what
+/// could not be recorded; full stacks when asked for). `source::heap_sites` finds them.
+pub(crate) struct Sites {
+    pub(crate) items: Vec<Item>,
+    pub(crate) notes: Vec<String>,
+}

@@ -4,9 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 pub use crate::finding::Verdict;
-use crate::finding::{Item, Style, Unit};
+use crate::finding::{Item, Lingering, Sites, Style, Unit};
 use crate::resource::Resource;
-use crate::source::Lingering;
 
 /// One resource's figures.
 #[derive(Clone, Debug)]
@@ -238,7 +237,7 @@ impl Report {
     }
 
     /// Adds where the leaked heap blocks were allocated: the heap line's items, and notes.
-    pub(crate) fn add_heap_sites(&mut self, sites: crate::source::heap_sites::Sites) {
+    pub(crate) fn add_heap_sites(&mut self, sites: Sites) {
         let _paused = crate::alloc::pause();
         if let Some(line) = self.lines.iter_mut().find(|l| l.resource == Resource::Heap) {
             line.set_items(sites.items);

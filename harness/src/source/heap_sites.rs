@@ -12,14 +12,7 @@
 use std::collections::HashMap;
 
 use crate::alloc::sites::{Survivors, SLOTS, SUPPORTED};
-use crate::source::Item;
-
-/// What a report adds for a heap leak: one item per site, most blocks first, and notes (what
-/// could not be recorded; full stacks when asked for).
-pub(crate) struct Sites {
-    pub(crate) items: Vec<Item>,
-    pub(crate) notes: Vec<String>,
-}
+use crate::finding::{Item, Sites};
 
 /// A thread whose allocations are not the component's: libtest's main thread, when the check
 /// runs on a libtest test thread (it registers and reports tests while this one runs).

@@ -40,7 +40,7 @@ pub(crate) use task_count::TaskCount;
 pub(crate) use tasks::Tasks;
 pub(crate) use threads::Threads;
 
-pub(crate) use crate::finding::{Item, Style, Unit, Verdict};
+pub(crate) use crate::finding::{Item, Lingering, Style, Unit, Verdict};
 use crate::group;
 use crate::resource::Resource;
 
@@ -215,14 +215,6 @@ impl Reading {
             | Reading::Failed(_) => &[],
         }
     }
-}
-
-/// Whether waiting longer could let leaked items go (see [`Source::lingering`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Lingering {
-    Unknown,
-    Never,
-    Within(std::time::Duration),
 }
 
 /// The settled figures of one source over a check, for [`Source::judge`].
