@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::filter::Filter;
-use crate::origin::{self, Creation, Timed};
+use crate::origin::{self, Creation, ThreadOrigin, Timed};
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
 use crate::source::{added, Item, Lingering, Reading, Source, Style, Uncounted, GONE};
@@ -105,11 +105,55 @@ impl Threads {
     /// Whether a thread new since the first reading is left out of the count: made by an
     /// ignored function, or (unless `strict`, or such threads grew) a process global.
     fn uncounted_one(&self, tid: u32, globals_count: bool) -> bool {
-        let Some(creation) = self.creation(tid) else {
-            return false;
-        };
-        self.ignored_creator(&creation)
+        self.creation(tid)
+            .is_some_and(|creation| self.uncounted_creation(&creation, globals_count))
+    }
+
+    /// Whether a thread so created is left out of the count: made by an ignored function, or
+    /// (unless `strict`, or `globals_count`) a process global.
+    fn uncounted_creation(&self, creation: &Creation, globals_count: bool) -> bool {
+        self.ignored_creator(creation)
             || (!self.strict && !globals_count && creation.global.is_some())
+    }
+
+    /// The threads new since `b0` and not ignored by name, each with its name and its state
+    /// (read now, before any origin is resolved).
+    fn leaked_states(&self, b0: &Reading, end: &Reading) -> Vec<(u32, String, Option<State>)> {
+        added(b0.ids(), end.ids())
+            .filter_map(|tid| {
+                let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
+                (!self.ignores(&name)).then(|| (tid, name, origin::thread_state(tid)))
+            })
+            .collect()
+    }
+
+    /// How long after the settle ended the states are read.
+    fn late(&self) -> Duration {
+        self.judging_from
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Keeps each group's creation backtrace for the notes: `threads "name" spawned at …,
+    /// created through:` and the frames.
+    fn show_backtraces(&self, items: &[(Item, Vec<String>)]) {
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        *shown = items
+            .iter()
+            .filter(|(_, bt)| !bt.is_empty())
+            .map(|(item, bt)| {
+                let at = item.origin.as_deref().unwrap_or_default();
+                let name = match item.label.as_str() {
+                    "" => String::new(),
+                    label => format!("{label:?} "),
+                };
+                format!(
+                    "threads {name}{at}, created through:\n      {}",
+                    bt.join("\n      ")
+                )
+            })
+            .collect();
     }
 
     /// Ids of `reading` new since the first reading, not ignored by name.
@@ -225,112 +269,44 @@ impl Source for Threads {
     /// in futex, timed: ends in 29.6 s)`. Sites are resolved and states read here only, on the
     /// failure path, for the new threads alone.
     fn items(&self, b0: &Reading, end: &Reading) -> Vec<Item> {
-        /// Name, site, state, and whether the wait is timed with an absolute end.
-        type Key = (String, Option<String>, Option<String>, Option<bool>);
         let grew = self.globals_grew.load(Ordering::Relaxed);
-        let mut groups: HashMap<Key, (usize, Vec<String>, Option<Timed>)> = HashMap::new();
+        let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         let mut lingering = Lingering::Unknown;
         // Every state first: resolving an origin can take long, and a timed wait's end is
         // counted from its reading.
-        let states: Vec<_> = added(b0.ids(), end.ids())
-            .filter_map(|tid| {
-                let name = self.label(tid).unwrap_or_else(|| GONE.to_owned());
-                (!self.ignores(&name)).then(|| (tid, name, origin::thread_state(tid)))
-            })
-            .collect();
-        // How long after the settle ended the states were read.
-        let late = self
-            .judging_from
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map_or(Duration::ZERO, |t| t.elapsed());
+        let states = self.leaked_states(b0, end);
+        let late = self.late();
         for (tid, name, state) in states {
             let creation = if cfg!(origins) {
                 self.creation(tid)
             } else {
                 None
             };
-            if let Some(creation) = &creation {
-                let global = creation.global.is_some() && !self.strict && !grew;
-                if self.ignored_creator(creation) || global {
-                    continue;
-                }
+            if creation
+                .as_ref()
+                .is_some_and(|c| self.uncounted_creation(c, grew))
+            {
+                continue;
             }
             let origin = origin::thread_origin_in(tid, state);
-            lingering = match (lingering, origin.timed, &origin.state) {
-                // A thread whose state could not be read (gone, or not Linux) says nothing.
-                (_, _, None) => lingering,
-                (Lingering::Never, _, _) | (_, None, Some(_)) => Lingering::Never,
-                (Lingering::Unknown, Some(t), _) => Lingering::Within(late + t.bound()),
-                (Lingering::Within(d), Some(t), _) => Lingering::Within(d.max(late + t.bound())),
-            };
+            lingering = lingering_with(lingering, &origin, late);
             let kind = origin.timed.map(Timed::is_absolute);
-            // `spawned at src/pool.rs:40, waiting at src/pool.rs:52 in …`.
-            let site = match (origin.site, origin.waiting) {
-                (Some(site), Some(waiting)) => Some(format!("{site}, {waiting}")),
-                (site, waiting) => site.or(waiting),
-            };
-            let (label, site) = match &creation {
-                Some(c) if c.unnamed => {
-                    let what = match &c.created_by {
-                        Some(by) => format!("unnamed thread created by {by}"),
-                        None => "unnamed thread".to_owned(),
-                    };
-                    let site = site.map_or(what.clone(), |s| format!("{what} {s}"));
-                    (String::new(), Some(site))
-                }
-                _ => (name, site),
-            };
+            let (label, site) =
+                label_and_site(name, creation.as_ref(), origin.site, origin.waiting);
             let group = groups.entry((label, site, origin.state, kind)).or_default();
-            group.0 += 1;
-            if group.1.is_empty() {
-                group.1 = origin.backtrace;
+            group.count += 1;
+            if group.backtrace.is_empty() {
+                group.backtrace = origin.backtrace;
             }
-            group.2 = match (group.2, origin.timed) {
+            group.timed = match (group.timed, origin.timed) {
                 (Some(a), Some(b)) => a.later(b),
                 (a, b) => a.or(b),
             };
         }
         *self.lingering.lock().unwrap_or_else(|e| e.into_inner()) = lingering;
-        let mut items: Vec<(Item, Vec<String>)> = groups
-            .into_iter()
-            .map(|((label, site, state, _), (count, backtrace, timed))| {
-                let remark = match (state, timed) {
-                    (Some(state), Some(timed)) => Some(format!("{state}, {timed}")),
-                    (state, _) => state,
-                };
-                let item = Item {
-                    label,
-                    count,
-                    remark,
-                    origin: site,
-                };
-                (item, backtrace)
-            })
-            .collect();
-        items.sort_by(|(a, _), (b, _)| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.label.cmp(&b.label))
-                .then_with(|| a.origin.cmp(&b.origin))
-        });
+        let items = sorted_items(groups);
         if self.backtraces {
-            let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-            *shown = items
-                .iter()
-                .filter(|(_, bt)| !bt.is_empty())
-                .map(|(item, bt)| {
-                    let at = item.origin.as_deref().unwrap_or_default();
-                    let name = match item.label.as_str() {
-                        "" => String::new(),
-                        label => format!("{label:?} "),
-                    };
-                    format!(
-                        "threads {name}{at}, created through:\n      {}",
-                        bt.join("\n      ")
-                    )
-                })
-                .collect();
+            self.show_backtraces(&items);
         }
         items.into_iter().map(|(item, _)| item).collect()
     }
@@ -342,4 +318,87 @@ impl Source for Threads {
     fn lingering(&self) -> Lingering {
         *self.lingering.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What a thread is doing, as `origin::thread_state` reads it, and when a timed wait ends.
+type State = (String, Option<Timed>);
+
+/// What leaked threads group by: label, site, state, and whether the wait is timed with an
+/// absolute end.
+type GroupKey = (String, Option<String>, Option<String>, Option<bool>);
+
+/// A group of leaked threads: how many, the first one's creation backtrace, the latest end of
+/// their timed waits.
+#[derive(Default)]
+struct Group {
+    count: usize,
+    backtrace: Vec<String>,
+    timed: Option<Timed>,
+}
+
+/// Whether waiting could let the leaked threads go, with one more thread's `origin`, read
+/// `late` after the settle ended: never once a thread waits with no end; else within the
+/// latest end of the timed waits.
+fn lingering_with(lingering: Lingering, origin: &ThreadOrigin, late: Duration) -> Lingering {
+    match (lingering, origin.timed, &origin.state) {
+        // A thread whose state could not be read (gone, or not Linux) says nothing.
+        (_, _, None) => lingering,
+        (Lingering::Never, _, _) | (_, None, Some(_)) => Lingering::Never,
+        (Lingering::Unknown, Some(t), _) => Lingering::Within(late + t.bound()),
+        (Lingering::Within(d), Some(t), _) => Lingering::Within(d.max(late + t.bound())),
+    }
+}
+
+/// A leaked thread's label and site: its name and `spawned at src/pool.rs:40, waiting at
+/// src/pool.rs:52 in …`; a thread that never named itself has no label, and its site starts
+/// `unnamed thread created by PATH`.
+fn label_and_site(
+    name: String,
+    creation: Option<&Creation>,
+    site: Option<String>,
+    waiting: Option<String>,
+) -> (String, Option<String>) {
+    let site = match (site, waiting) {
+        (Some(site), Some(waiting)) => Some(format!("{site}, {waiting}")),
+        (site, waiting) => site.or(waiting),
+    };
+    match creation {
+        Some(c) if c.unnamed => {
+            let what = match &c.created_by {
+                Some(by) => format!("unnamed thread created by {by}"),
+                None => "unnamed thread".to_owned(),
+            };
+            let site = site.map_or(what.clone(), |s| format!("{what} {s}"));
+            (String::new(), Some(site))
+        }
+        _ => (name, site),
+    }
+}
+
+/// The groups as report items (state and timed end as the remark), most threads first, each
+/// with its backtrace.
+fn sorted_items(groups: HashMap<GroupKey, Group>) -> Vec<(Item, Vec<String>)> {
+    let mut items: Vec<(Item, Vec<String>)> = groups
+        .into_iter()
+        .map(|((label, site, state, _), group)| {
+            let remark = match (state, group.timed) {
+                (Some(state), Some(timed)) => Some(format!("{state}, {timed}")),
+                (state, _) => state,
+            };
+            let item = Item {
+                label,
+                count: group.count,
+                remark,
+                origin: site,
+            };
+            (item, group.backtrace)
+        })
+        .collect();
+    items.sort_by(|(a, _), (b, _)| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.label.cmp(&b.label))
+            .then_with(|| a.origin.cmp(&b.origin))
+    });
+    items
 }
