@@ -152,7 +152,6 @@ pub(crate) fn timed_wait(
     read: impl Fn(u64) -> Option<(i64, i64)>,
     now: impl Fn(i32) -> Option<(i64, i64)>,
 ) -> Option<Timed> {
-    use libc as c;
     let mut fields = line.split_whitespace();
     let nr: i64 = fields.next()?.parse().ok()?;
     let args: Vec<u64> = fields
@@ -162,25 +161,39 @@ pub(crate) fn timed_wait(
     if args.len() < 6 {
         return None;
     }
-    let relative_at = |addr: u64| match addr {
-        0 => None,
-        _ => span(read(addr)?).map(Timed::Within),
-    };
-    let absolute_at = |addr: u64, clock: i32| match addr {
-        0 => None,
-        _ => {
+    match timeout_of(nr, &args)? {
+        Timeout::Relative(0) | Timeout::Absolute(0, _) => None,
+        Timeout::Relative(addr) => span(read(addr)?).map(Timed::Within),
+        Timeout::Absolute(addr, clock) => {
             let (end, now) = (read(addr)?, now(clock)?);
             let left = (end.0 - now.0) as i128 * 1_000_000_000 + (end.1 - now.1) as i128;
             Some(Timed::EndsIn(Duration::from_nanos(left.max(0) as u64)))
         }
-    };
-    // A timeout in milliseconds, as an `int` (negative: none).
-    let millis = |arg: u64| match arg as u32 as i32 {
-        ms if ms < 0 => None,
-        ms => Some(Timed::Within(Duration::from_millis(ms as u64))),
-    };
+        // An `int` (negative: none).
+        Timeout::Millis(arg) => match arg as u32 as i32 {
+            ms if ms < 0 => None,
+            ms => Some(Timed::Within(Duration::from_millis(ms as u64))),
+        },
+    }
+}
+
+/// Where a blocking call's timeout is, as its arguments give it.
+enum Timeout {
+    /// The address of a timespec of how long to wait (0: no timeout).
+    Relative(u64),
+    /// The address of a timespec of when to stop on the clock (0: no timeout).
+    Absolute(u64, i32),
+    /// Milliseconds.
+    Millis(u64),
+}
+
+/// Which of system call `nr`'s arguments `args` is its timeout; `None` for a call with no
+/// timeout this knows.
+fn timeout_of(nr: i64, args: &[u64]) -> Option<Timeout> {
+    use libc as c;
+    use Timeout::{Absolute, Millis, Relative};
     const FUTEX_CMD_MASK: u64 = !(c::FUTEX_PRIVATE_FLAG as u64 | c::FUTEX_CLOCK_REALTIME as u64);
-    match nr {
+    Some(match nr {
         c::SYS_futex => {
             let op = args[1];
             let clock = if op & c::FUTEX_CLOCK_REALTIME as u64 != 0 {
@@ -189,32 +202,28 @@ pub(crate) fn timed_wait(
                 c::CLOCK_MONOTONIC
             };
             match (op & FUTEX_CMD_MASK) as i32 {
-                c::FUTEX_WAIT => relative_at(args[3]),
-                c::FUTEX_WAIT_BITSET | c::FUTEX_WAIT_REQUEUE_PI => absolute_at(args[3], clock),
-                c::FUTEX_LOCK_PI => absolute_at(args[3], c::CLOCK_REALTIME),
-                _ => None,
+                c::FUTEX_WAIT => Relative(args[3]),
+                c::FUTEX_WAIT_BITSET | c::FUTEX_WAIT_REQUEUE_PI => Absolute(args[3], clock),
+                c::FUTEX_LOCK_PI => Absolute(args[3], c::CLOCK_REALTIME),
+                _ => return None,
             }
         }
-        c::SYS_clock_nanosleep => {
-            if args[1] & c::TIMER_ABSTIME as u64 != 0 {
-                absolute_at(args[2], args[0] as i32)
-            } else {
-                relative_at(args[2])
-            }
+        c::SYS_clock_nanosleep if args[1] & c::TIMER_ABSTIME as u64 != 0 => {
+            Absolute(args[2], args[0] as i32)
         }
-        c::SYS_nanosleep => relative_at(args[0]),
-        c::SYS_epoll_pwait => millis(args[3]),
-        c::SYS_epoll_pwait2 | c::SYS_ppoll => {
-            relative_at(args[if nr == c::SYS_ppoll { 2 } else { 3 }])
-        }
-        c::SYS_pselect6 => relative_at(args[4]),
-        c::SYS_rt_sigtimedwait => relative_at(args[2]),
+        c::SYS_clock_nanosleep => Relative(args[2]),
+        c::SYS_nanosleep => Relative(args[0]),
+        c::SYS_epoll_pwait => Millis(args[3]),
+        c::SYS_epoll_pwait2 => Relative(args[3]),
+        c::SYS_ppoll => Relative(args[2]),
+        c::SYS_pselect6 => Relative(args[4]),
+        c::SYS_rt_sigtimedwait => Relative(args[2]),
         #[cfg(target_arch = "x86_64")]
-        c::SYS_epoll_wait => millis(args[3]),
+        c::SYS_epoll_wait => Millis(args[3]),
         #[cfg(target_arch = "x86_64")]
-        c::SYS_poll => millis(args[2]),
-        _ => None,
-    }
+        c::SYS_poll => Millis(args[2]),
+        _ => return None,
+    })
 }
 
 /// The pure decision, from the text of the three files.
