@@ -33,25 +33,7 @@ pub(crate) fn group(survivors: Survivors, cycles: usize, backtraces: bool) -> Si
             notes,
         };
     }
-    let mut by_stack: HashMap<Vec<usize>, usize> = HashMap::new();
-    for ips in survivors.blocks {
-        *by_stack.entry(ips).or_default() += 1;
-    }
-    // Different stacks can end at the same line (a loop, a call from two places inside it).
-    let mut by_site: HashMap<String, (usize, Vec<String>)> = HashMap::new();
-    for (ips, n) in by_stack {
-        let (site, backtrace) = describe(&ips);
-        let group = by_site.entry(site).or_default();
-        group.0 += n;
-        if group.1.is_empty() {
-            group.1 = backtrace;
-        }
-    }
-    let mut groups: Vec<(String, usize, Vec<String>)> = by_site
-        .into_iter()
-        .map(|(site, (n, bt))| (site, n, bt))
-        .collect();
-    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let groups = by_site(survivors.blocks);
     if groups.is_empty() {
         notes.push(format!(
             "heap: no block allocated in {cycles} further cycles run to record allocation \
@@ -84,6 +66,31 @@ pub(crate) fn group(survivors: Survivors, cycles: usize, backtraces: bool) -> Si
         })
         .collect();
     Sites { items, notes }
+}
+
+/// The blocks (each given by the stack that allocated it) grouped by site, each stack
+/// resolved once: (site, blocks, the first stack's backtrace), most blocks first.
+fn by_site(blocks: Vec<Vec<usize>>) -> Vec<(String, usize, Vec<String>)> {
+    let mut by_stack: HashMap<Vec<usize>, usize> = HashMap::new();
+    for ips in blocks {
+        *by_stack.entry(ips).or_default() += 1;
+    }
+    // Different stacks can end at the same line (a loop, a call from two places inside it).
+    let mut by_site: HashMap<String, (usize, Vec<String>)> = HashMap::new();
+    for (ips, n) in by_stack {
+        let (site, backtrace) = describe(&ips);
+        let group = by_site.entry(site).or_default();
+        group.0 += n;
+        if group.1.is_empty() {
+            group.1 = backtrace;
+        }
+    }
+    let mut groups: Vec<(String, usize, Vec<String>)> = by_site
+        .into_iter()
+        .map(|(site, (n, bt))| (site, n, bt))
+        .collect();
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    groups
 }
 
 /// The site of one stack in a report's words, and its full backtrace.
