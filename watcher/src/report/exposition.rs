@@ -45,7 +45,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::runtime::Handle;
 
-use crate::report::metrics::{Metrics, LATENCY_BOUNDS};
+use crate::report::metrics::{Histogram, Metrics, LATENCY_BOUNDS};
 
 /// The watcher's metrics, read at scrape time: the snapshot
 /// [`Watcher::metrics`](crate::Watcher::metrics) returns (the counters and the queue's depth,
@@ -91,6 +91,46 @@ fn gauge_f64(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> fmt::
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+/// `watcher_processing_seconds`: the latency histogram, its buckets in seconds.
+fn latency(e: &mut DescriptorEncoder, latency: &Histogram) -> fmt::Result {
+    let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+        .iter()
+        .map(|b| b.as_secs_f64())
+        .chain([f64::INFINITY])
+        .zip(latency.counts.iter().copied())
+        .collect();
+    e.encode_descriptor(
+        "watcher_processing_seconds",
+        "Time from a file's in-flight record to its commit.",
+        None,
+        MetricType::Histogram,
+    )?
+    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+        latency.sum.as_secs_f64(),
+        latency.total(),
+        &buckets,
+        None,
+    )
+}
+
+/// `watcher_background_tasks_active`, one gauge per routine, labelled by `task`.
+fn background_tasks(e: &mut DescriptorEncoder, m: &Metrics) -> fmt::Result {
+    let mut family = e.encode_descriptor(
+        "watcher_background_tasks_active",
+        "1 while the background routine's task is alive, 0 once it has ended.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (task, running) in [
+        ("cleanup", m.cleanup_running),
+        ("file_state_cleanup", m.file_state_running),
+    ] {
+        let labels = [("task", task)];
+        ConstGauge::new(i64::from(running)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -129,37 +169,8 @@ impl Collector for WatcherCollector {
             "Files a worker is processing now.",
             int(m.active_workers),
         )?;
-        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
-            .iter()
-            .map(|b| b.as_secs_f64())
-            .chain([f64::INFINITY])
-            .zip(m.latency.counts.iter().copied())
-            .collect();
-        e.encode_descriptor(
-            "watcher_processing_seconds",
-            "Time from a file's in-flight record to its commit.",
-            None,
-            MetricType::Histogram,
-        )?
-        .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            m.latency.sum.as_secs_f64(),
-            m.latency.total(),
-            &buckets,
-            None,
-        )?;
-        let mut family = e.encode_descriptor(
-            "watcher_background_tasks_active",
-            "1 while the background routine's task is alive, 0 once it has ended.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (task, running) in [
-            ("cleanup", m.cleanup_running),
-            ("file_state_cleanup", m.file_state_running),
-        ] {
-            let labels = [("task", task)];
-            ConstGauge::new(i64::from(running)).encode(family.encode_family(&labels)?)?;
-        }
+        latency(&mut e, &m.latency)?;
+        background_tasks(&mut e, &m)?;
         gauge(
             &mut e,
             "watcher_tasks_alive",
