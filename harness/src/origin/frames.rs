@@ -382,17 +382,19 @@ pub(crate) fn short_path(path: &str, root: Option<&str>) -> String {
     path.to_owned()
 }
 
+/// A frame for tests: an empty `file` or a `line` of 0 stands for none.
+#[cfg(test)]
+pub(crate) fn frame(name: &str, file: &str, line: u32) -> Frame {
+    Frame {
+        name: Some(name.to_owned()),
+        file: (!file.is_empty()).then(|| file.to_owned()),
+        line: (line > 0).then_some(line),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(name: &str, file: &str, line: u32) -> Frame {
-        Frame {
-            name: Some(name.to_owned()),
-            file: (!file.is_empty()).then(|| file.to_owned()),
-            line: (line > 0).then_some(line),
-        }
-    }
 
     fn std_spawn_frames() -> Vec<Frame> {
         vec![

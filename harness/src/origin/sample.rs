@@ -355,7 +355,7 @@ fn interrupted_pc(ctx: *mut c_void) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::frames::{Frame, Waiting};
+    use super::super::frames::{frame, Waiting};
     use super::super::waiting;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{mpsc, Arc, Mutex};
@@ -364,14 +364,6 @@ mod tests {
     fn gettid() -> u32 {
         // SAFETY: gettid cannot fail.
         unsafe { libc::gettid() as u32 }
-    }
-
-    fn frame(name: &str, file: &str, line: u32) -> Frame {
-        Frame {
-            name: Some(name.to_owned()),
-            file: Some(file.to_owned()),
-            line: Some(line),
-        }
     }
 
     #[test]

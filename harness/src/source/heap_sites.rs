@@ -205,15 +205,7 @@ fn without_generics(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::origin::frames::Frame;
-
-    fn frame(name: &str, file: &str, line: u32) -> Frame {
-        Frame {
-            name: Some(name.to_owned()),
-            file: (!file.is_empty()).then(|| file.to_owned()),
-            line: (line > 0).then_some(line),
-        }
-    }
+    use crate::origin::frames::{frame, Frame};
 
     fn allocator_frames() -> Vec<Frame> {
         vec![
