@@ -570,6 +570,7 @@ mod tests {
 
     #[test]
     fn a_closed_fd_has_no_site() {
+        super::super::table::enable();
         // A number no other test of this process uses: dup2 creates it, close ends it.
         let mut limit = libc::rlimit {
             rlim_cur: 0,
