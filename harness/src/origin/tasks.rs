@@ -12,10 +12,14 @@
 //!
 //! A check is given a runtime's `Handle`, and a hook is not told its runtime: each task is
 //! tagged with the runtime current where it was spawned (right for `tokio::spawn`, which
-//! spawns on the current runtime), and a task spawned from outside any runtime with the
-//! runtimes its builder's hooks have seen tasks end on (until one has ended, such a task is
-//! not named: the check counts it and gives the hint).
+//! spawns on the current runtime). A task spawned from outside any runtime (`Handle::spawn`
+//! or `Runtime::spawn` on a plain thread) is tagged with its builder's hooks instead, and
+//! belongs to the runtimes those hooks have seen from inside: a task spawned or ended there.
+//! When a check finds such tasks and its runtime has not been seen yet, it learns which hooks
+//! the runtime runs by spawning one empty task on it (failure path only, aborted at once,
+//! unrecorded): the hooks see it with the runtime entered.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,8 +40,24 @@ struct Task {
 #[derive(Default)]
 struct State {
     live: HashMap<tokio::task::Id, Task>,
-    /// (builder, runtime) pairs: a task of that builder's hooks ended on that runtime.
+    /// (builder, runtime) pairs: that builder's hooks saw a task spawned or ended inside that
+    /// runtime.
     seen: Vec<(usize, tokio::runtime::Id)>,
+}
+
+impl State {
+    fn see(&mut self, builder: usize, runtime: Option<tokio::runtime::Id>) {
+        if let Some(rt) = runtime {
+            if !self.seen.contains(&(builder, rt)) {
+                self.seen.push((builder, rt));
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Set while `probe` spawns its task: the hooks record the runtime, not the task.
+    static PROBING: Cell<bool> = const { Cell::new(false) };
 }
 
 static STATE: LazyLock<Mutex<State>> = LazyLock::new(Mutex::default);
@@ -69,24 +89,38 @@ fn current_runtime() -> Option<tokio::runtime::Id> {
 fn on_spawn(builder: usize, meta: &TaskMeta<'_>) {
     #[allow(clippy::useless_conversion)] // not useless with a tokio before 1.46.1
     let site: Option<&'static Location<'static>> = meta.spawned_at().into();
+    let runtime = current_runtime();
+    if PROBING.with(Cell::get) {
+        state().see(builder, runtime);
+        return;
+    }
     let task = Task {
         site,
         seq: SEQ.fetch_add(1, Ordering::Relaxed) + 1,
-        runtime: current_runtime(),
+        runtime,
         builder,
     };
-    state().live.insert(meta.id(), task);
+    let mut state = state();
+    state.see(builder, runtime);
+    state.live.insert(meta.id(), task);
 }
 
 fn on_terminate(builder: usize, meta: &TaskMeta<'_>) {
     let runtime = current_runtime();
     let mut state = state();
     state.live.remove(&meta.id());
-    if let Some(rt) = runtime {
-        if !state.seen.contains(&(builder, rt)) {
-            state.seen.push((builder, rt));
-        }
-    }
+    state.see(builder, runtime);
+}
+
+/// Spawns one empty task on `handle`'s runtime with the runtime entered, so that the hooks of
+/// the builder that built it (if any) see that runtime; the task is not recorded, and aborted
+/// at once (it ends when the runtime next runs).
+fn probe(handle: &Handle) {
+    let _entered = handle.enter();
+    PROBING.with(|p| p.set(true));
+    let task = handle.spawn(async {});
+    PROBING.with(|p| p.set(false));
+    task.abort();
 }
 
 /// Records every task of the runtime this builder builds with its spawn site, so that a leak
@@ -176,10 +210,27 @@ pub(crate) fn watermark() -> u64 {
     SEQ.load(Ordering::Relaxed)
 }
 
-/// The spawn sites of the tasks of `handle`'s runtime spawned after `watermark` and still
-/// alive, one label per task, or `None` when the runtime is not instrumented.
-pub(crate) fn spawned_since(handle: &Handle, watermark: u64) -> Option<Vec<String>> {
+/// The tasks of `handle`'s runtime spawned after `watermark` and still alive, each with its
+/// spawn site (`spawned at src/a.rs:9`), or `None` when the runtime is not instrumented.
+pub(crate) fn spawned_since(
+    handle: &Handle,
+    watermark: u64,
+) -> Option<Vec<(tokio::task::Id, String)>> {
     let rt = handle.id();
+    // A task spawned from outside any runtime belongs to the runtimes its builder's hooks saw
+    // from inside. If such tasks are new and this runtime has not been seen, make its hooks
+    // (if it has ours) see it.
+    let unseen = {
+        let state = state();
+        !state.seen.iter().any(|(_, r)| *r == rt)
+            && state
+                .live
+                .values()
+                .any(|t| t.seq > watermark && t.runtime.is_none())
+    };
+    if unseen {
+        probe(handle);
+    }
     let state = state();
     let builders: Vec<usize> = state
         .seen
@@ -187,30 +238,30 @@ pub(crate) fn spawned_since(handle: &Handle, watermark: u64) -> Option<Vec<Strin
         .filter(|(_, r)| *r == rt)
         .map(|(b, _)| *b)
         .collect();
-    // A task spawned from outside any runtime belongs to its builder's runtime: the one its
-    // hooks saw tasks end on. Before any task of that builder ended, it is not placed (a
-    // guess would name another runtime's tasks, or call an uninstrumented one instrumented).
+    if builders.is_empty() {
+        // Every task spawned inside a runtime marks it seen: none of ours ran here.
+        return None;
+    }
     let ours = |t: &Task| match t.runtime {
         Some(r) => r == rt,
         None => builders.contains(&t.builder),
     };
-    let instrumented = !builders.is_empty() || state.live.values().any(|t| t.runtime == Some(rt));
-    if !instrumented {
-        return None;
-    }
     let root = super::frames::source_root();
     Some(
         state
             .live
-            .values()
-            .filter(|t| t.seq > watermark && ours(t))
-            .map(|t| match t.site {
-                Some(at) => format!(
-                    "spawned at {}:{}",
-                    super::frames::short_path(at.file(), root),
-                    at.line()
-                ),
-                None => "spawn site needs tokio 1.46.1 or later".to_owned(),
+            .iter()
+            .filter(|(_, t)| t.seq > watermark && ours(t))
+            .map(|(id, t)| {
+                let label = match t.site {
+                    Some(at) => format!(
+                        "spawned at {}:{}",
+                        super::frames::short_path(at.file(), root),
+                        at.line()
+                    ),
+                    None => "spawn site needs tokio 1.46.1 or later".to_owned(),
+                };
+                (*id, label)
             })
             .collect(),
     )
@@ -229,6 +280,10 @@ mod tests {
         instrument(&mut builder).enable_all().build().unwrap()
     }
 
+    fn labels(tasks: Option<Vec<(tokio::task::Id, String)>>) -> Vec<String> {
+        tasks.unwrap().into_iter().map(|(_, label)| label).collect()
+    }
+
     fn sites_of_a_planted_task(multi: bool) {
         let rt = runtime(multi);
         let (mark, planted_line, sites) = rt.block_on(async {
@@ -238,7 +293,7 @@ mod tests {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let line = line!() + 1;
             let planted = tokio::spawn(async move { rx.await.ok() });
-            let sites = spawned_since(&Handle::current(), mark).unwrap();
+            let sites = labels(spawned_since(&Handle::current(), mark));
             drop(tx);
             planted.await.unwrap();
             (mark, line, sites)
@@ -255,7 +310,7 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(
-            spawned_since(rt.handle(), mark).unwrap(),
+            labels(spawned_since(rt.handle(), mark)),
             Vec::<String>::new()
         );
     }
@@ -270,23 +325,55 @@ mod tests {
         sites_of_a_planted_task(true);
     }
 
-    #[test]
-    fn a_task_spawned_from_outside_the_runtime_is_found_too() {
-        let rt = runtime(true);
-        // Once a task has ended on it, the runtime is known to its builder's hooks.
-        rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while rt.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
+    /// A task spawned with `Handle::spawn` from a plain thread, on a runtime where a task has
+    /// ended before (`ended`) or where none ever ran.
+    fn a_task_spawned_from_outside(multi: bool, ended: bool) {
+        let rt = runtime(multi);
+        if ended {
+            rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while rt.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
         }
         let mark = watermark();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let line = line!() + 1;
-        let planted = rt.spawn(async move { rx.await.ok() });
-        let sites = spawned_since(rt.handle(), mark).unwrap();
+        let handle = rt.handle().clone();
+        let (planted, line) = std::thread::spawn(move || {
+            let line = line!() + 1;
+            let planted = handle.spawn(async move { rx.await.ok() });
+            (planted, line)
+        })
+        .join()
+        .unwrap();
+        let sites = labels(spawned_since(rt.handle(), mark));
+        // Another instrumented runtime (another builder) does not claim it.
+        let other = runtime(multi);
+        let elsewhere = other.block_on(async { spawned_since(&Handle::current(), mark) });
         drop(tx);
         rt.block_on(planted).unwrap();
         assert_eq!(sites, vec![format!("spawned at {}:{line}", file!())]);
+        assert_eq!(labels(elsewhere), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_task_spawned_from_outside_a_multi_thread_runtime_is_named_after_a_task_ended() {
+        a_task_spawned_from_outside(true, true);
+    }
+
+    #[test]
+    fn a_task_spawned_from_outside_a_multi_thread_runtime_is_named_before_any_ran() {
+        a_task_spawned_from_outside(true, false);
+    }
+
+    #[test]
+    fn a_task_spawned_from_outside_a_current_thread_runtime_is_named_after_a_task_ended() {
+        a_task_spawned_from_outside(false, true);
+    }
+
+    #[test]
+    fn a_task_spawned_from_outside_a_current_thread_runtime_is_named_before_any_ran() {
+        a_task_spawned_from_outside(false, false);
     }
 
     #[test]
