@@ -123,6 +123,8 @@ pub mod __private {
     //! What the attributes expand to call, and what the benches measure; not a public API.
     pub use crate::alloc::sites::record_while;
     pub use crate::attribute::*;
+    #[cfg(task_dumps)]
+    pub use crate::origin::dump_tasks;
     #[cfg(origins)]
     pub use crate::origin::sample_frames;
 }

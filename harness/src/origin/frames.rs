@@ -238,23 +238,44 @@ impl Waiting {
     }
 }
 
+impl Waiting {
+    /// The same words for a task's await point: `awaiting at src/svc.rs:88 in
+    /// tokio::sync::mpsc::Receiver::recv`.
+    #[cfg_attr(not(task_dumps), allow(dead_code))]
+    pub(crate) fn awaiting(&self) -> impl fmt::Display + '_ {
+        Worded(self, "awaiting")
+    }
+}
+
+struct Worded<'a>(&'a Waiting, &'static str);
+
 impl fmt::Display for Waiting {
     /// `waiting at src/pool.rs:52 in std::sync::mpsc::Receiver::recv`; without user code,
     /// `waiting in r2d2::…::run (lib.rs:88)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.user, &self.call) {
+        Worded(self, "waiting").fmt(f)
+    }
+}
+
+impl fmt::Display for Worded<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Worded(waiting, verb) = self;
+        match (&waiting.user, &waiting.call) {
             (Some(user), Some(call)) => {
                 let name = call.name.as_deref().unwrap_or("<unknown>");
                 write!(
                     f,
-                    "waiting at {} in {}",
+                    "{verb} at {} in {}",
                     Location(user),
                     public_path(&shown_path(function(name)))
                 )
             }
-            (Some(user), None) => write!(f, "waiting at {}", Location(user)),
-            (None, Some(call)) => write!(f, "waiting in {}", Call(call)),
-            (None, None) => write!(f, "where it waits is not in the debug info"),
+            (Some(user), None) => write!(f, "{verb} at {}", Location(user)),
+            (None, Some(call)) => write!(f, "{verb} in {}", Call(call)),
+            (None, None) => {
+                let does = if *verb == "waiting" { "waits" } else { "awaits" };
+                write!(f, "where it {does} is not in the debug info")
+            }
         }
     }
 }
@@ -263,12 +284,22 @@ impl fmt::Display for Waiting {
 /// as the user wrote it: `std::sync::poison::mutex::Mutex::lock` → `std::sync::Mutex::lock`,
 /// `std::thread::functions::sleep` → `std::thread::sleep`.
 fn public_path(name: &str) -> String {
-    const PRIVATE: [(&str, &str); 5] = [
+    const PRIVATE: [(&str, &str); 14] = [
         ("std::sync::poison::mutex::", "std::sync::"),
         ("std::sync::poison::rwlock::", "std::sync::"),
         ("std::sync::poison::condvar::", "std::sync::"),
         ("std::sync::poison::", "std::sync::"),
         ("std::thread::functions::", "std::thread::"),
+        // tokio's, for a task's await point.
+        ("tokio::sync::mpsc::bounded::", "tokio::sync::mpsc::"),
+        ("tokio::sync::mpsc::unbounded::", "tokio::sync::mpsc::"),
+        ("tokio::sync::mutex::", "tokio::sync::"),
+        ("tokio::sync::rwlock::", "tokio::sync::"),
+        ("tokio::sync::notify::", "tokio::sync::"),
+        ("tokio::sync::semaphore::", "tokio::sync::"),
+        ("tokio::sync::barrier::", "tokio::sync::"),
+        ("tokio::time::sleep::", "tokio::time::"),
+        ("tokio::time::interval::", "tokio::time::"),
     ];
     PRIVATE
         .iter()

@@ -22,10 +22,15 @@
 //!   std::sync::mpsc::Receiver::recv`.
 //! - `sockets`: a leaked socket fd by protocol, addresses and state (`/proc/net/*`).
 //! - `tasks` (`--cfg tokio_unstable`): the spawn site of each live task of an instrumented
-//!   runtime.
+//!   runtime, spawned from inside it or from a plain thread.
+//! - `dump` (feature `task-dumps` under `--cfg tokio_unstable --cfg tokio_taskdump`, Linux
+//!   x86_64 and aarch64): where each leaked task awaits, from a dump of its runtime taken
+//!   with a deadline: `awaiting at src/svc.rs:88 in tokio::sync::mpsc::Receiver::recv`.
 
 #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod child_hook;
+#[cfg(task_dumps)]
+pub(crate) mod dump;
 #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod fd_hook;
 #[cfg_attr(not(origins), allow(dead_code))]
@@ -47,6 +52,9 @@ pub(crate) mod tasks;
 
 #[cfg(all(feature = "tokio", tokio_unstable))]
 pub use tasks::{instrument, instrument_with};
+
+#[cfg(task_dumps)]
+pub use dump::dump_tasks;
 
 #[cfg(target_os = "linux")]
 pub(crate) use state::Timed;

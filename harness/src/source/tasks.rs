@@ -61,7 +61,8 @@ impl Source for Tasks {
     fn items(&self, b0: &Reading, _end: &Reading) -> Vec<Item> {
         #[cfg(tokio_unstable)]
         if let Reading::Marked { mark, .. } = b0 {
-            if let Some(sites) = crate::origin::tasks::spawned_since(&self.handle, *mark) {
+            if let Some(tasks) = crate::origin::tasks::spawned_since(&self.handle, *mark) {
+                let sites = with_await_points(&self.handle, tasks);
                 return crate::group::exact(sites)
                     .into_iter()
                     .map(|item| Item {
@@ -85,6 +86,36 @@ impl Source for Tasks {
             Vec::new()
         }
     }
+}
+
+/// Each task's spawn site, followed by its await point where this build takes task dumps
+/// (`spawned at src/svc.rs:31, awaiting at src/svc.rs:88 in
+/// tokio::sync::mpsc::Receiver::recv`), or by why it was not taken.
+#[cfg(tokio_unstable)]
+fn with_await_points(
+    handle: &tokio::runtime::Handle,
+    tasks: Vec<(tokio::task::Id, String)>,
+) -> Vec<String> {
+    #[cfg(task_dumps)]
+    if !tasks.is_empty() {
+        let points = crate::origin::dump::await_points(handle);
+        return tasks
+            .into_iter()
+            .map(|(id, site)| {
+                let point = match &points {
+                    Ok(points) => points.get(&id).map_or(
+                        "await point not taken: the task was running or scheduled during the \
+                         dump",
+                        String::as_str,
+                    ),
+                    Err(why) => why.as_str(),
+                };
+                format!("{site}, {point}")
+            })
+            .collect();
+    }
+    let _ = handle;
+    tasks.into_iter().map(|(_, site)| site).collect()
 }
 
 #[cfg(test)]

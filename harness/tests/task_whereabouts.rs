@@ -1,0 +1,258 @@
+//! Where leaked tasks were spawned and where they are stuck: a task spawned with
+//! `Handle::spawn` from a plain thread is named by its spawn site on both flavours, whether or
+//! not a task ended on the runtime before; with task dumps (feature `task-dumps` under
+//! `--cfg tokio_unstable --cfg tokio_taskdump`) each leaked task says where it awaits, and a
+//! runtime whose workers are all blocked is reported as not answering instead of hanging the
+//! check.
+//!
+//! `RUSTFLAGS="--cfg tokio_unstable --cfg tokio_taskdump" cargo test -p leakcheck
+//! --features tokio,task-dumps --test task_whereabouts`
+#![cfg(tokio_unstable)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use leakcheck::{LeakCheck, Resource};
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::mpsc;
+
+/// The line of `serve`'s receive, as it ran.
+static RECV_LINE: AtomicU32 = AtomicU32::new(0);
+
+/// A task's body: waits for one message (or for every sender to go).
+async fn serve(mut rx: mpsc::Receiver<()>) {
+    RECV_LINE.store(line!() + 1, Ordering::Relaxed);
+    rx.recv().await;
+}
+
+fn runtime(multi: bool) -> Runtime {
+    let mut builder = if multi {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    leakcheck::instrument(&mut builder)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// What a report says after a spawn site: where the task awaits in `serve`, where this build
+/// takes task dumps; nothing elsewhere.
+fn awaiting_in_serve() -> String {
+    if cfg!(task_dumps) {
+        format!(
+            ", awaiting at {}:{} in tokio::sync::mpsc::Receiver::recv",
+            file!(),
+            RECV_LINE.load(Ordering::Relaxed)
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// A check of `rt` in its own block_on whose body spawns four `serve` tasks at one line, from
+/// the runtime (`outside` false) or from a plain thread with `Handle::spawn`; their senders are
+/// dropped (`clean`) or kept. Returns the check's result and the spawn line.
+fn check(
+    rt: &Runtime,
+    outside: bool,
+    clean: bool,
+) -> (Result<leakcheck::Report, leakcheck::Leak>, u32) {
+    let mut senders = Vec::new();
+    let mut line = 0;
+    let result = rt.block_on(async {
+        LeakCheck::new()
+            .tasks(&Handle::current())
+            .settle(Duration::from_millis(100))
+            .run_async(|| {
+                let mut txs = Vec::new();
+                let mut rxs = Vec::new();
+                for _ in 0..4 {
+                    let (tx, rx) = mpsc::channel::<()>(1);
+                    txs.push(tx);
+                    rxs.push(rx);
+                }
+                if outside {
+                    let handle = Handle::current();
+                    line = std::thread::spawn(move || {
+                        let line = line!() + 2;
+                        for rx in rxs {
+                            handle.spawn(serve(rx));
+                        }
+                        line
+                    })
+                    .join()
+                    .unwrap();
+                } else {
+                    line = line!() + 2;
+                    for rx in rxs {
+                        tokio::spawn(serve(rx));
+                    }
+                }
+                if !clean {
+                    senders.extend(txs);
+                }
+                async {}
+            })
+            .await
+    });
+    (result, line)
+}
+
+fn planted(multi: bool, outside: bool, ended_before: bool) {
+    let rt = runtime(multi);
+    if ended_before {
+        rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+        // tokio wakes the joiner before it counts the task gone: wait for that, so that the
+        // baseline does not hold it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rt.metrics().num_alive_tasks() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the ended task stays alive");
+            std::thread::yield_now();
+        }
+    }
+    let (result, line) = check(&rt, outside, false);
+    let leak = result.unwrap_err();
+    let report = leak.report();
+    assert_eq!(report.leaked(Resource::Tasks), 4, "{report}");
+    let label = format!("spawned at {}:{line}{}", file!(), awaiting_in_serve());
+    assert_eq!(report.items(Resource::Tasks), &[(label.clone(), 4)], "{report}");
+    assert!(report.to_string().contains(&format!("×4   {label}")), "{report}");
+}
+
+fn clean(multi: bool, outside: bool) {
+    let rt = runtime(multi);
+    let (result, _) = check(&rt, outside, true);
+    let report = result.unwrap();
+    assert_eq!(report.leaked(Resource::Tasks), 0, "{report}");
+}
+
+#[leakcheck::isolated]
+fn tasks_awaiting_a_channel_on_a_current_thread_runtime_name_both_lines() {
+    planted(false, false, false);
+}
+
+#[leakcheck::isolated]
+fn tasks_awaiting_a_channel_on_a_multi_thread_runtime_name_both_lines() {
+    planted(true, false, false);
+}
+
+#[leakcheck::isolated]
+fn tasks_that_end_on_either_flavour_pass() {
+    clean(false, false);
+    clean(true, false);
+}
+
+#[leakcheck::isolated]
+fn handle_spawn_from_a_plain_thread_on_a_current_thread_runtime_is_named() {
+    planted(false, true, false);
+}
+
+#[leakcheck::isolated]
+fn handle_spawn_from_a_plain_thread_on_a_current_thread_runtime_is_named_after_a_task_ended() {
+    planted(false, true, true);
+}
+
+#[leakcheck::isolated]
+fn handle_spawn_from_a_plain_thread_on_a_multi_thread_runtime_is_named() {
+    planted(true, true, false);
+}
+
+#[leakcheck::isolated]
+fn handle_spawn_from_a_plain_thread_on_a_multi_thread_runtime_is_named_after_a_task_ended() {
+    planted(true, true, true);
+}
+
+#[leakcheck::isolated]
+fn tasks_spawned_from_a_plain_thread_that_end_pass() {
+    clean(false, true);
+    clean(true, true);
+}
+
+/// A multi-thread runtime whose two workers are both blocked in a synchronous receive, beside
+/// one task awaiting a channel: the check does not hang, and says why no await point is shown.
+#[cfg(task_dumps)]
+fn blocked_runtime(release_in_body: bool) -> Result<leakcheck::Report, leakcheck::Leak> {
+    use std::sync::{mpsc as std_mpsc, Arc, Barrier};
+    let rt = runtime(true);
+    let handle = rt.handle().clone();
+    let mut keep = None;
+    let mut unblock = Vec::new();
+    let mut lines = (0, 0);
+    let started = std::time::Instant::now();
+    let result = LeakCheck::new()
+        .tasks(rt.handle())
+        .settle(Duration::from_millis(100))
+        .run(|| {
+            let (tx, rx) = mpsc::channel::<()>(1);
+            let (polled_tx, polled_rx) = std_mpsc::channel();
+            lines.0 = line!() + 1;
+            handle.spawn(async move {
+                polled_tx.send(()).unwrap();
+                serve(rx).await
+            });
+            polled_rx.recv().unwrap();
+            // Both workers block: each waits at the barrier, then in a std receive.
+            let barrier = Arc::new(Barrier::new(3));
+            lines.1 = line!() + 5;
+            for _ in 0..2 {
+                let (go_tx, go_rx) = std_mpsc::channel::<()>();
+                unblock.push(go_tx);
+                let barrier = barrier.clone();
+                handle.spawn(async move {
+                    barrier.wait();
+                    go_rx.recv().ok();
+                });
+            }
+            barrier.wait();
+            if release_in_body {
+                unblock.clear();
+                drop(tx);
+            } else {
+                keep = Some(tx);
+            }
+        });
+    let took = started.elapsed();
+    if let Err(leak) = &result {
+        let report = leak.report();
+        let why = "await point not taken: the runtime did not answer within 1 s";
+        assert_eq!(
+            report.items(Resource::Tasks),
+            &[
+                (format!("spawned at {}:{}, {why}", file!(), lines.1), 2),
+                (format!("spawned at {}:{}, {why}", file!(), lines.0), 1),
+            ],
+            "{report}"
+        );
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+    // Unblocked, the runtime answers the dump it was asked for, and then a new one.
+    unblock.clear();
+    drop(keep);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match leakcheck::__private::dump_tasks(rt.handle()) {
+            Ok(_) => break,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+            Err(why) => panic!("the runtime never answered again: {why}"),
+        }
+    }
+    result
+}
+
+#[cfg(task_dumps)]
+#[leakcheck::isolated]
+fn a_runtime_whose_workers_are_all_blocked_is_reported_without_hanging() {
+    let leak = blocked_runtime(false).unwrap_err();
+    assert_eq!(leak.report().leaked(Resource::Tasks), 3, "{}", leak.report());
+}
+
+#[cfg(task_dumps)]
+#[leakcheck::isolated]
+fn a_runtime_whose_workers_were_blocked_and_released_passes() {
+    let report = blocked_runtime(true).unwrap();
+    assert_eq!(report.leaked(Resource::Tasks), 0, "{report}");
+}
