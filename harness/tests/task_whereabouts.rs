@@ -110,7 +110,10 @@ fn planted(multi: bool, outside: bool, ended_before: bool) {
         // baseline does not hold it.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while rt.metrics().num_alive_tasks() > 0 {
-            assert!(std::time::Instant::now() < deadline, "the ended task stays alive");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the ended task stays alive"
+            );
             std::thread::yield_now();
         }
     }
@@ -119,8 +122,15 @@ fn planted(multi: bool, outside: bool, ended_before: bool) {
     let report = leak.report();
     assert_eq!(report.leaked(Resource::Tasks), 4, "{report}");
     let label = format!("spawned at {}:{line}{}", file!(), awaiting_in_serve());
-    assert_eq!(report.items(Resource::Tasks), &[(label.clone(), 4)], "{report}");
-    assert!(report.to_string().contains(&format!("×4   {label}")), "{report}");
+    assert_eq!(
+        report.items(Resource::Tasks),
+        &[(label.clone(), 4)],
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains(&format!("×4   {label}")),
+        "{report}"
+    );
 }
 
 fn clean(multi: bool, outside: bool) {
@@ -247,7 +257,12 @@ fn blocked_runtime(release_in_body: bool) -> Result<leakcheck::Report, leakcheck
 #[leakcheck::isolated]
 fn a_runtime_whose_workers_are_all_blocked_is_reported_without_hanging() {
     let leak = blocked_runtime(false).unwrap_err();
-    assert_eq!(leak.report().leaked(Resource::Tasks), 3, "{}", leak.report());
+    assert_eq!(
+        leak.report().leaked(Resource::Tasks),
+        3,
+        "{}",
+        leak.report()
+    );
 }
 
 #[cfg(task_dumps)]
@@ -255,4 +270,114 @@ fn a_runtime_whose_workers_are_all_blocked_is_reported_without_hanging() {
 fn a_runtime_whose_workers_were_blocked_and_released_passes() {
     let report = blocked_runtime(true).unwrap();
     assert_eq!(report.leaked(Resource::Tasks), 0, "{report}");
+}
+
+/// A check running in a task on a worker of the multi-thread runtime it dumps: the dump waits
+/// for every worker, this one too, which the check lets go of while it waits.
+#[cfg(task_dumps)]
+#[leakcheck::isolated]
+fn a_check_on_a_worker_of_the_runtime_it_dumps_names_the_await_point() {
+    let rt = runtime(true);
+    let (leak, line) = rt.block_on(async {
+        tokio::spawn(async {
+            let mut keep = None;
+            let mut line = 0;
+            let leak = LeakCheck::new()
+                .tasks(&Handle::current())
+                .settle(Duration::from_millis(100))
+                .run_async(|| {
+                    let (tx, rx) = mpsc::channel::<()>(1);
+                    keep = Some(tx);
+                    line = line!() + 1;
+                    tokio::spawn(serve(rx));
+                    async {}
+                })
+                .await
+                .unwrap_err();
+            (leak, line)
+        })
+        .await
+        .unwrap()
+    });
+    let label = format!("spawned at {}:{line}{}", file!(), awaiting_in_serve());
+    assert_eq!(
+        leak.report().items(Resource::Tasks),
+        &[(label, 1)],
+        "{leak}"
+    );
+}
+
+/// A current-thread runtime checked from outside (no thread drives it): tokio dumps it only
+/// from inside, and the report says so.
+#[cfg(task_dumps)]
+#[leakcheck::isolated]
+fn a_current_thread_runtime_checked_from_outside_says_why_no_await_point() {
+    let rt = runtime(false);
+    // The runtime has run a task inside, so its hooks know it.
+    rt.block_on(async { tokio::spawn(async {}).await.unwrap() });
+    let mut keep = None;
+    let mut line = 0;
+    let leak = LeakCheck::new()
+        .tasks(rt.handle())
+        .settle(Duration::from_millis(50))
+        .run(|| {
+            let (tx, rx) = mpsc::channel::<()>(1);
+            keep = Some(tx);
+            line = line!() + 1;
+            rt.spawn(serve(rx));
+        })
+        .unwrap_err();
+    let label = format!(
+        "spawned at {}:{line}, await point not taken: a current-thread runtime is dumped only \
+         from the thread that drives it",
+        file!()
+    );
+    assert_eq!(
+        leak.report().items(Resource::Tasks),
+        &[(label, 1)],
+        "{leak}"
+    );
+}
+
+/// One worker blocked in a synchronous receive, the other idle: the check says the runtime did
+/// not answer, and leaves it as it was: once released, it answers a dump and shuts down.
+#[cfg(task_dumps)]
+#[leakcheck::isolated]
+fn a_runtime_with_one_blocked_worker_is_left_able_to_shut_down() {
+    use std::sync::mpsc as std_mpsc;
+    let rt = runtime(true);
+    let (go_tx, go_rx) = std_mpsc::channel::<()>();
+    let (blocked_tx, blocked_rx) = std_mpsc::channel();
+    rt.spawn(async move {
+        blocked_tx.send(()).unwrap();
+        go_rx.recv().ok();
+    });
+    blocked_rx.recv().unwrap();
+    let leak = LeakCheck::new()
+        .tasks(rt.handle())
+        .settle(Duration::from_millis(50))
+        .run(|| ())
+        .map(|_| ());
+    // The blocker was spawned before the baseline: the check passes and takes no dump; ask
+    // for one directly.
+    assert!(leak.is_ok());
+    let why = leakcheck::__private::dump_tasks(rt.handle()).unwrap_err();
+    assert_eq!(
+        why,
+        "await point not taken: the runtime did not answer within 1 s"
+    );
+    drop(go_tx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while leakcheck::__private::dump_tasks(rt.handle()).is_err() {
+        assert!(std::time::Instant::now() < deadline, "never answered");
+        std::thread::yield_now();
+    }
+    let (done_tx, done_rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt);
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the runtime's drop hangs");
 }

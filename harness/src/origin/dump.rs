@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{mpsc, LazyLock, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -66,9 +66,11 @@ fn dump(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
     match handle.runtime_flavor() {
         RuntimeFlavor::CurrentThread => {
             if !inside {
-                return Err("await point not taken: a current-thread runtime is dumped only \
+                return Err(
+                    "await point not taken: a current-thread runtime is dumped only \
                             from the thread that drives it"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             // tokio dumps a current-thread runtime within the first poll.
             let mut dump = std::pin::pin!(handle.dump());
@@ -82,45 +84,133 @@ fn dump(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
             {
                 let mut pending = pending();
                 if pending.contains(&id) {
-                    return Err("await point not taken: an earlier dump of this runtime has \
+                    return Err(
+                        "await point not taken: an earlier dump of this runtime has \
                                 not been answered"
-                        .to_owned());
+                            .to_owned(),
+                    );
                 }
                 pending.push(id);
             }
-            let (tx, rx) = mpsc::channel();
-            let target = handle.clone();
-            let spawned = std::thread::Builder::new()
-                .name("leakcheck-dump".into())
-                .spawn(move || {
-                    let answered = tokio::runtime::Builder::new_current_thread()
-                        .build()
-                        .map(|rt| rt.block_on(target.dump()));
-                    pending().retain(|r| *r != id);
-                    let _ = tx.send(answered);
-                });
-            if let Err(e) = spawned {
-                pending().retain(|r| *r != id);
-                return Err(format!("await point not taken: no thread for the dump: {e}"));
-            }
-            let wait = || rx.recv_timeout(DEADLINE);
             // On a worker of a multi-thread runtime, give up the worker's seat while waiting:
             // the dump waits for every worker (this one's included) to reach a yield point.
-            let answer = match current.map(|c| c.runtime_flavor()) {
-                Some(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-                _ => wait(),
-            };
-            match answer {
-                Ok(Ok(dump)) => Ok(dump),
-                Ok(Err(e)) => Err(format!("await point not taken: {e}")),
-                Err(_) => Err(format!(
-                    "await point not taken: the runtime did not answer within {} s",
-                    DEADLINE.as_secs()
-                )),
+            let on_worker =
+                current.is_some_and(|c| c.runtime_flavor() == RuntimeFlavor::MultiThread);
+            if on_worker {
+                tokio::task::block_in_place(|| dump_multi_thread(handle))
+            } else {
+                dump_multi_thread(handle)
             }
         }
     }
 }
+
+/// A dump of `handle`'s multi-thread runtime (marked pending by the caller; the mark is
+/// cleared once no dump of it is under way), within [`DEADLINE`].
+fn dump_multi_thread(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
+    let started = Instant::now();
+    let id = handle.id();
+    let unmark = move || pending().retain(|r| *r != id);
+    let not_answered = || {
+        format!(
+            "await point not taken: the runtime did not answer within {} s",
+            DEADLINE.as_secs()
+        )
+    };
+    if !responsive(handle, started + DEADLINE) {
+        unmark();
+        return Err(not_answered());
+    }
+    let (tx, rx) = mpsc::channel();
+    let target = handle.clone();
+    let spawned = std::thread::Builder::new()
+        .name("leakcheck-dump".into())
+        .spawn(move || {
+            let answered = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map(|rt| rt.block_on(answer(&target)));
+            unmark();
+            let _ = tx.send(answered);
+        });
+    if let Err(e) = spawned {
+        unmark();
+        return Err(format!(
+            "await point not taken: no thread for the dump: {e}"
+        ));
+    }
+    match rx.recv_timeout(DEADLINE.saturating_sub(started.elapsed())) {
+        Ok(Ok(dump)) => Ok(dump),
+        Ok(Err(e)) => Err(format!("await point not taken: {e}")),
+        // The helper goes on waiting, and clears the pending mark when answered.
+        Err(_) => Err(not_answered()),
+    }
+}
+
+/// True once every worker of `handle`'s multi-thread runtime has been seen parked or making
+/// progress (its published counters changed) before `deadline`.
+///
+/// tokio's dump waits for the workers at a barrier with a 250 ms timeout that does not take a
+/// timed-out arrival back out of the count: a dump asked of a runtime with a worker stuck in a
+/// poll can leave another worker waiting for ever at the end of the trace (and the runtime's
+/// drop with it). So no dump is asked for until every worker looks able to answer. A worker
+/// publishes its counters when it parks (its park/unpark count is then odd) and at its
+/// periodic maintenance, so a worker stuck in one poll shows the same even count and the same
+/// poll count throughout.
+fn responsive(handle: &Handle, deadline: Instant) -> bool {
+    let metrics = handle.metrics();
+    let reading = |w: usize| {
+        (
+            metrics.worker_park_unpark_count(w),
+            metrics.worker_poll_count(w),
+            metrics.worker_total_busy_duration(w),
+        )
+    };
+    let first: Vec<_> = (0..metrics.num_workers()).map(reading).collect();
+    let mut answered = vec![false; first.len()];
+    let mut pause = Duration::from_micros(100);
+    loop {
+        for (w, seen) in answered.iter_mut().enumerate() {
+            let now = reading(w);
+            *seen = *seen || now.0 % 2 == 1 || now != first[w];
+        }
+        if answered.iter().all(|seen| *seen) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// The dump of `handle`'s multi-thread runtime, nudging its workers until they answer.
+///
+/// tokio wakes the workers once when a dump is asked for; a worker that does not reach the
+/// trace barrier within 250 ms of the others gives up until its next maintenance, and a parked
+/// worker has none until something wakes it. So while the dump is pending, every [`NUDGE`] an
+/// empty task per worker (unrecorded by the hooks) wakes parked workers to try again.
+async fn answer(handle: &Handle) -> tokio::runtime::Dump {
+    let mut dump = std::pin::pin!(handle.dump());
+    let mut tick = std::pin::pin!(tokio::time::sleep(NUDGE));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(dump) = dump.as_mut().poll(cx) {
+            return Poll::Ready(dump);
+        }
+        while tick.as_mut().poll(cx).is_ready() {
+            for _ in 0..handle.metrics().num_workers() {
+                drop(super::tasks::spawn_unrecorded(handle));
+            }
+            tick.as_mut().reset(tokio::time::Instant::now() + NUDGE);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// How often a pending dump's workers are woken to try again.
+const NUDGE: Duration = Duration::from_millis(100);
 
 /// The await point in a task's trace, as a report shows it.
 fn await_point(trace: &tokio::runtime::dump::Trace) -> String {

@@ -273,7 +273,11 @@ impl fmt::Display for Worded<'_> {
             (Some(user), None) => write!(f, "{verb} at {}", Location(user)),
             (None, Some(call)) => write!(f, "{verb} in {}", Call(call)),
             (None, None) => {
-                let does = if *verb == "waiting" { "waits" } else { "awaits" };
+                let does = if *verb == "waiting" {
+                    "waits"
+                } else {
+                    "awaits"
+                };
                 write!(f, "where it {does} is not in the debug info")
             }
         }

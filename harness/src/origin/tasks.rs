@@ -116,11 +116,17 @@ fn on_terminate(builder: usize, meta: &TaskMeta<'_>) {
 /// the builder that built it (if any) see that runtime; the task is not recorded, and aborted
 /// at once (it ends when the runtime next runs).
 fn probe(handle: &Handle) {
+    spawn_unrecorded(handle).abort();
+}
+
+/// Spawns an empty task on `handle`'s runtime, with the runtime entered, that the hooks do not
+/// record as a task (they note the runtime as seen).
+pub(crate) fn spawn_unrecorded(handle: &Handle) -> tokio::task::JoinHandle<()> {
     let _entered = handle.enter();
     PROBING.with(|p| p.set(true));
     let task = handle.spawn(async {});
     PROBING.with(|p| p.set(false));
-    task.abort();
+    task
 }
 
 /// Records every task of the runtime this builder builds with its spawn site, so that a leak
