@@ -42,14 +42,17 @@ step "creation sites (feature origins)"
 cargo clippy -p leakcheck --features spawn-sites --all-targets -- -D warnings
 cargo bench --features origins --bench origins -- --test
 
-# Task spawn sites need tokio's unstable hooks. RUSTFLAGS changes every crate's build, so it
-# gets its own target directory (the main one is not rebuilt) and only leakcheck is built.
-step "--cfg tokio_unstable: leakcheck::instrument"
+# Task spawn sites need tokio's unstable hooks, and await points tokio's task dumps (feature
+# task-dumps). RUSTFLAGS changes every crate's build, so it gets its own target directory (the
+# main one is not rebuilt) and only leakcheck is built.
+step "--cfg tokio_unstable --cfg tokio_taskdump: leakcheck::instrument, task dumps"
 (
-  export RUSTFLAGS="--cfg tokio_unstable" RUSTDOCFLAGS="--cfg tokio_unstable"
+  export RUSTFLAGS="--cfg tokio_unstable --cfg tokio_taskdump"
+  export RUSTDOCFLAGS="$RUSTFLAGS"
   export CARGO_TARGET_DIR=target/tokio-unstable
-  cargo clippy -p leakcheck --features tokio --all-targets -- -D warnings
-  cargo test -p leakcheck --features tokio
+  cargo clippy -p leakcheck --features tokio,task-dumps --all-targets -- -D warnings
+  cargo test -p leakcheck --features tokio,task-dumps
+  cargo bench --features task-dumps --bench task_dump -- --test
 )
 
 step "benches run once each (criterion --test)"
