@@ -1,8 +1,9 @@
 //! What saying where leaked tasks await costs, on the failure path: a dump of a runtime holding
 //! 100 idle tasks (each awaiting a channel), taken as a check takes it (a current-thread
-//! runtime in place from inside its `block_on`; a multi-thread one through a helper thread,
-//! after checking that every worker can answer), beside the count a check reads in every
-//! snapshot (`num_alive_tasks`), measured in the same run on the same runtime.
+//! runtime in place from inside its `block_on`), beside the count a check reads in every
+//! snapshot (`num_alive_tasks`), measured in the same run on the same runtime. A multi-thread
+//! runtime is not measured in a loop: tokio's dump barrier can leave a worker waiting for ever when a worker arrives more than 250 ms late (see `origin/dump.rs`), which a
+//! loaded machine makes likely over many dumps.
 //!
 //! `RUSTFLAGS="--cfg tokio_unstable --cfg tokio_taskdump" CARGO_TARGET_DIR=target/tokio-unstable
 //! cargo bench --features task-dumps --bench task_dump`; results and ratios in BENCHMARKS.md.
@@ -54,18 +55,6 @@ fn dump(c: &mut Criterion) {
         b.iter(|| current.block_on(async { leakcheck::__private::dump_tasks(&Handle::current()) }))
     });
 
-    let multi = Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let _senders_multi = plant(&multi);
-    g.bench_function("multi_thread (2 workers) baseline: num_alive_tasks", |b| {
-        b.iter(|| multi.metrics().num_alive_tasks())
-    });
-    g.bench_function("multi_thread (2 workers): dump from outside", |b| {
-        b.iter(|| leakcheck::__private::dump_tasks(multi.handle()).unwrap())
-    });
     g.finish();
 }
 
