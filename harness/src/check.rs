@@ -158,15 +158,18 @@ impl LeakCheck {
         self
     }
 
-    /// Whether threads created inside a one-time initializer (std's `Once`, `OnceLock`,
-    /// `LazyLock`, `once_cell`, `lazy_static`) count like any other (default `false`).
+    /// Whether threads, fds and child processes created inside a one-time initializer (std's
+    /// `Once`, `OnceLock`, `LazyLock`, `once_cell`, `lazy_static`) count like any other
+    /// (default `false`).
     ///
     /// Such a thread is a process global: a pool made on first use and kept for the rest of
     /// the process, once per process, so it cannot grow per test or per cycle. By default it is
     /// not counted, and the report shows it on a line of its own (`global: 2 threads created
     /// once by rayon_core::registry::set_global_registry`); threads of that kind that grow
     /// from one half of the measured cycles to the next count all the same (one that grows is
-    /// not a global). `strict(true)` counts them as leaks, for a component that must not leave
+    /// not a global). The same holds for a log file opened or a helper process spawned in an
+    /// initializer (`global: 1 fd created once by …`, `global: 1 child process created once
+    /// by …`). `strict(true)` counts them as leaks, for a component that must not leave
     /// even one pool behind. Needs creation sites (feature `origins`, on by default, Linux with
     /// glibc); without them every thread counts.
     pub fn strict(mut self, on: bool) -> Self {
@@ -483,8 +486,12 @@ impl LeakCheck {
                 self.strict,
                 self.backtraces,
             )),
-            Box::new(source::Fds::new(self.fd_filter.clone(), self.backtraces)),
-            Box::new(source::Children::new(self.backtraces)),
+            Box::new(source::Fds::new(
+                self.fd_filter.clone(),
+                self.strict,
+                self.backtraces,
+            )),
+            Box::new(source::Children::new(self.strict, self.backtraces)),
         ];
         #[cfg(feature = "tokio")]
         if let Some(handle) = &self.tasks {

@@ -325,6 +325,40 @@ pub(crate) fn child_origin(_pid: u32) -> Option<Made> {
     None
 }
 
+/// The recorded creation of fd `fd`, unresolved: a table lookup and one `fstat`, cheap enough
+/// for the settle loop. `None` where it was not recorded or this build records no fd sites.
+pub(crate) fn fd_record(_fd: u32) -> Option<Vec<usize>> {
+    #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        fd_hook::fd_ips(_fd)
+    }
+    #[cfg(not(all(origins, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    None
+}
+
+/// The recorded spawn of child process `pid`, unresolved: a table lookup, cheap enough for the
+/// settle loop. `None` where it was not recorded or this build records no child sites.
+pub(crate) fn child_record(_pid: u32) -> Option<Vec<usize>> {
+    #[cfg(all(origins, any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        child_hook::child_ips(_pid)
+    }
+    #[cfg(not(all(origins, any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    None
+}
+
+/// The `global:` name of a recorded creation made inside a one-time initializer, `None` for
+/// any other. Resolves the addresses (once per distinct list in the process): never call it
+/// while settling.
+pub(crate) fn once_global(_ips: &[usize]) -> Option<String> {
+    #[cfg(origins)]
+    {
+        resolve::resolve(_ips).site.once_global()
+    }
+    #[cfg(not(origins))]
+    None
+}
+
 /// Where an fd or a child process was made, as a report shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Made {

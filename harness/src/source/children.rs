@@ -8,14 +8,18 @@
 //! Processes a child left behind count too: while a check runs, the process adopts them as a
 //! child subreaper (Linux; see `orphans`), and the report names them `(orphaned)`. Those, and
 //! only those, the harness reaps once they have exited.
+//!
+//! A child a one-time initializer spawned (a helper process kept in a `OnceLock`) is a process
+//! global (see `once_made`): not counted, shown on a line of its own, unless `strict`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::origin;
 use crate::resource::Resource;
+use crate::source::once_made::OnceMade;
 use crate::source::orphans::{self, Subreaper};
-use crate::source::{added, shown_backtraces, Item, Reading, Source, Style, GONE};
+use crate::source::{added, shown_backtraces, Item, Reading, Source, Style, Uncounted, GONE};
 use crate::sys::{self, ListError};
 
 /// What an adopted descendant's line says where a child's says where it was spawned.
@@ -26,15 +30,22 @@ pub(crate) struct Children {
     backtraces: bool,
     /// Those backtraces, made with the items, for the notes.
     shown: Mutex<Vec<String>>,
+    /// Which children one-time initializers spawned.
+    globals: OnceMade,
     /// Keeps the process a child subreaper while the check runs.
     _subreaper: Subreaper,
 }
 
 impl Children {
-    pub(crate) fn new(backtraces: bool) -> Self {
+    pub(crate) fn new(strict: bool, backtraces: bool) -> Self {
         Children {
             backtraces,
             shown: Mutex::new(Vec::new()),
+            globals: OnceMade::new(
+                ("child process", "child processes"),
+                strict,
+                origin::child_record,
+            ),
             _subreaper: Subreaper::start(),
         }
     }
@@ -58,8 +69,25 @@ impl Source for Children {
         }
     }
 
+    fn learn(&mut self, first: &Reading) -> bool {
+        self.globals.learn(first);
+        false
+    }
+
     fn label(&self, pid: u32) -> Option<String> {
         sys::child(pid).map(|(command, _)| command)
+    }
+
+    /// Back at the reference, leaving out the children already known to be globals; nothing
+    /// is resolved here.
+    fn settled(&self, now: &Reading, reference: &Reading) -> bool {
+        self.globals.settled(now, reference)
+    }
+
+    /// Adopted descendants are never globals: their spawn was not recorded here.
+    fn uncounted(&self, b0: &Reading, b1: Option<&Reading>, end: &Reading) -> Uncounted {
+        self.globals
+            .uncounted(b0, b1, end, &|pid| !orphans::adopted(pid))
     }
 
     fn style(&self) -> Style {
@@ -75,6 +103,9 @@ impl Source for Children {
         let mut groups: Groups = BTreeMap::new();
         let mut backtraces: HashMap<String, Vec<String>> = HashMap::new();
         for pid in added(b0.ids(), end.ids()) {
+            if !orphans::adopted(pid) && self.globals.left_out(pid) {
+                continue;
+            }
             let (command, state) = sys::child(pid).unwrap_or_else(|| (GONE.to_owned(), 'X'));
             let site = if orphans::adopted(pid) {
                 Some(ORPHANED.to_owned())

@@ -1,5 +1,6 @@
 //! Open file descriptors (Linux: `/proc/self/fd`), named by target; sockets by what they
-//! connect (`/proc/net/*`).
+//! connect (`/proc/net/*`). An fd a one-time initializer opened is a process global (see
+//! `once_made`): not counted, shown on a line of its own, unless `strict`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +10,8 @@ use crate::group;
 use crate::origin;
 use crate::resource::Resource;
 use crate::source::ignored::Ignored;
-use crate::source::{added, shown_backtraces, Item, Reading, Source, GONE};
+use crate::source::once_made::OnceMade;
+use crate::source::{added, shown_backtraces, Item, Reading, Source, Uncounted, GONE};
 use crate::sys::{self, Listing};
 
 /// Fds by number; labelled with their target (`anon_inode:inotify`, `socket:[…]`, a path),
@@ -20,15 +22,23 @@ pub(crate) struct Fds {
     backtraces: bool,
     /// Those backtraces, made with the items, for the notes.
     shown: Mutex<Vec<String>>,
+    /// Which fds one-time initializers opened.
+    globals: OnceMade,
 }
 
 impl Fds {
-    pub(crate) fn new(filter: Filter, backtraces: bool) -> Self {
+    pub(crate) fn new(filter: Filter, strict: bool, backtraces: bool) -> Self {
         Fds {
             ignored: Ignored::new(filter),
             backtraces,
             shown: Mutex::new(Vec::new()),
+            globals: OnceMade::new(("fd", "fds"), strict, origin::fd_record),
         }
+    }
+
+    /// Whether a new fd counts at all: its target is not ignored.
+    fn counts(&self, fd: u32) -> bool {
+        !self.label(fd).is_some_and(|label| self.ignores(&label))
     }
 }
 
@@ -42,6 +52,7 @@ impl Source for Fds {
     }
 
     fn learn(&mut self, first: &Reading) -> bool {
+        self.globals.learn(first);
         self.ignored.learn(first, sys::fd_target)
     }
 
@@ -57,6 +68,16 @@ impl Source for Fds {
         true
     }
 
+    /// Back at the reference, leaving out the fds already known to be globals; nothing is
+    /// resolved here.
+    fn settled(&self, now: &Reading, reference: &Reading) -> bool {
+        self.globals.settled(now, reference)
+    }
+
+    fn uncounted(&self, b0: &Reading, b1: Option<&Reading>, end: &Reading) -> Uncounted {
+        self.globals.uncounted(b0, b1, end, &|fd| self.counts(fd))
+    }
+
     /// Targets carry per-item ids (`socket:[81234]`) and per-cycle directories: they group by
     /// kind and by file name (see `group::fd_targets`). Sockets are shown by protocol,
     /// addresses and state (`tcp 127.0.0.1:8080 LISTEN`); filters still match the target. With
@@ -67,7 +88,7 @@ impl Source for Fds {
         let mut fds = Vec::new();
         for fd in added(b0.ids(), end.ids()) {
             let label = self.label(fd).unwrap_or_else(|| GONE.to_owned());
-            if self.ignores(&label) {
+            if self.ignores(&label) || self.globals.left_out(fd) {
                 continue;
             }
             let origin = origin::fd_origin(fd).map(|made| {

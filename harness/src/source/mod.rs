@@ -24,6 +24,7 @@ mod fds;
 mod heap;
 pub(crate) mod heap_sites;
 mod ignored;
+mod once_made;
 mod orphans;
 mod probe;
 mod task_count;
