@@ -82,7 +82,8 @@ pub struct Check {
     pub ignore_created_by: &'static [&'static str],
     /// `heap`: also count live heap blocks (needs `CountingAlloc` as the global allocator).
     pub heap: bool,
-    /// `strict`: threads made by a one-time initializer count as leaks.
+    /// `strict`: threads, fds and child processes made by a one-time initializer count as
+    /// leaks.
     pub strict: bool,
 }
 
