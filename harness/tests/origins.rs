@@ -162,7 +162,10 @@ fn the_hook_allocates_nothing_from_the_global_allocator() {
     // A raw create + join goes through the hook (this binary's `pthread_create`) and glibc
     // only: any allocation counted here would be the hook's.
     LeakCheck::new(); // links the hook in
-    let mut thread: libc::pthread_t = 0;
+    let mut thread: libc::pthread_t = unsafe {
+        // SAFETY: an integer on glibc, a pointer on musl: all-zero is valid for both.
+        std::mem::zeroed()
+    };
     COUNTING.with(|c| c.set(true));
     // SAFETY: valid out-pointer, default attributes, a start routine that returns.
     unsafe {

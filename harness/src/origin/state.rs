@@ -586,7 +586,7 @@ mod tests {
             use std::os::unix::thread::JoinHandleExt;
             while !t.is_finished() {
                 // SAFETY: the thread is alive until joined below; SIGUSR2 has a handler.
-                unsafe { libc::pthread_kill(t.as_pthread_t(), libc::SIGUSR2) };
+                unsafe { libc::pthread_kill(t.as_pthread_t() as libc::pthread_t, libc::SIGUSR2) };
                 std::thread::yield_now();
             }
             t.join().unwrap();
@@ -681,7 +681,7 @@ mod tests {
             use std::os::unix::thread::JoinHandleExt;
             while !t.is_finished() {
                 // SAFETY: the thread is alive until joined below; SIGUSR2 has a handler.
-                unsafe { libc::pthread_kill(t.as_pthread_t(), libc::SIGUSR2) };
+                unsafe { libc::pthread_kill(t.as_pthread_t() as libc::pthread_t, libc::SIGUSR2) };
                 std::thread::yield_now();
             }
             t.join().unwrap();
