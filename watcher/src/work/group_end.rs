@@ -239,7 +239,20 @@ mod tests {
     #[test]
     fn ends_identified_groups_only() {
         let polite = group("exec sleep 300");
-        let stubborn = group("trap '' TERM; exec sleep 300");
+        // The shell says when it ignores SIGTERM (a SIGTERM before the trap would end it).
+        let mut stubborn = Command::new("sh")
+            .args(["-c", "trap '' TERM; echo ready; exec sleep 300"])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(stubborn.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready, "ready\n");
         let other = group("exec sleep 300");
         let other_boot = group("exec sleep 300");
         let mut wrong_boot = record_of(&other_boot, 0);
