@@ -213,8 +213,9 @@ fn capture() -> Ips {
     }
 }
 
-/// Whether this build can record allocation sites (Linux: the stack walk and the resolver).
-pub(crate) const SUPPORTED: bool = cfg!(target_os = "linux");
+/// Whether this build can record allocation sites (feature `origins`: the stack walk and the
+/// resolver).
+pub(crate) const SUPPORTED: bool = cfg!(origins);
 
 /// A recording pass; ends when [`Pass::finish`] is called or the pass is dropped.
 pub(crate) struct Pass(());

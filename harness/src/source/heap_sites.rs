@@ -27,7 +27,7 @@ pub(crate) fn excluded_thread() -> Option<u32> {
 pub(crate) fn group(survivors: Survivors, cycles: usize, backtraces: bool) -> Sites {
     let mut notes = Vec::new();
     if !SUPPORTED {
-        notes.push("heap: allocation sites are recorded on Linux only".to_owned());
+        notes.push("heap: allocation sites need feature `origins` (Linux with glibc)".to_owned());
         return Sites {
             items: Vec::new(),
             notes,
