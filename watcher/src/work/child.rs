@@ -414,15 +414,34 @@ mod tests {
             .unwrap();
         assert!(lock(&reaper.killed).is_empty());
 
-        // One poll submits the spawn; then the future is dropped, as an abort would.
+        // The second spawn cannot finish before the test lets it: its child waits, before its
+        // `exec`, for a byte on a pipe (and the spawn returns only after the `exec`).
+        let (gate_rx, mut gate_tx) = std::io::pipe().unwrap();
+        let gate = std::os::fd::AsRawFd::as_raw_fd(&gate_rx);
+        let mut gated = sleep();
+        // SAFETY: the hook calls only `read`, which is async-signal-safe, on an fd that stays
+        // open in the child (it is close-on-exec, and this runs before the exec).
+        unsafe {
+            gated.pre_exec(move || {
+                let mut byte = 0u8;
+                loop {
+                    match libc::read(gate, (&raw mut byte).cast(), 1) {
+                        1 => return Ok(()),
+                        -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                        // No allocation between fork and exec: an OS error, not a message.
+                        _ => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
+                    }
+                }
+            });
+        }
+        // One poll submits the spawn; then the future is dropped, as an abort would; then the
+        // child may go on.
         let mut spawn =
-            Box::pin(reaper.scope(file, 2, GroupChild::spawn_off_thread(sleep(), "sleep 300")));
+            Box::pin(reaper.scope(file, 2, GroupChild::spawn_off_thread(gated, "sleep 300")));
         let first = std::future::poll_fn(|cx| std::task::Poll::Ready(spawn.as_mut().poll(cx)));
-        assert!(
-            first.await.is_pending(),
-            "a spawn takes longer than one poll"
-        );
+        assert!(first.await.is_pending(), "the gated spawn finished");
         drop(spawn);
+        std::io::Write::write_all(&mut gate_tx, b"1").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while lock(&reaper.killed).is_empty() {
             assert!(
