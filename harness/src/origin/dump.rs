@@ -13,12 +13,19 @@
 //! - a current-thread runtime is dumped only from inside the thread that drives it (from
 //!   elsewhere tokio returns an empty dump); there the dump runs to completion in one poll, so
 //!   it is polled once, in place;
-//! - a multi-thread runtime is dumped when every worker reaches its next yield point; a worker
-//!   blocked in a synchronous call never does. The dump runs on a helper thread and the check
-//!   waits at most [`DEADLINE`], then says the runtime did not answer. The helper keeps
-//!   awaiting (dropping tokio's dump future part-way would leave the runtime's trace request
-//!   set, and its workers would pause at every yield point from then on), and ends when the
-//!   runtime answers; meanwhile no second dump of that runtime is started. A check running on
+//! - a multi-thread runtime is dumped when every worker reaches tokio's trace barrier. The
+//!   barrier (tokio 1.54) waits 250 ms and does not take a timed-out arrival back out of its
+//!   count: a worker that arrives late, or one that comes back to the barrier after the dump
+//!   (measured: after nearly every dump, as a stale wake-up lets a worker see the request
+//!   before it is withdrawn), leaves a count that lets the next dump start without all its
+//!   workers, and one worker then waits at the end of the trace for good, and the runtime's
+//!   drop with it. So a multi-thread runtime is dumped at most once, and only once
+//!   every worker is parked (they all wake on the request and go straight to the barrier); a
+//!   later check says why it takes no dump. The dump runs on a helper thread and the check
+//!   waits at most [`DEADLINE`], then says the workers were not idle, or the runtime did not
+//!   answer. The helper keeps awaiting (dropping tokio's dump future part-way would leave the
+//!   runtime's trace request set, and its workers would pause at every yield point from then
+//!   on), and ends when the runtime answers. A check running on
 //!   a worker of the runtime it dumps moves out of the worker's seat (`block_in_place`) while
 //!   it waits, or the dump would wait for it.
 
@@ -35,16 +42,21 @@ use super::frames::{Frame, Waiting};
 /// How long a check waits for a multi-thread runtime to answer a dump.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(1);
 
-/// The runtimes whose dump is still under way after a check stopped waiting.
-static PENDING: LazyLock<Mutex<Vec<tokio::runtime::Id>>> = LazyLock::new(Mutex::default);
+/// The multi-thread runtimes a dump was asked of (or is about to be), in this process. tokio's
+/// runtime ids come from a counter and are not reused.
+static DUMPED: LazyLock<Mutex<Vec<tokio::runtime::Id>>> = LazyLock::new(Mutex::default);
 
-fn pending() -> std::sync::MutexGuard<'static, Vec<tokio::runtime::Id>> {
-    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+fn dumped() -> std::sync::MutexGuard<'static, Vec<tokio::runtime::Id>> {
+    DUMPED.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Why a multi-thread runtime is not dumped a second time.
+const ONCE: &str = "await point not taken: this runtime was dumped before, and a second dump \
+                    of a multi-thread runtime can stop one of its workers for good";
 
 /// Where each idle task of `handle`'s runtime awaits (`awaiting at src/svc.rs:88 in
 /// tokio::sync::mpsc::Receiver::recv`), by task id; or why no dump was taken (`await point
-/// not taken: the runtime did not answer within 1 s`).
+/// not taken: the runtime's workers were not all idle within 1 s …`).
 pub(crate) fn await_points(handle: &Handle) -> Result<HashMap<tokio::task::Id, String>, String> {
     let dump = dump(handle)?;
     Ok(dump
@@ -80,17 +92,12 @@ fn dump(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
             }
         }
         _ => {
-            let id = handle.id();
             {
-                let mut pending = pending();
-                if pending.contains(&id) {
-                    return Err(
-                        "await point not taken: an earlier dump of this runtime has \
-                                not been answered"
-                            .to_owned(),
-                    );
+                let mut dumped = dumped();
+                if dumped.contains(&handle.id()) {
+                    return Err(ONCE.to_owned());
                 }
-                pending.push(id);
+                dumped.push(handle.id());
             }
             // On a worker of a multi-thread runtime, give up the worker's seat while waiting:
             // the dump waits for every worker (this one's included) to reach a yield point.
@@ -105,32 +112,35 @@ fn dump(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
     }
 }
 
-/// A dump of `handle`'s multi-thread runtime (marked pending by the caller; the mark is
-/// cleared once no dump of it is under way), within [`DEADLINE`].
+/// A dump of `handle`'s multi-thread runtime (marked as dumped by the caller; the mark is taken
+/// back if no dump was asked for), within [`DEADLINE`].
+///
+/// A helper thread waits until every worker is parked and asks for the dump at once (see
+/// [`all_parked`] for why); the check waits for its answer until the deadline (and a margin
+/// for the helper's own answer that the workers were not idle).
 fn dump_multi_thread(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
-    let started = Instant::now();
+    let deadline = Instant::now() + DEADLINE;
     let id = handle.id();
-    let unmark = move || pending().retain(|r| *r != id);
-    let not_answered = || {
-        format!(
-            "await point not taken: the runtime did not answer within {} s",
-            DEADLINE.as_secs()
-        )
-    };
-    if !responsive(handle, started + DEADLINE) {
-        unmark();
-        return Err(not_answered());
-    }
+    let unmark = move || dumped().retain(|r| *r != id);
     let (tx, rx) = mpsc::channel();
     let target = handle.clone();
     let spawned = std::thread::Builder::new()
         .name("leakcheck-dump".into())
         .spawn(move || {
-            let answered = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .map(|rt| rt.block_on(answer(&target)));
-            unmark();
+            let answered = if all_parked(&target, deadline) {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map(|rt| rt.block_on(answer(&target)))
+                    .map_err(|e| format!("await point not taken: {e}"))
+            } else {
+                unmark();
+                Err(format!(
+                    "await point not taken: the runtime's workers were not all idle within \
+                     {} s (a dump needs every worker parked)",
+                    DEADLINE.as_secs()
+                ))
+            };
             let _ = tx.send(answered);
         });
     if let Err(e) = spawned {
@@ -139,42 +149,32 @@ fn dump_multi_thread(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
             "await point not taken: no thread for the dump: {e}"
         ));
     }
-    match rx.recv_timeout(DEADLINE.saturating_sub(started.elapsed())) {
-        Ok(Ok(dump)) => Ok(dump),
-        Ok(Err(e)) => Err(format!("await point not taken: {e}")),
-        // The helper goes on waiting, and clears the pending mark when answered.
-        Err(_) => Err(not_answered()),
+    let margin = Duration::from_millis(100);
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()) + margin) {
+        Ok(answered) => answered,
+        // The helper goes on waiting for the dump it asked for.
+        Err(_) => Err(format!(
+            "await point not taken: the runtime did not answer within {} s",
+            DEADLINE.as_secs()
+        )),
     }
 }
 
-/// True once every worker of `handle`'s multi-thread runtime has been seen parked or making
-/// progress (its published counters changed) before `deadline`.
+/// True once every worker of `handle`'s multi-thread runtime is seen parked in one reading,
+/// before `deadline`.
 ///
-/// tokio's dump waits for the workers at a barrier with a 250 ms timeout that does not take a
-/// timed-out arrival back out of the count: a dump asked of a runtime with a worker stuck in a
-/// poll can leave another worker waiting for ever at the end of the trace (and the runtime's
-/// drop with it). So no dump is asked for until every worker looks able to answer. A worker
-/// publishes its counters when it parks (its park/unpark count is then odd) and at its
-/// periodic maintenance, so a worker stuck in one poll shows the same even count and the same
-/// poll count throughout.
-fn responsive(handle: &Handle, deadline: Instant) -> bool {
+/// A worker that reaches tokio's trace barrier more than 250 ms after another (it was blocked,
+/// or busy with long polls between two maintenances) leaves the barrier's count wrong (see the
+/// module docs). Parked workers all wake on the request and go to the barrier before they poll
+/// anything, so the dump is asked for only right after every worker was seen parked. (What is
+/// left: a worker woken by a timer or I/O in the microseconds between the reading and the
+/// request, whose first poll then blocks for over 250 ms.) A worker publishes its park/unpark
+/// count as it parks (the count is then odd) and as soon as it wakes (even), before it polls.
+fn all_parked(handle: &Handle, deadline: Instant) -> bool {
     let metrics = handle.metrics();
-    let reading = |w: usize| {
-        (
-            metrics.worker_park_unpark_count(w),
-            metrics.worker_poll_count(w),
-            metrics.worker_total_busy_duration(w),
-        )
-    };
-    let first: Vec<_> = (0..metrics.num_workers()).map(reading).collect();
-    let mut answered = vec![false; first.len()];
     let mut pause = Duration::from_micros(100);
     loop {
-        for (w, seen) in answered.iter_mut().enumerate() {
-            let now = reading(w);
-            *seen = *seen || now.0 % 2 == 1 || now != first[w];
-        }
-        if answered.iter().all(|seen| *seen) {
+        if (0..metrics.num_workers()).all(|w| metrics.worker_park_unpark_count(w) % 2 == 1) {
             return true;
         }
         if Instant::now() >= deadline {
