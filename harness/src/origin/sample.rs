@@ -489,146 +489,25 @@ mod tests {
     /// (retry; resume the sleep with the time left) absorbs.
     #[test]
     fn sampling_does_not_disturb_a_thread_blocked_in_a_system_call() {
-        use std::os::fd::AsRawFd;
+        use blocked::*;
         use std::sync::atomic::AtomicU32;
-        fn errno() -> i32 {
-            std::io::Error::last_os_error().raw_os_error().unwrap()
-        }
-        struct Blocked {
-            name: &'static str,
-            tid: u32,
-            thread: std::thread::JoinHandle<Result<String, String>>,
-        }
-        fn start(
-            name: &'static str,
-            call: impl FnOnce() -> Result<String, String> + Send + 'static,
-        ) -> Blocked {
-            let (tx, rx) = mpsc::channel();
-            let thread = std::thread::spawn(move || {
-                tx.send(gettid()).unwrap();
-                call()
-            });
-            let tid = rx.recv().unwrap();
-            Blocked { name, tid, thread }
-        }
-        fn in_syscall(tid: u32) -> bool {
-            let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"));
-            s.is_ok_and(|s| !s.starts_with("running") && !s.starts_with("-1"))
-        }
-
-        // read on a pipe.
-        let mut fds = [0; 2];
-        // SAFETY: a valid array for two fds, closed below.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (reader, writer) = (fds[0], fds[1]);
-        let read = start("read", move || {
-            let mut buf = [0u8; 4];
-            // SAFETY: a valid buffer of 4 bytes on an open pipe.
-            match unsafe { libc::read(reader, buf.as_mut_ptr().cast(), 4) } {
-                4 => Ok(String::from_utf8_lossy(&buf).into_owned()),
-                n => Err(format!("read returned {n}, errno {}", errno())),
-            }
-        });
-        // accept on a listener.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let lfd = listener.as_raw_fd();
-        let accept = start("accept", move || {
-            // SAFETY: an open listening socket; the peer address is not asked for.
-            let fd = unsafe { libc::accept(lfd, std::ptr::null_mut(), std::ptr::null_mut()) };
-            if fd < 0 {
-                return Err(format!("accept failed, errno {}", errno()));
-            }
-            // SAFETY: the fd accept returned, closed once.
-            unsafe { libc::close(fd) };
-            Ok("accepted".to_owned())
-        });
-        // epoll_wait on an eventfd, retried on EINTR as std and mio do.
-        // SAFETY: plain fd-creating calls; closed below.
-        let (epfd, efd) = unsafe { (libc::epoll_create1(0), libc::eventfd(0, 0)) };
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: 7,
-        };
-        // SAFETY: both fds are open; `ev` is valid.
-        assert_eq!(
-            unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, efd, &mut ev) },
-            0
-        );
         let interrupted = Arc::new(AtomicU32::new(0));
-        let eintr = interrupted.clone();
-        let epoll = start("epoll_wait", move || loop {
-            let mut out = [libc::epoll_event { events: 0, u64: 0 }];
-            // SAFETY: a valid array of one event on an open epoll fd.
-            match unsafe { libc::epoll_wait(epfd, out.as_mut_ptr(), 1, -1) } {
-                1 => return Ok(format!("event {}", { out[0].u64 })),
-                -1 if errno() == libc::EINTR => {
-                    eintr.fetch_add(1, Ordering::Relaxed);
-                }
-                n => return Err(format!("epoll_wait returned {n}, errno {}", errno())),
-            }
-        });
-        // nanosleep, 600 ms, resumed with the time left on EINTR as std's `sleep` does.
-        let slept_through = Arc::new(AtomicU32::new(0));
-        let resumed = slept_through.clone();
-        let sleep = start("nanosleep", move || {
-            let start = Instant::now();
-            let mut req = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 600_000_000,
-            };
-            loop {
-                let mut left = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                // SAFETY: valid timespecs.
-                match unsafe { libc::nanosleep(&req, &mut left) } {
-                    0 if start.elapsed() >= Duration::from_millis(600) => {
-                        return Ok("slept".to_owned())
-                    }
-                    0 => return Err(format!("woke early, after {:?}", start.elapsed())),
-                    _ if errno() == libc::EINTR => {
-                        resumed.fetch_add(1, Ordering::Relaxed);
-                        req = left;
-                    }
-                    _ => return Err(format!("nanosleep failed, errno {}", errno())),
-                }
-            }
-        });
-        // A futex wait with no timeout.
-        let word = Arc::new(AtomicU32::new(0));
-        let waited = word.clone();
-        let futex = start("futex", move || loop {
-            // SAFETY: a futex word that lives as long as the Arc.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    waited.as_ptr(),
-                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                    0u32,
-                    std::ptr::null::<libc::timespec>(),
-                )
-            };
-            match (r, errno()) {
-                // Woken, or the word had changed: done once it is set.
-                (0, _) | (-1, libc::EAGAIN) if waited.load(Ordering::Acquire) == 1 => {
-                    return Ok("woken".to_owned())
-                }
-                (0, _) => continue, // a wake-up with the word unchanged: wait again
-                (_, e) => return Err(format!("futex returned {r}, errno {e}")),
-            }
-        });
-
-        let blocked = [&read, &accept, &epoll, &sleep, &futex];
+        let resumed = Arc::new(AtomicU32::new(0));
+        let blocked = [
+            in_read(),
+            in_accept(),
+            in_epoll_wait(interrupted.clone()),
+            in_nanosleep(resumed.clone()),
+            in_futex(),
+        ];
         let deadline = Instant::now() + Duration::from_secs(10);
-        for b in blocked {
+        for b in &blocked {
             while !in_syscall(b.tid) && Instant::now() < deadline {
                 std::thread::yield_now();
             }
         }
         for round in 0..20 {
-            for b in blocked {
+            for b in &blocked {
                 let ips = super::sample(b.tid);
                 assert!(
                     ips.as_ref().is_ok_and(|ips| !ips.is_empty()),
@@ -637,34 +516,8 @@ mod tests {
                 );
             }
         }
-
-        // Release each, and see what each call returned.
-        // SAFETY: writes to open fds of ours.
-        unsafe {
-            assert_eq!(libc::write(writer, b"ping".as_ptr().cast(), 4), 4);
-            assert_eq!(libc::eventfd_write(efd, 1), 0);
-        }
-        let _peer = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        word.store(1, Ordering::Release);
-        // SAFETY: wakes the waiter on the same word.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1,
-            )
-        };
-        let results: Vec<(&str, Result<String, String>)> = [read, accept, epoll, sleep, futex]
-            .into_iter()
-            .map(|b| (b.name, b.thread.join().unwrap()))
-            .collect();
-        // SAFETY: closing fds of ours, once.
-        unsafe {
-            for fd in [reader, writer, epfd, efd] {
-                libc::close(fd);
-            }
-        }
+        let results: Vec<(&str, Result<String, String>)> =
+            blocked.into_iter().map(Blocked::release).collect();
         assert_eq!(
             results,
             [
@@ -678,7 +531,218 @@ mod tests {
         // epoll_wait and nanosleep saw the signals as EINTR (and went on): what the module
         // documentation says.
         assert!(interrupted.load(Ordering::Relaxed) > 0);
-        assert!(slept_through.load(Ordering::Relaxed) > 0);
+        assert!(resumed.load(Ordering::Relaxed) > 0);
+    }
+
+    /// Threads blocked in one raw system call each, for the test above: each plants a thread,
+    /// and [`Blocked::release`] lets it go and returns what its call returned.
+    mod blocked {
+        use super::gettid;
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::{mpsc, Arc};
+        use std::time::{Duration, Instant};
+
+        pub(super) struct Blocked {
+            pub name: &'static str,
+            pub tid: u32,
+            thread: std::thread::JoinHandle<Result<String, String>>,
+            release: Box<dyn FnOnce()>,
+        }
+
+        impl Blocked {
+            /// Lets the thread's call return; what it returned.
+            pub fn release(self) -> (&'static str, Result<String, String>) {
+                (self.release)();
+                (self.name, self.thread.join().unwrap())
+            }
+        }
+
+        fn start(
+            name: &'static str,
+            call: impl FnOnce() -> Result<String, String> + Send + 'static,
+            release: impl FnOnce() + 'static,
+        ) -> Blocked {
+            let (tx, rx) = mpsc::channel();
+            let thread = std::thread::spawn(move || {
+                tx.send(gettid()).unwrap();
+                call()
+            });
+            let tid = rx.recv().unwrap();
+            let release = Box::new(release);
+            Blocked {
+                name,
+                tid,
+                thread,
+                release,
+            }
+        }
+
+        fn errno() -> i32 {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        }
+
+        /// True while the thread sits in a system call.
+        pub fn in_syscall(tid: u32) -> bool {
+            let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"));
+            s.is_ok_and(|s| !s.starts_with("running") && !s.starts_with("-1"))
+        }
+
+        /// `read` on a pipe; released by 4 bytes.
+        pub fn in_read() -> Blocked {
+            let mut fds = [0; 2];
+            // SAFETY: a valid array for two fds, each closed once below.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            let (reader, writer) = (fds[0], fds[1]);
+            let call = move || {
+                let mut buf = [0u8; 4];
+                // SAFETY: a valid buffer of 4 bytes on an open pipe.
+                let n = unsafe { libc::read(reader, buf.as_mut_ptr().cast(), 4) };
+                let result = match n {
+                    4 => Ok(String::from_utf8_lossy(&buf).into_owned()),
+                    n => Err(format!("read returned {n}, errno {}", errno())),
+                };
+                // SAFETY: the pipe's read end, closed once.
+                unsafe { libc::close(reader) };
+                result
+            };
+            // SAFETY: a write to, then the close of, the pipe's open write end.
+            let release = move || unsafe {
+                assert_eq!(libc::write(writer, b"ping".as_ptr().cast(), 4), 4);
+                libc::close(writer);
+            };
+            start("read", call, release)
+        }
+
+        /// `accept` on a listener; released by a connection.
+        pub fn in_accept() -> Blocked {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let call = move || {
+                // SAFETY: an open listening socket (the closure owns it); no peer address.
+                let fd = unsafe {
+                    libc::accept(
+                        listener.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                if fd < 0 {
+                    return Err(format!("accept failed, errno {}", errno()));
+                }
+                // SAFETY: the fd accept returned, closed once.
+                unsafe { libc::close(fd) };
+                Ok("accepted".to_owned())
+            };
+            let release = move || drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+            start("accept", call, release)
+        }
+
+        /// `epoll_wait` on an eventfd, retried on `EINTR` (counted) as std and mio do; released
+        /// by an event.
+        pub fn in_epoll_wait(interrupted: Arc<AtomicU32>) -> Blocked {
+            // SAFETY: plain fd-creating calls; both closed by the thread once it is done.
+            let (epfd, efd) = unsafe { (libc::epoll_create1(0), libc::eventfd(0, 0)) };
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 7,
+            };
+            // SAFETY: both fds are open; `ev` is valid.
+            let added = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, efd, &mut ev) };
+            assert_eq!(added, 0);
+            let call = move || {
+                let result = loop {
+                    let mut out = [libc::epoll_event { events: 0, u64: 0 }];
+                    // SAFETY: a valid array of one event on an open epoll fd.
+                    match unsafe { libc::epoll_wait(epfd, out.as_mut_ptr(), 1, -1) } {
+                        1 => break Ok(format!("event {}", { out[0].u64 })),
+                        -1 if errno() == libc::EINTR => {
+                            interrupted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        n => break Err(format!("epoll_wait returned {n}, errno {}", errno())),
+                    }
+                };
+                // SAFETY: the two fds made above, closed once (the release has written).
+                unsafe {
+                    libc::close(efd);
+                    libc::close(epfd);
+                }
+                result
+            };
+            // SAFETY: a write to the open eventfd.
+            let release = move || assert_eq!(unsafe { libc::eventfd_write(efd, 1) }, 0);
+            start("epoll_wait", call, release)
+        }
+
+        /// `nanosleep` for 600 ms, resumed with the time left on `EINTR` (counted) as std's
+        /// `sleep` does; released by the time running out.
+        pub fn in_nanosleep(resumed: Arc<AtomicU32>) -> Blocked {
+            let call = move || {
+                let start = Instant::now();
+                let mut req = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 600_000_000,
+                };
+                loop {
+                    let mut left = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    // SAFETY: valid timespecs.
+                    match unsafe { libc::nanosleep(&req, &mut left) } {
+                        0 if start.elapsed() >= Duration::from_millis(600) => {
+                            return Ok("slept".to_owned())
+                        }
+                        0 => return Err(format!("woke early, after {:?}", start.elapsed())),
+                        _ if errno() == libc::EINTR => {
+                            resumed.fetch_add(1, Ordering::Relaxed);
+                            req = left;
+                        }
+                        _ => return Err(format!("nanosleep failed, errno {}", errno())),
+                    }
+                }
+            };
+            start("nanosleep", call, || ())
+        }
+
+        /// A futex wait with no timeout; released by a store and a wake.
+        pub fn in_futex() -> Blocked {
+            let word = Arc::new(AtomicU32::new(0));
+            let waited = word.clone();
+            let call = move || loop {
+                // SAFETY: a futex word that lives as long as the Arc.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        waited.as_ptr(),
+                        libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                        0u32,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
+                match (r, errno()) {
+                    // Woken, or the word had changed: done once it is set.
+                    (0, _) | (-1, libc::EAGAIN) if waited.load(Ordering::Acquire) == 1 => {
+                        return Ok("woken".to_owned())
+                    }
+                    (0, _) => continue, // a wake-up with the word unchanged: wait again
+                    (_, e) => return Err(format!("futex returned {r}, errno {e}")),
+                }
+            };
+            let release = move || {
+                word.store(1, Ordering::Release);
+                // SAFETY: wakes the waiter on the same word.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        word.as_ptr(),
+                        libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                        1,
+                    )
+                };
+            };
+            start("futex", call, release)
+        }
     }
 
     static USER_SAW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

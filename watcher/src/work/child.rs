@@ -395,6 +395,31 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    /// `cmd`, made to wait before its `exec` for a byte on the pipe returned (a spawn returns
+    /// only after the `exec`, so it cannot finish before the byte is written).
+    fn gated(mut cmd: Command) -> (Command, std::io::PipeWriter) {
+        let (gate_rx, gate_tx) = std::io::pipe().unwrap();
+        let gate = std::os::fd::AsRawFd::as_raw_fd(&gate_rx);
+        // SAFETY: the hook calls only `read`, which is async-signal-safe, on an fd that stays
+        // open in the child (it is close-on-exec, and this runs before the exec; `gate_rx`
+        // lives in the hook).
+        unsafe {
+            cmd.pre_exec(move || {
+                let _open = &gate_rx;
+                let mut byte = 0u8;
+                loop {
+                    match libc::read(gate, (&raw mut byte).cast(), 1) {
+                        1 => return Ok(()),
+                        -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                        // No allocation between fork and exec: an OS error, not a message.
+                        _ => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
+                    }
+                }
+            });
+        }
+        (cmd, gate_tx)
+    }
+
     /// A worker aborted while its command is being spawned on the blocking pool: the child
     /// arrives with nobody waiting for it, and is killed and handed to the watcher all the same.
     /// The control: a child spawned in the same way and awaited is not handed over.
@@ -414,26 +439,8 @@ mod tests {
             .unwrap();
         assert!(lock(&reaper.killed).is_empty());
 
-        // The second spawn cannot finish before the test lets it: its child waits, before its
-        // `exec`, for a byte on a pipe (and the spawn returns only after the `exec`).
-        let (gate_rx, mut gate_tx) = std::io::pipe().unwrap();
-        let gate = std::os::fd::AsRawFd::as_raw_fd(&gate_rx);
-        let mut gated = sleep();
-        // SAFETY: the hook calls only `read`, which is async-signal-safe, on an fd that stays
-        // open in the child (it is close-on-exec, and this runs before the exec).
-        unsafe {
-            gated.pre_exec(move || {
-                let mut byte = 0u8;
-                loop {
-                    match libc::read(gate, (&raw mut byte).cast(), 1) {
-                        1 => return Ok(()),
-                        -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-                        // No allocation between fork and exec: an OS error, not a message.
-                        _ => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
-                    }
-                }
-            });
-        }
+        // The second spawn cannot finish before the test lets it go.
+        let (gated, mut gate) = gated(sleep());
         // One poll submits the spawn; then the future is dropped, as an abort would; then the
         // child may go on.
         let mut spawn =
@@ -441,7 +448,7 @@ mod tests {
         let first = std::future::poll_fn(|cx| std::task::Poll::Ready(spawn.as_mut().poll(cx)));
         assert!(first.await.is_pending(), "the gated spawn finished");
         drop(spawn);
-        std::io::Write::write_all(&mut gate_tx, b"1").unwrap();
+        std::io::Write::write_all(&mut gate, b"1").unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while lock(&reaper.killed).is_empty() {
             assert!(
