@@ -44,7 +44,7 @@ cargo bench --features origins --bench origins -- --test
 
 # Task spawn sites need tokio's unstable hooks, and await points tokio's task dumps (feature
 # task-dumps). RUSTFLAGS changes every crate's build, so it gets its own target directory (the
-# main one is not rebuilt) and only leakcheck is built.
+# main one is not rebuilt) and only leakcheck and one leak test of the watcher are built.
 step "--cfg tokio_unstable --cfg tokio_taskdump: leakcheck::instrument, task dumps"
 (
   export RUSTFLAGS="--cfg tokio_unstable --cfg tokio_taskdump"
@@ -52,6 +52,8 @@ step "--cfg tokio_unstable --cfg tokio_taskdump: leakcheck::instrument, task dum
   export CARGO_TARGET_DIR=target/tokio-unstable
   cargo clippy -p leakcheck --features tokio,task-dumps --all-targets -- -D warnings
   cargo test -p leakcheck --features tokio,task-dumps
+  # The watcher's leaky fixture named by the lines that spawned its routines.
+  cargo test --test watcher_leaks leaky_fixture
   cargo bench --features task-dumps --bench task_dump -- --test
 )
 

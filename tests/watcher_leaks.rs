@@ -185,6 +185,17 @@ async fn leaky_fixture_is_caught_and_counted_per_cycle() {
         report.to_string().contains("tasks    +12 (+2.00/cycle)"),
         "{report}"
     );
+    // Where tokio's task hooks are built in, each routine is named by the line of the watcher
+    // that spawned it, not by the spawning helper inside `lifecycle/tasks.rs`.
+    if cfg!(tokio_unstable) {
+        let sites = report.items(Resource::Tasks);
+        let background = "spawned at watcher/src/lifecycle/background.rs:";
+        assert_eq!(sites.len(), 2, "{report}");
+        for (label, count) in sites {
+            assert!(label.starts_with(background), "{report}");
+            assert_eq!(*count, cycles, "{report}");
+        }
+    }
 }
 
 #[leakcheck::isolated(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,9 @@ impl Tasks {
 
     /// Registers a task in `stage`, then spawns it (tracked, with its permit). `make` gets the
     /// task's id and its stage's stop token. A refused registration (the stage is closing)
-    /// spawns nothing and returns false.
+    /// spawns nothing and returns false. A task's spawn site (where tokio's task hooks see it
+    /// spawned) is the caller's line.
+    #[track_caller]
     pub fn spawn<F, Fut>(&self, stage: Stage, name: &str, make: F) -> bool
     where
         F: FnOnce(u64, CancellationToken) -> Fut,
@@ -93,6 +95,8 @@ impl Tasks {
 
     /// TEST FIXTURE ONLY (`Builder::leaky_background_routines_for_tests`): a plain spawn on the
     /// watcher's runtime, with no permit, no token, no tracker and no fence: nothing stops it.
+    /// Its spawn site is the caller's line, as a leak report shows it.
+    #[track_caller]
     pub fn spawn_untracked(&self, fut: impl Future<Output = ()> + Send + 'static) {
         self.rt.spawn(fut);
     }
