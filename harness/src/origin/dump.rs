@@ -21,7 +21,7 @@
 //!   workers, and one worker then waits at the end of the trace for good, and the runtime's
 //!   drop with it. So a multi-thread runtime is dumped at most once, and only once
 //!   every worker is parked (they all wake on the request and go straight to the barrier); a
-//!   later check says why it takes no dump. The dump runs on a helper thread and the check
+//!   later check, or one that runs while another is dumping, says why it takes no dump. The dump runs on a helper thread and the check
 //!   waits at most [`DEADLINE`], then says the workers were not idle, or the runtime did not
 //!   answer. The helper keeps awaiting (dropping tokio's dump future part-way would leave the
 //!   runtime's trace request set, and its workers would pause at every yield point from then
@@ -42,17 +42,30 @@ use super::frames::{Frame, Waiting};
 /// How long a check waits for a multi-thread runtime to answer a dump.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(1);
 
-/// The multi-thread runtimes a dump was asked of (or is about to be), in this process. tokio's
-/// runtime ids come from a counter and are not reused.
-static DUMPED: LazyLock<Mutex<Vec<tokio::runtime::Id>>> = LazyLock::new(Mutex::default);
+/// The multi-thread runtimes a dump was asked of (or is about to be) in this process, and
+/// whether it has answered. tokio's runtime ids come from a counter and are not reused.
+static DUMPED: LazyLock<Mutex<HashMap<tokio::runtime::Id, Answered>>> =
+    LazyLock::new(Mutex::default);
 
-fn dumped() -> std::sync::MutexGuard<'static, Vec<tokio::runtime::Id>> {
+/// Whether the one dump of a multi-thread runtime has answered yet.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Answered {
+    No,
+    Yes,
+}
+
+fn dumped() -> std::sync::MutexGuard<'static, HashMap<tokio::runtime::Id, Answered>> {
     DUMPED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why a multi-thread runtime is not dumped a second time.
 const ONCE: &str = "await point not taken: this runtime was dumped before, and a second dump \
                     of a multi-thread runtime can stop one of its workers for good";
+
+/// Why a check does not dump a runtime another check is dumping (they would be two dumps).
+const IN_PROGRESS: &str = "await point not taken: another check is dumping this runtime now, \
+                           and a second dump of a multi-thread runtime can stop one of its \
+                           workers for good";
 
 /// Where each idle task of `handle`'s runtime awaits (`awaiting at src/svc.rs:88 in
 /// tokio::sync::mpsc::Receiver::recv`), by task id; or why no dump was taken (`await point
@@ -94,10 +107,11 @@ fn dump(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
         _ => {
             {
                 let mut dumped = dumped();
-                if dumped.contains(&handle.id()) {
-                    return Err(ONCE.to_owned());
-                }
-                dumped.push(handle.id());
+                match dumped.get(&handle.id()) {
+                    Some(Answered::Yes) => return Err(ONCE.to_owned()),
+                    Some(Answered::No) => return Err(IN_PROGRESS.to_owned()),
+                    None => dumped.insert(handle.id(), Answered::No),
+                };
             }
             // On a worker of a multi-thread runtime, give up the worker's seat while waiting:
             // the dump waits for every worker (this one's included) to reach a yield point.
@@ -112,36 +126,50 @@ fn dump(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
     }
 }
 
-/// A dump of `handle`'s multi-thread runtime (marked as dumped by the caller; the mark is taken
-/// back if no dump was asked for), within [`DEADLINE`].
+/// A dump of `handle`'s multi-thread runtime (marked as asked for by the caller; the mark is
+/// taken back if no dump was asked for), within [`DEADLINE`].
 ///
-/// A helper thread waits until every worker is parked and asks for the dump at once (see
-/// [`all_parked`] for why); the check waits for its answer until the deadline (and a margin
-/// for the helper's own answer that the workers were not idle).
+/// A helper thread builds the runtime it awaits on first, then waits until every worker is
+/// parked and asks for the dump in the very next poll (see [`all_parked`] for why); the check
+/// waits for its answer until the deadline (and a margin for the helper's own answer that the
+/// workers were not idle).
 fn dump_multi_thread(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
     let deadline = Instant::now() + DEADLINE;
     let id = handle.id();
-    let unmark = move || dumped().retain(|r| *r != id);
+    let unmark = move || {
+        dumped().remove(&id);
+    };
     let (tx, rx) = mpsc::channel();
     let target = handle.clone();
     let spawned = std::thread::Builder::new()
         .name("leakcheck-dump".into())
         .spawn(move || {
-            let answered = if all_parked(&target, deadline) {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .map(|rt| rt.block_on(answer(&target)))
-                    .map_err(|e| format!("await point not taken: {e}"))
-            } else {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    unmark();
+                    let _ = tx.send(Err(format!(
+                        "await point not taken: no runtime to await the dump on: {e}"
+                    )));
+                    return;
+                }
+            };
+            if !all_parked(&target, deadline) {
                 unmark();
-                Err(format!(
+                let _ = tx.send(Err(format!(
                     "await point not taken: the runtime's workers were not all idle within \
                      {} s (a dump needs every worker parked)",
                     DEADLINE.as_secs()
-                ))
-            };
-            let _ = tx.send(answered);
+                )));
+                return;
+            }
+            // The first poll of `answer` asks for the dump.
+            let dump = rt.block_on(answer(&target));
+            dumped().insert(id, Answered::Yes);
+            let _ = tx.send(Ok(dump));
         });
     if let Err(e) = spawned {
         unmark();
@@ -153,10 +181,14 @@ fn dump_multi_thread(handle: &Handle) -> Result<tokio::runtime::Dump, String> {
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()) + margin) {
         Ok(answered) => answered,
         // The helper goes on waiting for the dump it asked for.
-        Err(_) => Err(format!(
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
             "await point not taken: the runtime did not answer within {} s",
             DEADLINE.as_secs()
         )),
+        // The helper panicked: whether it asked for the dump is unknown, so the mark stays.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err("await point not taken: the dump's helper thread failed".to_owned())
+        }
     }
 }
 

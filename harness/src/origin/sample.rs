@@ -538,7 +538,7 @@ mod tests {
     /// and [`Blocked::release`] lets it go and returns what its call returned.
     mod blocked {
         use super::gettid;
-        use std::os::fd::AsRawFd;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
         use std::sync::atomic::{AtomicU32, Ordering};
         use std::sync::{mpsc, Arc};
         use std::time::{Duration, Instant};
@@ -548,13 +548,17 @@ mod tests {
             pub tid: u32,
             thread: std::thread::JoinHandle<Result<String, String>>,
             release: Box<dyn FnOnce()>,
+            /// The fds the call and the release use, closed once the thread has ended.
+            fds: Vec<OwnedFd>,
         }
 
         impl Blocked {
             /// Lets the thread's call return; what it returned.
             pub fn release(self) -> (&'static str, Result<String, String>) {
                 (self.release)();
-                (self.name, self.thread.join().unwrap())
+                let returned = self.thread.join().unwrap();
+                drop(self.fds);
+                (self.name, returned)
             }
         }
 
@@ -562,6 +566,7 @@ mod tests {
             name: &'static str,
             call: impl FnOnce() -> Result<String, String> + Send + 'static,
             release: impl FnOnce() + 'static,
+            fds: Vec<OwnedFd>,
         ) -> Blocked {
             let (tx, rx) = mpsc::channel();
             let thread = std::thread::spawn(move || {
@@ -575,7 +580,16 @@ mod tests {
                 tid,
                 thread,
                 release,
+                fds,
             }
+        }
+
+        /// `fd`, owned: closed when the [`Blocked`] that holds it is released.
+        fn owned(fd: RawFd) -> OwnedFd {
+            assert!(fd >= 0, "no fd: errno {}", errno());
+            // SAFETY: a fresh fd, owned by nobody else; the call and the release use it only
+            // until the thread is joined, before it is closed.
+            unsafe { OwnedFd::from_raw_fd(fd) }
         }
 
         fn errno() -> i32 {
@@ -591,27 +605,25 @@ mod tests {
         /// `read` on a pipe; released by 4 bytes.
         pub fn in_read() -> Blocked {
             let mut fds = [0; 2];
-            // SAFETY: a valid array for two fds, each closed once below.
-            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: a valid array for two fds.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
             let (reader, writer) = (fds[0], fds[1]);
             let call = move || {
                 let mut buf = [0u8; 4];
                 // SAFETY: a valid buffer of 4 bytes on an open pipe.
-                let n = unsafe { libc::read(reader, buf.as_mut_ptr().cast(), 4) };
-                let result = match n {
+                match unsafe { libc::read(reader, buf.as_mut_ptr().cast(), 4) } {
                     4 => Ok(String::from_utf8_lossy(&buf).into_owned()),
                     n => Err(format!("read returned {n}, errno {}", errno())),
-                };
-                // SAFETY: the pipe's read end, closed once.
-                unsafe { libc::close(reader) };
-                result
+                }
             };
-            // SAFETY: a write to, then the close of, the pipe's open write end.
-            let release = move || unsafe {
-                assert_eq!(libc::write(writer, b"ping".as_ptr().cast(), 4), 4);
-                libc::close(writer);
+            // SAFETY: a write to the pipe's open write end.
+            let release = move || {
+                assert_eq!(
+                    unsafe { libc::write(writer, b"ping".as_ptr().cast(), 4) },
+                    4
+                )
             };
-            start("read", call, release)
+            start("read", call, release, vec![owned(reader), owned(writer)])
         }
 
         /// `accept` on a listener; released by a connection.
@@ -635,14 +647,20 @@ mod tests {
                 Ok("accepted".to_owned())
             };
             let release = move || drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
-            start("accept", call, release)
+            start("accept", call, release, Vec::new())
         }
 
         /// `epoll_wait` on an eventfd, retried on `EINTR` (counted) as std and mio do; released
         /// by an event.
         pub fn in_epoll_wait(interrupted: Arc<AtomicU32>) -> Blocked {
-            // SAFETY: plain fd-creating calls; both closed by the thread once it is done.
-            let (epfd, efd) = unsafe { (libc::epoll_create1(0), libc::eventfd(0, 0)) };
+            // SAFETY: plain fd-creating calls.
+            let (epfd, efd) = unsafe {
+                (
+                    libc::epoll_create1(libc::EPOLL_CLOEXEC),
+                    libc::eventfd(0, libc::EFD_CLOEXEC),
+                )
+            };
+            let fds = vec![owned(epfd), owned(efd)];
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: 7,
@@ -650,28 +668,20 @@ mod tests {
             // SAFETY: both fds are open; `ev` is valid.
             let added = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, efd, &mut ev) };
             assert_eq!(added, 0);
-            let call = move || {
-                let result = loop {
-                    let mut out = [libc::epoll_event { events: 0, u64: 0 }];
-                    // SAFETY: a valid array of one event on an open epoll fd.
-                    match unsafe { libc::epoll_wait(epfd, out.as_mut_ptr(), 1, -1) } {
-                        1 => break Ok(format!("event {}", { out[0].u64 })),
-                        -1 if errno() == libc::EINTR => {
-                            interrupted.fetch_add(1, Ordering::Relaxed);
-                        }
-                        n => break Err(format!("epoll_wait returned {n}, errno {}", errno())),
+            let call = move || loop {
+                let mut out = [libc::epoll_event { events: 0, u64: 0 }];
+                // SAFETY: a valid array of one event on an open epoll fd.
+                match unsafe { libc::epoll_wait(epfd, out.as_mut_ptr(), 1, -1) } {
+                    1 => break Ok(format!("event {}", { out[0].u64 })),
+                    -1 if errno() == libc::EINTR => {
+                        interrupted.fetch_add(1, Ordering::Relaxed);
                     }
-                };
-                // SAFETY: the two fds made above, closed once (the release has written).
-                unsafe {
-                    libc::close(efd);
-                    libc::close(epfd);
+                    n => break Err(format!("epoll_wait returned {n}, errno {}", errno())),
                 }
-                result
             };
             // SAFETY: a write to the open eventfd.
             let release = move || assert_eq!(unsafe { libc::eventfd_write(efd, 1) }, 0);
-            start("epoll_wait", call, release)
+            start("epoll_wait", call, release, fds)
         }
 
         /// `nanosleep` for 600 ms, resumed with the time left on `EINTR` (counted) as std's
@@ -702,7 +712,7 @@ mod tests {
                     }
                 }
             };
-            start("nanosleep", call, || ())
+            start("nanosleep", call, || (), Vec::new())
         }
 
         /// A futex wait with no timeout; released by a store and a wake.
@@ -741,7 +751,7 @@ mod tests {
                     )
                 };
             };
-            start("futex", call, release)
+            start("futex", call, release, Vec::new())
         }
     }
 

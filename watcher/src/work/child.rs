@@ -396,16 +396,20 @@ mod tests {
     use std::time::Instant;
 
     /// `cmd`, made to wait before its `exec` for a byte on the pipe returned (a spawn returns
-    /// only after the `exec`, so it cannot finish before the byte is written).
+    /// only after the `exec`, so it cannot finish before the byte is written). Dropping the
+    /// writer unwritten lets the child go too: the spawn then fails with `EPIPE`.
     fn gated(mut cmd: Command) -> (Command, std::io::PipeWriter) {
+        use std::os::fd::AsRawFd;
         let (gate_rx, gate_tx) = std::io::pipe().unwrap();
-        let gate = std::os::fd::AsRawFd::as_raw_fd(&gate_rx);
-        // SAFETY: the hook calls only `read`, which is async-signal-safe, on an fd that stays
-        // open in the child (it is close-on-exec, and this runs before the exec; `gate_rx`
-        // lives in the hook).
+        let (gate, writer) = (gate_rx.as_raw_fd(), gate_tx.as_raw_fd());
+        // SAFETY: the hook calls only `close` and `read`, which are async-signal-safe, on fds
+        // the forked child holds (both are close-on-exec, and this runs before the exec;
+        // `gate_rx` lives in the hook). The child closes its copy of the writer first, so the
+        // read sees end-of-file once the test's writer is dropped.
         unsafe {
             cmd.pre_exec(move || {
                 let _open = &gate_rx;
+                libc::close(writer);
                 let mut byte = 0u8;
                 loop {
                     match libc::read(gate, (&raw mut byte).cast(), 1) {
