@@ -131,6 +131,38 @@ fn planted(multi: bool, outside: bool, ended_before: bool) {
         report.to_string().contains(&format!("×4   {label}")),
         "{report}"
     );
+    // Where the await point is known, a channel's receive is a wait no timer ends: no advice
+    // to raise the settle budget (elsewhere the budget ran out on tasks that might be slow).
+    assert_eq!(
+        report.to_string().contains("settle budget"),
+        !cfg!(task_dumps),
+        "{report}"
+    );
+}
+
+/// A task's body that waits on a timer for ten minutes.
+async fn nap() {
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// The control for the advice: a task that awaits a timer may end of itself, so its report
+/// keeps the note that the settle budget ran out.
+#[leakcheck::isolated]
+fn a_task_awaiting_a_timer_keeps_the_note_on_the_settle_budget() {
+    let rt = runtime(false);
+    let leak = rt.block_on(async {
+        LeakCheck::new()
+            .tasks(&Handle::current())
+            .settle(Duration::from_millis(100))
+            .run_async(|| async {
+                tokio::spawn(nap());
+            })
+            .await
+            .unwrap_err()
+    });
+    let text = leak.to_string();
+    assert_eq!(leak.report().leaked(Resource::Tasks), 1, "{text}");
+    assert!(text.contains("waited the whole settle budget"), "{text}");
 }
 
 fn clean(multi: bool, outside: bool) {

@@ -67,10 +67,21 @@ const IN_PROGRESS: &str = "await point not taken: another check is dumping this 
                            and a second dump of a multi-thread runtime can stop one of its \
                            workers for good";
 
+/// Where a task awaits, as a report shows it, and whether a timer could end the wait.
+pub(crate) struct AwaitPoint {
+    /// `awaiting at src/svc.rs:88 in tokio::sync::mpsc::Receiver::recv`, or why not known.
+    pub(crate) text: String,
+    /// The task awaits only what tokio traces, and nothing of `tokio::time` (no sleep,
+    /// interval or timeout): no settle budget lets it go of itself.
+    pub(crate) untimed: bool,
+}
+
 /// Where each idle task of `handle`'s runtime awaits (`awaiting at src/svc.rs:88 in
 /// tokio::sync::mpsc::Receiver::recv`), by task id; or why no dump was taken (`await point
 /// not taken: the runtime's workers were not all idle within 1 s …`).
-pub(crate) fn await_points(handle: &Handle) -> Result<HashMap<tokio::task::Id, String>, String> {
+pub(crate) fn await_points(
+    handle: &Handle,
+) -> Result<HashMap<tokio::task::Id, AwaitPoint>, String> {
     let dump = dump(handle)?;
     Ok(dump
         .tasks()
@@ -244,21 +255,43 @@ async fn answer(handle: &Handle) -> tokio::runtime::Dump {
 /// How often a pending dump's workers are woken to try again.
 const NUDGE: Duration = Duration::from_millis(100);
 
-/// The await point in a task's trace, as a report shows it.
-fn await_point(trace: &tokio::runtime::dump::Trace) -> String {
-    let Some(backtrace) = trace.resolve_backtraces().into_iter().next() else {
-        return "await point not taken: the task awaits nothing tokio traces".to_owned();
-    };
-    let frames: Vec<Frame> = backtrace
-        .frames()
-        .flat_map(|frame| frame.symbols())
-        .map(|sym| Frame {
-            name: sym.name_demangled().map(without_hash),
-            file: sym.filename().map(|p| p.to_string_lossy().into_owned()),
-            line: sym.lineno(),
+/// The await point in a task's trace: the first of its backtraces (one per leaf future it
+/// awaits), and whether none of them is a timer's.
+fn await_point(trace: &tokio::runtime::dump::Trace) -> AwaitPoint {
+    let backtraces: Vec<Vec<Frame>> = trace
+        .resolve_backtraces()
+        .iter()
+        .map(|backtrace| {
+            backtrace
+                .frames()
+                .flat_map(|frame| frame.symbols())
+                .map(|sym| Frame {
+                    name: sym.name_demangled().map(without_hash),
+                    file: sym.filename().map(|p| p.to_string_lossy().into_owned()),
+                    line: sym.lineno(),
+                })
+                .collect()
         })
         .collect();
-    Waiting::pick(&frames).awaiting().to_string()
+    let Some(first) = backtraces.first() else {
+        return AwaitPoint {
+            text: "await point not taken: the task awaits nothing tokio traces".to_owned(),
+            untimed: false,
+        };
+    };
+    AwaitPoint {
+        text: Waiting::pick(first).awaiting().to_string(),
+        untimed: !backtraces.iter().any(|frames| awaits_a_timer(frames)),
+    }
+}
+
+/// Whether a leaf future's backtrace runs through `tokio::time` (`sleep`, `Interval::tick`,
+/// `timeout`): a wait that may end of itself.
+fn awaits_a_timer(frames: &[Frame]) -> bool {
+    frames
+        .iter()
+        .filter_map(|f| f.name.as_deref())
+        .any(|name| name.contains("tokio::time::"))
 }
 
 /// A demangled symbol without its trailing hash: `a::b::h0123456789abcdef` → `a::b`.
@@ -274,6 +307,27 @@ fn without_hash(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timer_is_told_by_a_frame_of_tokio_time() {
+        let frame = |name: &str| Frame {
+            name: Some(name.to_owned()),
+            file: None,
+            line: None,
+        };
+        let sleep = [
+            frame("tokio::runtime::task::trace::Trace::leaf"),
+            frame("<tokio::time::sleep::Sleep as core::future::future::Future>::poll"),
+            frame("svc::run::{{closure}}"),
+        ];
+        let recv = [
+            frame("tokio::runtime::task::trace::Trace::leaf"),
+            frame("tokio::sync::mpsc::bounded::Receiver<T>::recv::{{closure}}"),
+            frame("svc::run::{{closure}}"),
+        ];
+        assert!(awaits_a_timer(&sleep));
+        assert!(!awaits_a_timer(&recv));
+    }
 
     #[test]
     fn a_hash_is_dropped_and_a_name_without_one_kept() {

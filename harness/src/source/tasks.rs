@@ -3,9 +3,10 @@
 //! spawn site.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::resource::Resource;
-use crate::source::{Item, Reading, Source};
+use crate::source::{Item, Lingering, Reading, Source};
 
 /// The alive tasks of one runtime (`RuntimeMetrics::num_alive_tasks`, stable since tokio 1.39).
 pub(crate) struct Tasks {
@@ -13,6 +14,9 @@ pub(crate) struct Tasks {
     /// Set when tasks leaked and the runtime gave no spawn sites: the report says how to get
     /// them.
     hint: AtomicBool,
+    /// Whether waiting could let the leaked tasks go, found with the items: `Never` once a
+    /// task's await point shows a wait no timer ends.
+    lingering: Mutex<Lingering>,
 }
 
 impl Tasks {
@@ -20,6 +24,7 @@ impl Tasks {
         Tasks {
             handle,
             hint: AtomicBool::new(false),
+            lingering: Mutex::new(Lingering::Unknown),
         }
     }
 }
@@ -62,7 +67,8 @@ impl Source for Tasks {
         #[cfg(tokio_unstable)]
         if let Reading::Marked { mark, .. } = b0 {
             if let Some(tasks) = crate::origin::tasks::spawned_since(&self.handle, *mark) {
-                let sites = with_await_points(&self.handle, tasks);
+                let (sites, lingering) = with_await_points(&self.handle, tasks);
+                *self.lingering.lock().unwrap_or_else(|e| e.into_inner()) = lingering;
                 return crate::group::exact(sites)
                     .into_iter()
                     .map(|item| Item {
@@ -86,36 +92,51 @@ impl Source for Tasks {
             Vec::new()
         }
     }
+
+    fn lingering(&self) -> Lingering {
+        *self.lingering.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Each task's spawn site, followed by its await point where this build takes task dumps
 /// (`spawned at src/svc.rs:31, awaiting at src/svc.rs:88 in
-/// tokio::sync::mpsc::Receiver::recv`), or by why it was not taken.
+/// tokio::sync::mpsc::Receiver::recv`), or by why it was not taken; and `Lingering::Never`
+/// when a task awaits only what no timer ends (else `Unknown`: a task's timers are not read).
 #[cfg(tokio_unstable)]
 fn with_await_points(
     handle: &tokio::runtime::Handle,
     tasks: Vec<(tokio::task::Id, String)>,
-) -> Vec<String> {
+) -> (Vec<String>, Lingering) {
     #[cfg(task_dumps)]
     if !tasks.is_empty() {
         let points = crate::origin::dump::await_points(handle);
-        return tasks
+        let mut lingering = Lingering::Unknown;
+        let sites = tasks
             .into_iter()
             .map(|(id, site)| {
                 let point = match &points {
-                    Ok(points) => points.get(&id).map_or(
-                        "await point not taken: the task was running or scheduled during the \
-                         dump",
-                        String::as_str,
-                    ),
+                    Ok(points) => match points.get(&id) {
+                        Some(point) => {
+                            if point.untimed {
+                                lingering = Lingering::Never;
+                            }
+                            point.text.as_str()
+                        }
+                        None => {
+                            "await point not taken: the task was running or scheduled during \
+                             the dump"
+                        }
+                    },
                     Err(why) => why.as_str(),
                 };
                 format!("{site}, {point}")
             })
             .collect();
+        return (sites, lingering);
     }
     let _ = handle;
-    tasks.into_iter().map(|(_, site)| site).collect()
+    let sites = tasks.into_iter().map(|(_, site)| site).collect();
+    (sites, Lingering::Unknown)
 }
 
 #[cfg(test)]
