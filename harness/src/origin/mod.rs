@@ -394,15 +394,14 @@ pub(crate) fn made_in_initializer(_ips: &[usize]) -> bool {
 }
 
 /// Whether thread `tid`'s recorded creation ran inside std's one-time initializer machinery
-/// (see [`made_in_initializer`]); resolves nothing. `None` while no record is found (not yet
-/// published by the new thread, or none kept).
-pub(crate) fn spawned_in_initializer(_tid: u32) -> Option<bool> {
+/// (see [`made_in_initializer`]); resolves nothing.
+pub(crate) fn spawned_in_initializer(_tid: u32) -> bool {
     #[cfg(origins)]
     {
-        spawn_hook::spawn_record(_tid).map(|r| initializer::made_in_initializer(&r.ips))
+        spawn_hook::spawn_record(_tid).is_some_and(|r| initializer::made_in_initializer(&r.ips))
     }
     #[cfg(not(origins))]
-    None
+    false
 }
 
 /// Where an fd or a child process was made, as a report shows it.

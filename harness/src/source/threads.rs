@@ -62,9 +62,6 @@ pub(crate) struct Threads {
 struct Seen {
     /// `Some` once looked up; `Some(None)` where no creation was recorded.
     creation: Option<Option<Creation>>,
-    /// Whether the settle loop has asked if an initializer made it (a table lookup it need
-    /// not repeat at every snapshot).
-    probed: bool,
 }
 
 impl Threads {
@@ -182,21 +179,12 @@ impl Threads {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             added(reference.ids(), now.ids())
                 .filter(|tid| self.first.binary_search(tid).is_err())
-                .filter(|tid| {
-                    seen.get(tid)
-                        .is_none_or(|s| s.creation.is_none() && !s.probed)
-                })
+                .filter(|tid| seen.get(tid).is_none_or(|s| s.creation.is_none()))
                 .collect()
         };
         for tid in unseen {
-            match origin::spawned_in_initializer(tid) {
-                Some(true) => drop(self.creation(tid)),
-                Some(false) => {
-                    let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                    seen.entry(tid).or_default().probed = true;
-                }
-                // Not published yet: asked again at the next snapshot.
-                None => {}
+            if origin::spawned_in_initializer(tid) {
+                let _ = self.creation(tid);
             }
         }
     }
