@@ -129,33 +129,6 @@ fn a_pool_in_a_once_is_a_global() {
     );
 }
 
-/// A budget the tests below must not wait out: a global is classified while settling, as
-/// soon as its threads are seen, since their recorded creation shows an initializer.
-const LONG: Duration = Duration::from_secs(40);
-
-/// Made in a `OnceLock`, a `LazyLock` and a `Once`, with a 40 s budget: the check ends long
-/// before the budget, with the globals on their lines. (The controls that leaks are still
-/// caught: `the_same_pool_outside_an_initializer_leaks`,
-/// `an_initializer_that_runs_every_cycle_is_a_leak`, the `strict` tests.)
-#[leakcheck::isolated]
-fn a_global_is_classified_without_waiting_out_the_budget() {
-    let report = LeakCheck::new()
-        .settle(LONG)
-        .run(|| {
-            pool_in_once_lock();
-            let _ = &*IN_LAZY_LOCK;
-            pool_in_once();
-        })
-        .unwrap_or_else(|leak| panic!("{leak}"));
-    let text = report.to_string();
-    assert!(report.settled() < LONG / 2, "waited out the budget: {text}");
-    assert_eq!(lines(&text).len(), 3, "{text}");
-    assert!(
-        text.contains("global: 2 threads created once by globals::IN_LAZY_LOCK"),
-        "{text}"
-    );
-}
-
 /// Made in a warm-up cycle or in the first measured cycle, a global does not grow: clean.
 #[leakcheck::isolated]
 fn a_global_over_cycles_is_clean() {

@@ -164,34 +164,6 @@ fn a_process_spawned_in_a_once_lock_is_a_global() {
     stop(&mut helper().lock().unwrap());
 }
 
-/// A file opened and a process spawned in a `OnceLock`, with a 40 s budget: classified while
-/// settling, as soon as they are seen, so the check ends long before the budget. (The controls
-/// that leaks are still caught: the `outside_an_initializer` and `strict` tests.)
-#[leakcheck::isolated]
-fn globals_are_classified_without_waiting_out_the_budget() {
-    let long = Duration::from_secs(40);
-    let path = path("no-wait");
-    let report = LeakCheck::new()
-        .settle(long)
-        .run(|| {
-            log_file(&path);
-            helper();
-        })
-        .unwrap_or_else(|leak| panic!("{leak}"));
-    let text = report.to_string();
-    assert!(report.settled() < long / 2, "waited out the budget: {text}");
-    assert_eq!(
-        lines(&text),
-        [
-            "  global: 1 fd created once by globals_made::log_file",
-            "  global: 1 child process created once by globals_made::helper",
-        ],
-        "{text}"
-    );
-    stop(&mut helper().lock().unwrap());
-    std::fs::remove_file(path).unwrap();
-}
-
 /// The control: the same process spawned by the body itself leaks, named by its spawn line.
 #[leakcheck::isolated]
 fn the_same_process_outside_an_initializer_leaks() {

@@ -127,8 +127,8 @@ fn a_thread_in_an_untimed_wait_gets_no_settle_advice() {
         PARK_LINE
     );
     #[cfg(not(feature = "origins"))]
-    let expected = "\"untimed\" ×1 (blocked in futex)".to_owned();
-    assert!(text.contains(&expected), "{text}");
+    let expected = "\"untimed\" ×1 (blocked in futex)";
+    assert!(text.contains(&*expected), "{text}");
     assert!(!text.contains("timed:"), "{text}");
     assert!(!text.contains("settle budget"), "{text}");
     assert!(!text.contains("settle_ms"), "{text}");

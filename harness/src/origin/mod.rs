@@ -15,8 +15,6 @@
 //! - `frames`: from those, the user's own `file:line`, the library frame that made the
 //!   item, the function that created it and whether a one-time initializer did.
 //! - `resolve`: addresses to frames and a site, once per distinct backtrace, for every kind.
-//! - `initializer`: whether a record was made inside std's one-time initializers, told without
-//!   resolving it (the settle loop classifies such items at once).
 //! - `state`: what a thread is blocked in, from `/proc/self/task/<tid>`, and when a timed
 //!   wait ends.
 //! - `sample` (feature `origins`, Linux with glibc): a leaked thread's current stack, taken by
@@ -37,8 +35,6 @@ pub(crate) mod dump;
 mod fd_hook;
 #[cfg_attr(not(origins), allow(dead_code))]
 pub(crate) mod frames;
-#[cfg(origins)]
-mod initializer;
 #[cfg(origins)]
 pub(crate) mod resolve;
 #[cfg(origins)]
@@ -251,7 +247,8 @@ pub(crate) fn creation(tid: u32) -> Option<Creation> {
     #[cfg(origins)]
     {
         let record = spawn_hook::spawn_record(tid)?;
-        let unnamed = inherited_name(tid, &record);
+        let unnamed = !record.creator_name.is_empty()
+            && crate::sys::thread_name(tid).is_some_and(|n| n.as_bytes() == record.creator_name);
         // `resolve` resolves each distinct list of addresses once per process.
         let known = resolve_creation(&record.ips);
         Some(Creation { unnamed, ..known })
@@ -261,24 +258,6 @@ pub(crate) fn creation(tid: u32) -> Option<Creation> {
         let _ = tid;
         None
     }
-}
-
-/// Whether thread `tid` still bears the kernel name it inherited from its creator: read anew
-/// each time, as a thread names itself only once it runs (std's `Builder::name` does so in the
-/// new thread), which may be after its creation was first looked up.
-pub(crate) fn unnamed(_tid: u32) -> bool {
-    #[cfg(origins)]
-    {
-        spawn_hook::spawn_record(_tid).is_some_and(|record| inherited_name(_tid, &record))
-    }
-    #[cfg(not(origins))]
-    false
-}
-
-#[cfg(origins)]
-fn inherited_name(tid: u32, record: &spawn_hook::Record) -> bool {
-    !record.creator_name.is_empty()
-        && crate::sys::thread_name(tid).is_some_and(|n| n.as_bytes() == record.creator_name)
 }
 
 #[cfg(origins)]
@@ -369,8 +348,8 @@ pub(crate) fn child_record(_pid: u32) -> Option<Vec<usize>> {
 }
 
 /// The `global:` name of a recorded creation made inside a one-time initializer, `None` for
-/// any other. Resolves the addresses (once per distinct list in the process): while settling,
-/// call it only for records [`made_in_initializer`] marks.
+/// any other. Resolves the addresses (once per distinct list in the process): never call it
+/// while settling.
 pub(crate) fn once_global(_ips: &[usize]) -> Option<String> {
     #[cfg(origins)]
     {
@@ -378,30 +357,6 @@ pub(crate) fn once_global(_ips: &[usize]) -> Option<String> {
     }
     #[cfg(not(origins))]
     None
-}
-
-/// Whether a recorded creation ran inside std's `Once`, `OnceLock` or `LazyLock` initializer,
-/// told without resolving it: cheap enough for the settle loop, which classifies such items at
-/// once rather than after its budget. `false` where this build records nothing, or the process
-/// could not tell (see `initializer`).
-pub(crate) fn made_in_initializer(_ips: &[usize]) -> bool {
-    #[cfg(origins)]
-    {
-        initializer::made_in_initializer(_ips)
-    }
-    #[cfg(not(origins))]
-    false
-}
-
-/// Whether thread `tid`'s recorded creation ran inside std's one-time initializer machinery
-/// (see [`made_in_initializer`]); resolves nothing.
-pub(crate) fn spawned_in_initializer(_tid: u32) -> bool {
-    #[cfg(origins)]
-    {
-        spawn_hook::spawn_record(_tid).is_some_and(|r| initializer::made_in_initializer(&r.ips))
-    }
-    #[cfg(not(origins))]
-    false
 }
 
 /// Where an fd or a child process was made, as a report shows it.

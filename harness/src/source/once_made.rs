@@ -8,12 +8,10 @@
 //! `strict` counts it again, and so does growth of such items from one half of the measured
 //! cycles to the next (a global cannot grow per cycle: one that does is not one).
 //!
-//! Resolving a creation loads debug info (the first time in a process: up to seconds), so
-//! settling resolves only the creations whose unresolved record says they ran inside std's
-//! one-time initializers (`origin::made_in_initializer`), and leaves out the items already
-//! classified, looked up by that record (cheap); the settled readings are classified once. A
-//! global made through `once_cell`, which runs its own code, waits out the budget once, then
-//! passes.
+//! Resolving a creation loads debug info (the first time in a process: up to seconds), so it
+//! never happens while settling: settling leaves out only items already classified, looked up
+//! by their unresolved record (cheap), and the settled readings are classified once. A test
+//! that makes a global the first time therefore waits out its settle budget once, then passes.
 //!
 //! An fd number is reused at once: an item is known by its id together with the record of the
 //! call that made it, so a number that now names something else is classified afresh.
@@ -95,22 +93,12 @@ impl OnceMade {
             .is_some_and(|(known, global)| global.is_some() && *known == ips)
     }
 
-    /// Whether `id`, not yet known, is a global whose record says it was made inside an
-    /// initializer: classifies it (resolving its creation) only then.
-    fn initializer_made(&self, id: u32) -> bool {
-        let made_in_one = (self.record)(id).is_some_and(|ips| {
-            origin::made_in_initializer(&ips)
-                && self.lock().get(&id).is_none_or(|(known, _)| *known != ips)
-        });
-        made_in_one && self.global(id).is_some()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `Source::settled` for a source of ids: back at the reference, leaving out the items
-    /// known to be globals; only the creations made inside an initializer are resolved here.
+    /// already known to be globals; nothing is resolved here.
     pub(crate) fn settled(&self, now: &Reading, reference: &Reading) -> bool {
         let (Some(level), Some(target)) = (now.level(), reference.level()) else {
             return true;
@@ -120,7 +108,7 @@ impl OnceMade {
         }
         let left_out = added(reference.ids(), now.ids())
             .filter(|id| self.first.binary_search(id).is_err())
-            .filter(|&id| self.known_global(id) || self.initializer_made(id))
+            .filter(|&id| self.known_global(id))
             .count() as i64;
         level - left_out <= target
     }

@@ -13,12 +13,10 @@
 //!   thread; in a test, the test's own name): shown as `unnamed thread created by PATH`.
 //!
 //! Resolving a creation costs 20–300 µs, and the first one of a process loads the debug info
-//! (65 ms to seconds on a loaded machine), so settling resolves only the creations that ran
-//! inside std's one-time initializers, told from the unresolved record
-//! (`origin::spawned_in_initializer`): a test that makes a global pool is classified at once,
-//! without waiting out its budget. Every other thread is classified once, on the settled
-//! readings (and one that exits meanwhile costs nothing); a global made through `once_cell`,
-//! which runs its own code, waits out the budget once, then passes.
+//! (65 ms to seconds on a loaded machine), so it never happens while settling, where it would
+//! eat the budget: settling leaves out only threads already classified, and the settled
+//! readings are classified once. A test that makes a global the first time therefore waits out
+//! its settle budget once, then passes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,22 +83,14 @@ impl Threads {
         cfg!(origins) && (!self.strict || !self.created_by.is_empty())
     }
 
-    /// The recorded creation of `tid`, looked up once per check; whether it still bears its
-    /// creator's name is read anew (the settle loop may look a thread up before it has run and
-    /// named itself).
+    /// The recorded creation of `tid`, looked up once per check.
     fn creation(&self, tid: u32) -> Option<Creation> {
-        let mut creation = {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = seen.entry(tid).or_default();
-            entry
-                .creation
-                .get_or_insert_with(|| origin::creation(tid))
-                .clone()
-        };
-        if let Some(creation) = creation.as_mut().filter(|c| c.unnamed) {
-            creation.unnamed = origin::unnamed(tid);
-        }
-        creation
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = seen.entry(tid).or_default();
+        entry
+            .creation
+            .get_or_insert_with(|| origin::creation(tid))
+            .clone()
     }
 
     /// Whether `tid` is made by a function `ignore_created_by` matches.
@@ -172,23 +162,6 @@ impl Threads {
             .filter(|&tid| !sys::thread_name(tid).is_some_and(|name| self.ignored.matches(&name)))
     }
 
-    /// Looks up the creation of each thread of `now` new since `reference` (and the first
-    /// reading) not looked up yet whose record says it was made inside a one-time initializer.
-    fn classify_initializers(&self, reference: &Reading, now: &Reading) {
-        let unseen: Vec<u32> = {
-            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            added(reference.ids(), now.ids())
-                .filter(|tid| self.first.binary_search(tid).is_err())
-                .filter(|tid| seen.get(tid).is_none_or(|s| s.creation.is_none()))
-                .collect()
-        };
-        for tid in unseen {
-            if origin::spawned_in_initializer(tid) {
-                let _ = self.creation(tid);
-            }
-        }
-    }
-
     /// The process globals among the new ids of `reading`, by the name of their line.
     fn globals(&self, reading: &Reading) -> Vec<(u32, String)> {
         self.new_ids(reading)
@@ -229,18 +202,14 @@ impl Source for Threads {
         Style::Quoted
     }
 
-    /// Back at the reference, leaving out the threads known not to be counted (process
-    /// globals, ignored creators). Only the creations made inside an initializer are resolved
-    /// here, once: the others are judged as far as they are already known.
+    /// Back at the reference, leaving out the threads already known not to be counted
+    /// (process globals, ignored creators); nothing is resolved here.
     fn settled(&self, now: &Reading, reference: &Reading) -> bool {
         let (Some(level), Some(target)) = (now.level(), reference.level()) else {
             return true;
         };
         if level <= target || !self.classifies() {
             return level <= target;
-        }
-        if !self.strict {
-            self.classify_initializers(reference, now);
         }
         let known: Vec<u32> = {
             let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
